@@ -1,0 +1,46 @@
+"""The `gandissect` command line: a thin layer that parses arguments and calls the library.
+
+Each command family lives beside the code it drives and registers its own sub-parser
+(`register(subparsers)`), so this file only assembles them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from gandissect import __version__
+
+
+class UserError(Exception):
+    """Bad input from the user: printed as one clear line, never as a traceback."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="gandissect",
+        description="Dissect and edit image GANs; dissect and explain CNN classifiers.",
+    )
+    parser.add_argument("--version", action="version", version=f"gandissect {__version__}")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+    commands.required = True
+
+    from gandissect import unitstats
+    from gandissect.world import commands as world_commands
+
+    world_commands.register(commands)
+    unitstats.register(commands)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.run(args) or 0)
+    except (UserError, ValueError, FileNotFoundError, FileExistsError) as error:
+        print(f"gandissect: error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("gandissect: interrupted", file=sys.stderr)
+        return 130

@@ -1,0 +1,41 @@
+"""Writing results so that nothing half-written is ever left on disk."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+
+def _atomic(path: Path, write) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(handle, "wb") as stream:
+            write(stream)
+            stream.flush()
+            os.fsync(stream.fileno())
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+
+
+def write_json(path: str | Path, data: Any) -> None:
+    """Write ``data`` as indented JSON: to a temporary file, then renamed into place."""
+    text = json.dumps(data, indent=1).encode()
+    _atomic(Path(path), lambda stream: stream.write(text))
+
+
+def save_state(path: str | Path, state: Any) -> None:
+    """``torch.save`` atomically; read back with ``load_state`` (no code runs on load)."""
+    _atomic(Path(path), lambda stream: torch.save(state, stream))
+
+
+def load_state(path: str | Path) -> Any:
+    """Load a file written by ``save_state`` with ``weights_only=True``."""
+    return torch.load(Path(path), map_location="cpu", weights_only=True)

@@ -1,0 +1,290 @@
+"""Trace and edit any layer of any ``nn.Module`` by its dotted name.
+
+Context managers that register forward hooks on entry and always remove exactly their own
+hooks on exit, even when the forward raises::
+
+    with Trace(model, "layer4") as trace:
+        model(z)
+    trace.output                          # the layer's output (a copy, see ``clone``)
+
+    with Trace(model, "layer4", stop=True) as trace:
+        model(z)                          # partial forward: stops right after layer4
+
+    with Edit(model, "layer4", alpha=a, value=v):
+        image = model(z)                  # layer4's output x becomes x * (1 - a) + v * a
+
+``alpha`` broadcasts per unit and per pixel against the ``(B, U, H, W)`` output (see
+``edit_alpha`` to build it from unit ids and a spatial mask), ``value`` per unit.
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Iterable, Sequence
+from contextlib import ExitStack
+from typing import Any
+
+import torch
+from torch import nn
+
+__all__ = [
+    "StopForward",
+    "Trace",
+    "TraceDict",
+    "Edit",
+    "edit_alpha",
+    "get_layer",
+    "layer_names",
+    "partial_forward",
+    "layer_shapes",
+]
+
+
+class StopForward(Exception):
+    """Raised inside a hook to end a forward pass early; the tracing context swallows it."""
+
+
+def layer_names(model: nn.Module) -> list[str]:
+    """Dotted names of every submodule, in registration order (the empty root excluded)."""
+    return [name for name, _ in model.named_modules() if name]
+
+
+def get_layer(model: nn.Module, name: str) -> nn.Module:
+    """The submodule called ``name``; a clear error listing close valid names otherwise."""
+    try:
+        return model.get_submodule(name)
+    except AttributeError:
+        names = layer_names(model)
+        close = difflib.get_close_matches(name, names, n=5)
+        hint = f" Did you mean {', '.join(close)}?" if close else ""
+        shown = ", ".join(names[:40]) + (" ..." if len(names) > 40 else "")
+        raise ValueError(f"no layer named {name!r} in {type(model).__name__}.{hint} "
+                         f"Valid layers: {shown}") from None
+
+
+def _as_tensor_output(output: Any, layer: str) -> torch.Tensor:
+    if not isinstance(output, torch.Tensor):
+        raise TypeError(
+            f"layer {layer!r} returns {type(output).__name__}, not a tensor; "
+            "trace a submodule whose output is a tensor"
+        )
+    return output
+
+
+class Trace:
+    """Retain, stop at, or edit the output of one layer during forward passes.
+
+    Args:
+        model: any module.
+        layer: dotted name of a submodule (``"layer4"``, ``"features.3"``, ``"layer1.0.conv1"``).
+        retain_output: keep the output of the last call in ``.output`` (all calls, for a module
+            used several times in one forward, are in ``.outputs``).
+        retain_input: keep the first positional input in ``.input``.
+        clone: keep a copy, so that later in-place operations (``ReLU(inplace=True)``) cannot
+            change what was retained. Default True; turn off only to save memory.
+        detach: retain detached tensors (default True); False keeps the graph for gradients.
+        stop: raise ``StopForward`` after the layer runs; the context swallows it (partial
+            forward: nothing after the layer is computed).
+        edit: a function ``output -> new output`` applied on every call of the layer.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        layer: str,
+        retain_output: bool = True,
+        retain_input: bool = False,
+        clone: bool = True,
+        detach: bool = True,
+        stop: bool = False,
+        edit: Any = None,
+    ) -> None:
+        self.layer = layer
+        self.module = get_layer(model, layer)
+        self.retain_output, self.retain_input = retain_output, retain_input
+        self.clone, self.detach, self.stop, self.edit = clone, detach, stop, edit
+        self.outputs: list[torch.Tensor] = []
+        self.input: torch.Tensor | None = None
+        self._handle = None
+        self._on_stop = None  # set by TraceDict: stop only when every layer has run
+
+    def _keep(self, tensor: torch.Tensor) -> torch.Tensor:
+        if self.detach:
+            tensor = tensor.detach()
+        return tensor.clone() if self.clone else tensor
+
+    def _hook(self, module: nn.Module, inputs: tuple, output: Any) -> Any:
+        if self.retain_input and inputs and isinstance(inputs[0], torch.Tensor):
+            self.input = self._keep(inputs[0])
+        if self.edit is not None:
+            output = self.edit(_as_tensor_output(output, self.layer))
+        if self.retain_output:
+            self.outputs.append(self._keep(_as_tensor_output(output, self.layer)))
+        if self._on_stop is not None:
+            self._on_stop(self)
+        elif self.stop:
+            raise StopForward(self.layer)
+        return output
+
+    @property
+    def output(self) -> torch.Tensor:
+        """The layer's output on its most recent call."""
+        if not self.outputs:
+            raise RuntimeError(f"layer {self.layer!r} has not run inside this trace")
+        return self.outputs[-1]
+
+    def __enter__(self) -> Trace:
+        self._handle = self.module.register_forward_hook(self._hook)
+        return self
+
+    def close(self) -> None:
+        """Remove this trace's hook (idempotent)."""
+        if self._handle is not None:
+            self._handle.remove()
+            self._handle = None
+
+    def __exit__(self, exc_type, exc, tb) -> bool:
+        self.close()
+        return exc_type is not None and issubclass(exc_type, StopForward)
+
+
+class TraceDict(dict):
+    """Several ``Trace``s at once, keyed by layer name.
+
+    With ``stop=True`` the forward pass stops once every listed layer has run, whatever their
+    order in the network.
+    """
+
+    def __init__(self, model: nn.Module, layers: Iterable[str], stop: bool = False, **kwargs):
+        super().__init__()
+        layers = list(dict.fromkeys(layers))
+        if not layers:
+            raise ValueError("TraceDict needs at least one layer")
+        self.stop = stop
+        self._stack = ExitStack()
+        for name in layers:
+            self[name] = Trace(model, name, **kwargs)
+        self._seen: set[str] = set()
+
+    def _on_stop(self, trace: Trace) -> None:
+        self._seen.add(trace.layer)
+        if len(self._seen) == len(self):
+            raise StopForward(trace.layer)
+
+    def __enter__(self) -> TraceDict:
+        self._seen = set()
+        with ExitStack() as stack:
+            for trace in self.values():
+                if self.stop:
+                    trace._on_stop = self._on_stop
+                stack.enter_context(trace)
+            self._stack = stack.pop_all()
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> bool:
+        self._stack.close()
+        return exc_type is not None and issubclass(exc_type, StopForward)
+
+
+def partial_forward(model: nn.Module, layer: str, *args: Any, **kwargs: Any) -> torch.Tensor:
+    """Run ``model(*args, **kwargs)`` only as far as ``layer`` and return its output."""
+    with Trace(model, layer, stop=True, clone=False) as trace:
+        model(*args, **kwargs)
+    return trace.output
+
+
+def edit_alpha(
+    units: Sequence[int] | torch.Tensor | None,
+    n_units: int,
+    mask: torch.Tensor | None = None,
+    strength: float = 1.0,
+) -> torch.Tensor:
+    """Build the edit weight ``a`` of ``x * (1 - a) + v * a`` for a layer of ``n_units`` units.
+
+    ``units`` selects units (None: all); ``mask`` is an ``(H, W)`` or ``(B, H, W)`` spatial weight
+    in [0, 1] at the layer's resolution (None: everywhere). Returns ``(U, 1, 1)``,
+    ``(U, H, W)`` or ``(B, U, H, W)``, ready to broadcast against the layer output.
+    """
+    per_unit = torch.zeros(n_units)
+    if units is None:
+        per_unit[:] = 1
+    else:
+        index = torch.as_tensor(units, dtype=torch.int64).reshape(-1)
+        if index.numel() and (int(index.min()) < 0 or int(index.max()) >= n_units):
+            raise ValueError(f"unit ids must lie in [0, {n_units - 1}], got {index.tolist()}")
+        per_unit[index] = 1
+    per_unit = per_unit * strength
+    if mask is None:
+        return per_unit[:, None, None]
+    mask = torch.as_tensor(mask, dtype=torch.float32)
+    if mask.dim() == 2:
+        return per_unit[:, None, None] * mask[None]
+    if mask.dim() == 3:
+        return per_unit[None, :, None, None] * mask[:, None]
+    raise ValueError(f"mask must be (H, W) or (B, H, W), got shape {tuple(mask.shape)}")
+
+
+class Edit(Trace):
+    """Replace a layer's output ``x`` with ``x * (1 - alpha) + value * alpha`` on every call.
+
+    ``alpha`` broadcasts against the output (per unit ``(U, 1, 1)``, per unit and pixel
+    ``(U, H, W)``, per sample ``(B, U, H, W)``, or a scalar); ``value`` is a scalar or ``(U,)``.
+    Both are moved to the output's device and dtype. Ablation is ``value=0``; insertion uses
+    each unit's high quantile as ``value``.
+    """
+
+    def __init__(self, model: nn.Module, layer: str, alpha, value=0.0, **kwargs: Any) -> None:
+        kwargs.setdefault("retain_output", False)
+        super().__init__(model, layer, edit=self._apply, **kwargs)
+        self.alpha = torch.as_tensor(alpha, dtype=torch.float32)
+        self.value = torch.as_tensor(value, dtype=torch.float32)
+        if self.value.dim() > 1:
+            raise ValueError("value must be a scalar or one value per unit")
+
+    def _apply(self, output: torch.Tensor) -> torch.Tensor:
+        alpha = self.alpha.to(output.device, output.dtype)
+        value = self.value.to(output.device, output.dtype)
+        if value.dim() == 1:
+            if output.dim() < 2 or value.numel() != output.shape[1]:
+                raise ValueError(
+                    f"value has {value.numel()} entries but layer {self.layer!r} has "
+                    f"{output.shape[1] if output.dim() > 1 else 1} units"
+                )
+            value = value.reshape(1, -1, *([1] * (output.dim() - 2)))
+        try:
+            torch.broadcast_shapes(alpha.shape, output.shape)
+        except RuntimeError:
+            raise ValueError(
+                f"edit alpha of shape {tuple(alpha.shape)} does not broadcast against the "
+                f"output of {self.layer!r}, shape {tuple(output.shape)}; build it with "
+                "edit_alpha(units, n_units, mask at the layer's resolution)"
+            ) from None
+        return output * (1 - alpha) + value * alpha
+
+
+def layer_shapes(model: nn.Module, *inputs: Any) -> dict[str, tuple[int, ...] | str]:
+    """Run ``model(*inputs)`` once and return every submodule's output shape, by dotted name.
+
+    Modules that do not output a single tensor report their output's type name; modules that
+    did not run are left out. All hooks are removed afterwards, even if the forward fails.
+    """
+    shapes: dict[str, tuple[int, ...] | str] = {}
+
+    def record(name: str):
+        def hook(module: nn.Module, args: tuple, output: Any) -> None:
+            shapes.setdefault(
+                name, tuple(output.shape) if isinstance(output, torch.Tensor) else type(output).__name__
+            )
+        return hook
+
+    handles = []
+    try:
+        for name, module in model.named_modules():
+            if name:
+                handles.append(module.register_forward_hook(record(name)))
+        with torch.no_grad():
+            model(*inputs)
+    finally:
+        for handle in handles:
+            handle.remove()
+    return shapes

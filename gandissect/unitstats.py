@@ -1,0 +1,155 @@
+"""Per-unit activation statistics of any layer over SceneWorld scenes.
+
+The smallest end-to-end use of the hooks and the streaming statistics: stream scenes through a
+model, stop the forward at the layers asked for, and tally each unit's activation quantiles, its
+top-activating scenes, and its mean activation on every object concept. Memory does not depend
+on the number of scenes.
+"""
+
+from __future__ import annotations
+
+import argparse
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from tqdm import tqdm
+
+from gandissect.fileio import save_state, write_json
+from gandissect.hooks import TraceDict, get_layer, layer_shapes
+from gandissect.models import load_model
+from gandissect.stats import ConditionalMean, Quantile, TopK
+from gandissect.world import concepts, render_many
+from gandissect.world.dataset import image_to_tensor
+
+QUANTILES = (0.005, 0.5, 0.99, 0.995)
+
+
+@dataclass
+class LayerStats:
+    """The streaming statistics of one layer."""
+
+    quantile: Quantile
+    top: TopK
+    object_mean: ConditionalMean
+
+
+def _scene_batches(seed: int, n: int, size: int, batch: int, device: torch.device):
+    for start in range(0, n, batch):
+        indices = list(range(start, min(start + batch, n)))
+        rendered = render_many(seed, indices, size, workers=2 if len(indices) >= 32 else 1)
+        images = torch.stack([image_to_tensor(image) for image in rendered["image"]])
+        objects = torch.from_numpy(rendered["object"]).long()
+        yield indices, images.to(device), objects.to(device)
+
+
+def collect_unit_stats(
+    model: torch.nn.Module,
+    layers: list[str],
+    n: int,
+    size: int = 64,
+    seed: int = 0,
+    batch: int = 32,
+    top_k: int = 8,
+    progress: bool = True,
+) -> dict[str, LayerStats]:
+    """Stream ``n`` SceneWorld scenes (images in [-1, 1]) through ``model`` and tally ``layers``."""
+    if n <= 0:
+        raise ValueError("need at least one scene (n >= 1)")
+    for layer in layers:
+        get_layer(model, layer)  # fail fast on a wrong name, listing valid ones
+    device = next(model.parameters(), torch.empty(0)).device
+    n_objects = len(concepts("object"))
+    result = {name: LayerStats(Quantile(), TopK(top_k), ConditionalMean()) for name in layers}
+    bar = tqdm(total=n, unit="scene", disable=not progress, desc="unit stats")
+    for indices, images, objects in _scene_batches(seed, n, size, batch, device):
+        with torch.no_grad(), TraceDict(model, layers, stop=True, clone=False) as traces:
+            model(images)
+        one_hot = F.one_hot(objects, n_objects + 1)[..., 1:].permute(0, 3, 1, 2).bool()
+        for name, trace in traces.items():
+            acts = trace.output
+            if acts.dim() != 4:
+                raise ValueError(f"layer {name!r} outputs shape {tuple(acts.shape)}; "
+                                 "choose a convolutional layer with (batch, units, H, W) output")
+            stats = result[name]
+            stats.quantile.add_maps(acts)
+            stats.top.add(acts.amax((2, 3)), indices)
+            upsampled = F.interpolate(acts, size=objects.shape[1:], mode="bilinear",
+                                      align_corners=False)
+            stats.object_mean.add(upsampled, one_hot)
+        bar.update(len(indices))
+    bar.close()
+    return result
+
+
+def summarize(stats: dict[str, LayerStats], settings: dict) -> dict:
+    """A JSON-ready summary: per unit, its quantiles, top scenes and most-activating objects."""
+    names = [c.name for c in concepts("object")]
+    layers = []
+    for layer, s in stats.items():
+        levels = s.quantile.quantiles(list(QUANTILES))
+        top_scores, top_ids = s.top.result()
+        means = s.object_mean.result()
+        units = []
+        for unit in range(levels.shape[0]):
+            ranked = means[unit].nan_to_num(float("-inf")).argsort(descending=True)[:3].tolist()
+            units.append({
+                "unit": unit,
+                "quantiles": {str(q): round(float(v), 6) for q, v in zip(QUANTILES, levels[unit])},
+                "top_scenes": top_ids[unit].tolist(),
+                "top_scores": [round(v, 6) for v in top_scores[unit].tolist()],
+                "top_objects_by_mean": [[names[c], round(float(means[unit, c]), 6)]
+                                        for c in ranked],
+            })
+        layers.append({"layer": layer, "units": units})
+    return {"settings": settings, "layers": layers}
+
+
+# ---------------------------------------------------------------------- command line
+def _run_layers(args: argparse.Namespace) -> int:
+    model = load_model(args.model, args.weights)
+    x = torch.zeros(1, 3, args.size, args.size)
+    for name, shape in layer_shapes(model, x).items():
+        print(f"{name:40s} {type(get_layer(model, name)).__name__:24s} {shape}")
+    return 0
+
+
+def _run_unit_stats(args: argparse.Namespace) -> int:
+    out = Path(args.out)
+    model = load_model(args.model, args.weights)
+    stats = collect_unit_stats(model, args.layer, args.n, args.size, args.seed, args.batch,
+                               args.top_k)
+    settings = {"model": args.model, "weights": args.weights, "layers": args.layer, "n": args.n,
+                "size": args.size, "seed": args.seed, "top_k": args.top_k,
+                "images": "SceneWorld RGB scaled to [-1, 1]"}
+    for layer, s in stats.items():
+        save_state(out / f"stats_{layer}.pt", {
+            "quantile": s.quantile.state_dict(), "top": s.top.state_dict(),
+            "object_mean": s.object_mean.state_dict(), "settings": settings})
+    write_json(out / "unit_stats.json", summarize(stats, settings))
+    print(f"wrote {out / 'unit_stats.json'} and the statistics' states ({len(stats)} layers)")
+    return 0
+
+
+def register(commands) -> None:
+    """Add ``layers`` and ``unit-stats`` to the command line."""
+    layers = commands.add_parser("layers", help="list a model's layers and their output shapes")
+    layers.add_argument("model", help="torchvision:ARCH or package.module:factory")
+    layers.add_argument("--weights", help="a state-dict file (loaded without running code)")
+    layers.add_argument("--size", type=int, default=64, help="input image size for the trace")
+    layers.set_defaults(run=_run_layers)
+
+    unit = commands.add_parser(
+        "unit-stats", help="per-unit quantiles, top scenes and object means over SceneWorld")
+    unit.add_argument("model", help="torchvision:ARCH or package.module:factory")
+    unit.add_argument("--layer", action="append", required=True,
+                      help="dotted layer name (repeat for several layers)")
+    unit.add_argument("--weights", help="a state-dict file (loaded without running code)")
+    unit.add_argument("--n", type=int, default=256, help="number of SceneWorld scenes")
+    unit.add_argument("--size", type=int, default=64)
+    unit.add_argument("--seed", type=int, default=0)
+    unit.add_argument("--batch", type=int, default=32)
+    unit.add_argument("--top-k", type=int, default=8)
+    unit.add_argument("--out", required=True, help="output directory")
+    unit.set_defaults(run=_run_unit_stats)
