@@ -31,7 +31,8 @@ def make(kind: str, units: int, n: int, seed: int) -> torch.Tensor:
 
 
 def sketch_bytes(sketch: Quantile) -> int:
-    return sum(t.numel() * t.element_size() for t in (sketch.counts, sketch.minimum, sketch.maximum))
+    tensors = (sketch.counts, sketch.minimum, sketch.maximum)
+    return sum(t.numel() * t.element_size() for t in tensors)
 
 
 def main() -> None:
@@ -53,7 +54,7 @@ def main() -> None:
     sketch_seconds = time.perf_counter() - start
 
     start = time.perf_counter()
-    exact = torch.kthvalue(data, int(round(q * n)), dim=1).values
+    exact = torch.kthvalue(data, round(q * n), dim=1).values
     kth_seconds = time.perf_counter() - start
     results["sketch_update_and_query_s"] = round(sketch_seconds, 3)
     results["exact_kthvalue_s"] = round(kth_seconds, 3)
@@ -70,8 +71,9 @@ def main() -> None:
             step = min(args.chunk, target - added)
             growing.add_maps(data[:, added:added + step].t())
             added += step
-        growing.count  # flush pooled batches before measuring
-        memory.append({"values_per_unit": added, "sketch_mb": round(sketch_bytes(growing) / 2**20, 2),
+        assert growing.count == added  # also flushes pooled batches before measuring
+        memory.append({"values_per_unit": added,
+                       "sketch_mb": round(sketch_bytes(growing) / 2**20, 2),
                        "exact_needs_mb": round(units * added * 4 / 2**20, 2)})
         print(f"values/unit {added:>9,}: sketch {memory[-1]['sketch_mb']:8.2f} MB   "
               f"all values (exact) {memory[-1]['exact_needs_mb']:9.2f} MB")

@@ -272,9 +272,8 @@ def layer_shapes(model: nn.Module, *inputs: Any) -> dict[str, tuple[int, ...] | 
 
     def record(name: str):
         def hook(module: nn.Module, args: tuple, output: Any) -> None:
-            shapes.setdefault(
-                name, tuple(output.shape) if isinstance(output, torch.Tensor) else type(output).__name__
-            )
+            is_tensor = isinstance(output, torch.Tensor)
+            shapes.setdefault(name, tuple(output.shape) if is_tensor else type(output).__name__)
         return hook
 
     handles = []

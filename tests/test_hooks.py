@@ -4,8 +4,15 @@ import pytest
 import torch
 from torch import nn
 
-from gandissect.hooks import Edit, StopForward, Trace, TraceDict, edit_alpha, get_layer
-from gandissect.hooks import partial_forward
+from gandissect.hooks import (
+    Edit,
+    StopForward,
+    Trace,
+    TraceDict,
+    edit_alpha,
+    get_layer,
+    partial_forward,
+)
 
 
 class TwoReLU(nn.Module):
@@ -49,13 +56,13 @@ def test_output_unchanged_by_hooks_coming_and_going(model, x):
 
 
 def test_hooks_removed_on_exception(model, x):
-    with pytest.raises(RuntimeError, match="boom"):
-        with Trace(model, "conv1"), Edit(model, "conv2", alpha=1.0):
-            raise RuntimeError("boom")
+    with pytest.raises(RuntimeError, match="boom"), Trace(model, "conv1"), Edit(
+        model, "conv2", alpha=1.0
+    ):
+        raise RuntimeError("boom")
     assert no_hooks(model)
-    with pytest.raises(RuntimeError):
-        with Trace(model, "conv1"):
-            model(torch.randn(2, 5, 8, 8))  # wrong channel count fails inside the forward
+    with pytest.raises(RuntimeError), Trace(model, "conv1"):
+        model(torch.randn(2, 5, 8, 8))  # wrong channel count fails inside the forward
     assert no_hooks(model)
 
 
@@ -151,12 +158,14 @@ def test_edit_alpha_shapes_and_errors():
 
 
 def test_edit_bad_shapes_give_clear_errors(model, x):
-    with pytest.raises(ValueError, match="does not broadcast"):
-        with Edit(model, "conv2", alpha=torch.ones(5, 8, 8)):
-            model(x)
-    with pytest.raises(ValueError, match="units"):
-        with Edit(model, "conv2", alpha=1.0, value=torch.ones(3)):
-            model(x)
+    with pytest.raises(ValueError, match="does not broadcast"), Edit(
+        model, "conv2", alpha=torch.ones(5, 8, 8)
+    ):
+        model(x)
+    with pytest.raises(ValueError, match="units"), Edit(
+        model, "conv2", alpha=1.0, value=torch.ones(3)
+    ):
+        model(x)
     assert no_hooks(model)
 
 

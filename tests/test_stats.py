@@ -226,10 +226,11 @@ def test_iou_conditioned_denominator_ignores_images_without_the_category():
 
 def test_iou_tally_errors_say_what_to_do():
     tally = IoUTally([0, 1])
+    units = torch.ones(1, 2, 4, 4, dtype=torch.bool)
     with pytest.raises(ValueError, match="upsample"):
-        tally.add(torch.ones(1, 2, 4, 4, dtype=torch.bool), torch.ones(1, 2, 8, 8, dtype=torch.bool))
+        tally.add(units, torch.ones(1, 2, 8, 8, dtype=torch.bool))
     with pytest.raises(ValueError, match="concept masks for 2"):
-        tally.add(torch.ones(1, 2, 4, 4, dtype=torch.bool), torch.ones(1, 3, 4, 4, dtype=torch.bool))
+        tally.add(units, torch.ones(1, 3, 4, 4, dtype=torch.bool))
 
 
 def test_category_presence():

@@ -47,7 +47,7 @@ class Numbering:
     numbers: dict[tuple[str, int], int]  # (category, code) -> global number
 
     @staticmethod
-    def build() -> "Numbering":
+    def build() -> Numbering:
         names, numbers, used = {}, {}, set()
         for number, c in enumerate(CONCEPTS, start=1):
             unique = c.name + SUFFIX.get(c.category, "")
@@ -226,8 +226,8 @@ class BrodenDataset(Dataset):
             raise FileNotFoundError(f"{self.root} is not a Broden directory (no index.csv)")
         self.rows = _read_csv(self.root / "index.csv")
         self.size = size
-        present = [c for c in self.rows[0].keys() if c not in INDEX_COLUMNS[:6]] if self.rows \
-            else []
+        header = self.rows[0] if self.rows else {}
+        present = [c for c in header if c not in INDEX_COLUMNS[:6]]
         wanted = list(categories) if categories is not None else present
         self.categories = tuple(c for c in wanted if c in present)
         missing = [c for c in wanted if c not in present]

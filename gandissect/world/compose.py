@@ -135,7 +135,7 @@ def _church(plan: Plan) -> None:
     if d.p(0.35):
         plan.road()
     base = plan.horizon + d.u(0.12, 0.25)
-    f = _facade(d, base, d.u(0.32, 0.5), d.u(0.18, 0.3), d.pick(("stone", "stone", "brick",
+    f = _facade(d, base, d.u(0.36, 0.55), d.u(0.2, 0.32), d.pick(("stone", "stone", "brick",
                                                                   "plaster")))
     style = d.pick(("dome", "tower", "both", "dome", "tower"))
     dome, tower = style in ("dome", "both"), style in ("tower", "both")

@@ -147,7 +147,7 @@ class Water:
     def color(self, x: np.ndarray, y: np.ndarray) -> np.ndarray:
         t = np.clip((y - self.y0) / (self.y1 - self.y0), 0.0, 1.0)
         base = _mix(self.far, self.near, t)
-        wobble = value_noise(x, y, 9.0, self.seed) * 2.5
+        wobble = value_noise(x, y, 6.0, self.seed) * 1.2
         ripple = triangle_wave((y - self.y0) * 70.0 + wobble)
         glint = np.clip((ripple - 0.55) * 2.5, 0.0, 1.0) * 0.22 - 0.07
         return base * (glint + 1.0)[..., None]

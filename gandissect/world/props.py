@@ -166,12 +166,12 @@ def mountains(dice: Dice, m: Mood, horizon: float, top: tuple[float, float],
               haze: float, snow: float) -> list[Layer]:
     """One mountain range whose peaks reach heights in ``top``; snow caps with prob ``snow``."""
     peaks = tuple(
-        (dice.u(-0.1, 1.1), dice.u(*top), dice.u(0.7, 1.7)) for _ in range(dice.i(2, 5))
+        (dice.u(-0.1, 1.1), dice.u(*top), dice.u(0.6, 1.5)) for _ in range(dice.i(2, 4))
     )
     ridge = shapes.Ridge(peaks, horizon + 0.03, dice.u(0.015, 0.04), dice.seed())
     rock = dice.pick(((0.46, 0.44, 0.50), (0.50, 0.42, 0.34), (0.38, 0.44, 0.38)))
-    lit = mix(scale(rock, 1.25), m.horizon_rgb, haze)
-    shade = mix(scale(rock, 0.75), m.horizon_rgb, haze * 0.8)
+    lit = mix(scale(rock, 1.15), m.horizon_rgb, haze)
+    shade = mix(scale(rock, 0.85), m.horizon_rgb, haze * 0.9)
     body = shapes.Band(ridge, shapes.flat(horizon + 0.03))
     label = (OBJ["mountain"], 0, 0)
     layers = [Layer(body, fills.Rock(lit, shade, ridge, horizon, dice.seed()), label)]

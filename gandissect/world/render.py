@@ -101,7 +101,7 @@ def _render_chunk(job: tuple[int, list[int], int]) -> dict[str, np.ndarray]:
 
 
 def render_many(seed: int, indices, size: int = 64, workers: int = 2,
-                chunk: int = 64) -> dict[str, np.ndarray]:
+                chunk: int = 128) -> dict[str, np.ndarray]:
     """Render many scenes with a pool of ``workers`` processes (same result as render_batch).
 
     Work is split into chunks of ``chunk`` scenes; results come back in ``indices`` order.
