@@ -26,10 +26,14 @@ def build_parser() -> argparse.ArgumentParser:
     commands.required = True
 
     from gandissect import unitstats
+    from gandissect.evaluate import commands as eval_commands
+    from gandissect.train import commands as train_commands
     from gandissect.world import commands as world_commands
 
     world_commands.register(commands)
     unitstats.register(commands)
+    train_commands.register(commands)
+    eval_commands.register(commands)
     return parser
 
 

@@ -32,3 +32,11 @@ def test_no_eval_of_strings_and_no_hard_coded_cuda():
         source = path.read_text()
         assert not re.search(r"(?<![\w.])eval\(", source), f"eval in {path}"
         assert ".cuda()" not in source and '"cuda:0"' not in source, f"hard-coded device in {path}"
+
+
+def test_every_package_is_listed_for_installation():
+    """pyproject lists packages explicitly (models/ installs as gandissect.shipped)."""
+    text = (ROOT / "pyproject.toml").read_text()
+    for init in (ROOT / "gandissect").rglob("__init__.py"):
+        package = ".".join(init.parent.relative_to(ROOT).parts)
+        assert f'"{package}"' in text, f"add {package} to [tool.setuptools] packages"

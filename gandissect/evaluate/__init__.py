@@ -1,0 +1,1 @@
+"""Measuring the shipped models on fresh SceneWorld images."""

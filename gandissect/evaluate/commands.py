@@ -1,0 +1,53 @@
+"""``gandissect eval segmenter|classifier|generator``: the model cards' metrics, as JSON."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+DEFAULTS = {"segmenter": (1000, 1000), "classifier": (2000, 1001), "generator": (5000, 2000)}
+
+
+def _run_eval(args: argparse.Namespace) -> int:
+    from gandissect.models.registry import load_classifier, load_generator, load_segmenter
+
+    n = args.n if args.n is not None else DEFAULTS[args.model][0]
+    seed = args.seed if args.seed is not None else DEFAULTS[args.model][1]
+    progress = not args.quiet
+    if args.model == "segmenter":
+        from gandissect.evaluate.segmenter import evaluate_segmenter
+
+        result = evaluate_segmenter(load_segmenter(args.name), n, seed, progress=progress)
+    elif args.model == "classifier":
+        from gandissect.evaluate.classifier import evaluate_classifier
+
+        result = evaluate_classifier(load_classifier(args.name), n, seed, progress=progress)
+    else:
+        from gandissect.evaluate.generator import comparison_grid, evaluate_generator
+
+        generator = load_generator(args.name)
+        if args.grid:
+            comparison_grid(generator, seed).save(args.grid)
+        result = evaluate_generator(generator, load_segmenter(), load_classifier(), n, seed,
+                                    progress=progress)
+    if args.json:
+        print(json.dumps(result))
+    else:
+        for key, value in result.items():
+            print(f"{key:28s} {value}")
+    return 0
+
+
+def register(commands) -> None:
+    """Add ``eval``."""
+    parser = commands.add_parser("eval", help="measure a shipped model on fresh SceneWorld images")
+    parser.add_argument("model", choices=sorted(DEFAULTS))
+    parser.add_argument("--name", default="sceneworld", help="which model (default: shipped)")
+    parser.add_argument("--n", type=int, default=None,
+                        help="images (defaults: segmenter 1000, classifier 2000, generator 5000)")
+    parser.add_argument("--seed", type=int, default=None,
+                        help="world / latent seed, never a training seed (defaults 1000, 1001, 2000)")
+    parser.add_argument("--json", action="store_true", help="print one JSON object on stdout")
+    parser.add_argument("--quiet", action="store_true", help="no progress bars")
+    parser.add_argument("--grid", help="generator: also save 64 generated beside 64 real images")
+    parser.set_defaults(run=_run_eval)

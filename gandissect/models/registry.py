@@ -1,0 +1,127 @@
+"""The shipped SceneWorld models, by name, and the weight files they live in.
+
+Weights are safetensors files whose metadata holds the JSON ``config`` that rebuilds the
+architecture, so loading never runs code from a file::
+
+    generator = load_generator("sceneworld")     # models/sceneworld_generator.safetensors
+    segmenter = load_segmenter("sceneworld")
+    classifier = load_classifier("sceneworld")
+
+Later work adds user formats (``proggan:PATH``, ``torchvision:ARCH``, ...) to these functions.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from importlib import import_module, resources
+from pathlib import Path
+
+import torch
+from torch import nn
+
+__all__ = [
+    "SEEDS",
+    "build",
+    "load_classifier",
+    "load_generator",
+    "load_segmenter",
+    "models_dir",
+    "read_weights",
+    "save_weights",
+    "shipped_path",
+]
+
+# World seeds used for training; evaluation must use others (the eval commands refuse these).
+SEEDS = {"generator": 101, "segmenter": 102, "classifier": 103}
+
+# architecture name in a file's config -> "module:class" that rebuilds it from that config
+_ARCHITECTURES = {
+    "proggan": "gandissect.models.proggan:ProGANGenerator",
+    "segmenter": "gandissect.models.segmenter:Segmenter",
+    "scene_classifier": "gandissect.models.classifier:SceneClassifier",
+}
+
+
+def models_dir() -> Path:
+    """Where the shipped weights are: ``$GANDISSECT_MODELS``, the checkout's ``models/``, or the
+    copy installed with the package."""
+    if os.environ.get("GANDISSECT_MODELS"):
+        return Path(os.environ["GANDISSECT_MODELS"])
+    checkout = Path(__file__).resolve().parents[2] / "models"
+    if checkout.is_dir():
+        return checkout
+    return Path(str(resources.files("gandissect") / "shipped"))
+
+
+def shipped_path(kind: str, name: str = "sceneworld") -> Path:
+    """The file of shipped model ``name`` of ``kind`` (generator, segmenter, classifier)."""
+    return models_dir() / f"{name}_{kind}.safetensors"
+
+
+def save_weights(model: nn.Module, path: str | Path, config: dict, **metadata: str) -> None:
+    """Write ``model``'s weights and its ``config`` to a safetensors file, atomically."""
+    from safetensors.torch import save_file
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    temporary = path.with_name(f".{path.name}.tmp")
+    save_file(state, str(temporary), metadata={"config": json.dumps(config), **metadata})
+    os.replace(temporary, path)
+
+
+def read_weights(path: str | Path) -> tuple[dict[str, torch.Tensor], dict, dict]:
+    """Read a safetensors weights file: ``(state_dict, config, other metadata)``."""
+    from safetensors import safe_open
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"no weights at {path}; train them with `gandissect train ...` or set "
+            "GANDISSECT_MODELS to the folder that holds them"
+        )
+    with safe_open(str(path), framework="pt") as f:
+        metadata = dict(f.metadata() or {})
+        state = {key: f.get_tensor(key) for key in f.keys()}  # noqa: SIM118 (not a dict)
+    config = json.loads(metadata.pop("config", "{}"))
+    return state, config, metadata
+
+
+def build(config: dict) -> nn.Module:
+    """Rebuild an architecture from the ``config`` stored with its weights."""
+    config = dict(config)
+    name = config.pop("architecture", None)
+    if name not in _ARCHITECTURES:
+        raise ValueError(f"unknown architecture {name!r}; known: {sorted(_ARCHITECTURES)}")
+    module_name, class_name = _ARCHITECTURES[name].split(":")
+    return getattr(import_module(module_name), class_name)(**config)
+
+
+def load_weights_file(path: str | Path, device: str | torch.device = "cpu") -> nn.Module:
+    """Build the model a weights file describes and load its weights, in eval mode."""
+    state, config, _ = read_weights(path)
+    model = build(config)
+    model.load_state_dict(state)
+    return model.to(device).eval()
+
+
+def _load(kind: str, name: str, device) -> nn.Module:
+    if name != "sceneworld":
+        raise ValueError(f"unknown {kind} {name!r}; the shipped one is 'sceneworld'")
+    return load_weights_file(shipped_path(kind, name), device)
+
+
+def load_generator(name: str = "sceneworld", device: str | torch.device = "cpu") -> nn.Module:
+    """The generator called ``name``: images in [-1, 1] (unclamped) from ``(N, z_dim)`` latents."""
+    return _load("generator", name, device)
+
+
+def load_segmenter(name: str = "sceneworld", device: str | torch.device = "cpu") -> nn.Module:
+    """The segmenter called ``name``: images in [-1, 1] -> per-category label logits."""
+    return _load("segmenter", name, device)
+
+
+def load_classifier(name: str = "sceneworld", device: str | torch.device = "cpu") -> nn.Module:
+    """The scene classifier called ``name``: images in [-1, 1] -> scene logits."""
+    return _load("classifier", name, device)

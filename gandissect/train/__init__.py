@@ -1,0 +1,1 @@
+"""Training the shipped SceneWorld models: resumable runs with checkpoints, logs and progress."""

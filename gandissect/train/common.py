@@ -1,0 +1,77 @@
+"""What every training run shares: a run folder, atomic resumable checkpoints, a log, signals.
+
+A run folder holds ``checkpoint.pt`` (everything needed to continue, written atomically and
+loaded with ``weights_only=True``), ``log.jsonl`` (one line per logging interval) and whatever the
+trainer adds (sample grids, exported weights). Starting a trainer on a folder that has a
+checkpoint continues from it; SIGTERM and Ctrl-C save a checkpoint before exiting, and a
+SIGKILL loses at most one checkpoint interval.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import signal
+import time
+from pathlib import Path
+from typing import Any
+
+from gandissect.fileio import load_state, save_state
+
+
+class RunFolder:
+    """A training run's folder, locked against a second trainer writing to it."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self.path.mkdir(parents=True, exist_ok=True)
+        self._lock = open(self.path / ".lock", "w")  # noqa: SIM115 (held for the run's life)
+        try:
+            fcntl.flock(self._lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            raise ValueError(f"another job is writing to {self.path}; wait for it or choose "
+                             "another --run folder") from None
+        self.checkpoint_path = self.path / "checkpoint.pt"
+        self.stop_requested = False
+        self._previous_handlers: dict[int, Any] = {}
+
+    def load(self) -> dict | None:
+        """The last checkpoint, or None for a fresh run."""
+        if not self.checkpoint_path.exists():
+            return None
+        return load_state(self.checkpoint_path)
+
+    def save(self, state: dict) -> None:
+        save_state(self.checkpoint_path, state)
+
+    def log(self, record: dict) -> None:
+        with open(self.path / "log.jsonl", "a") as stream:
+            stream.write(json.dumps(record) + "\n")
+
+    def __enter__(self) -> RunFolder:
+        def request_stop(signum, frame):
+            self.stop_requested = True
+
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            self._previous_handlers[signum] = signal.signal(signum, request_stop)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for signum, handler in self._previous_handlers.items():
+            signal.signal(signum, handler)
+        fcntl.flock(self._lock, fcntl.LOCK_UN)
+        self._lock.close()
+
+
+class Every:
+    """True once every ``seconds`` of wall time (for checkpoints and logs)."""
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds, self.last = seconds, time.monotonic()
+
+    def __call__(self) -> bool:
+        now = time.monotonic()
+        if now - self.last >= self.seconds:
+            self.last = now
+            return True
+        return False

@@ -1,0 +1,138 @@
+"""The ProGAN-style generator, its resumable training, and the generator metrics."""
+
+import math
+
+import pytest
+import torch
+
+from gandissect.evaluate.generator import (
+    frechet_distance,
+    precision_recall,
+    quantize,
+    total_variation,
+)
+from gandissect.models.proggan import ProGANGenerator, proggan_channels
+from gandissect.models.registry import build, read_weights, save_weights
+from gandissect.train.gan import GANConfig, train_generator
+
+
+def test_proggan_layout_matches_the_released_checkpoints():
+    g = ProGANGenerator(z_dim=512, channels=proggan_channels(256))
+    names = [name for name, _ in g.named_children()]
+    assert names == [f"layer{i}" for i in range(1, 15)] + ["output_256x256"]
+    keys = set(g.state_dict())
+    assert "layer1.conv.weight" in keys and "layer4.wscale.b" in keys
+    assert "output_256x256.conv.weight" in keys and "output_256x256.wscale.b" in keys
+    assert not any("scale" in k and not k.endswith("wscale.b") for k in keys)  # computed
+    assert g.layer4.conv.out_channels == 512
+    with torch.no_grad():
+        assert g.layer4.conv.weight.shape == (512, 512, 3, 3)
+
+
+def test_block_is_pixelnorm_upsample_conv_wscale_lrelu():
+    torch.manual_seed(0)
+    g = ProGANGenerator(z_dim=8, channels=[6, 5])
+    x = torch.randn(2, 6, 4, 4)
+    block = g.layer3
+    normed = x / torch.sqrt((x**2).mean(1, keepdim=True) + 1e-8)
+    up = normed.repeat_interleave(2, 2).repeat_interleave(2, 3)
+    conv = torch.nn.functional.conv2d(up, block.conv.weight, padding=1)
+    scaled = conv * (math.sqrt(2) / math.sqrt(6 * 9)) + block.wscale.b.view(1, -1, 1, 1)
+    expected = torch.where(scaled > 0, scaled, 0.2 * scaled)
+    torch.testing.assert_close(block(x), expected)
+    z = torch.randn(3, 8)
+    assert g(z).shape == (3, 3, 8, 8)
+    torch.testing.assert_close(g(z), g(z[:, :, None, None]))
+    with pytest.raises(ValueError, match="latent"):
+        g(torch.randn(3, 7))
+
+
+def test_weights_round_trip_through_safetensors(tmp_path):
+    g = ProGANGenerator(z_dim=8, channels=[6, 5, 4])
+    save_weights(g, tmp_path / "g.safetensors", g.config())
+    state, config, _ = read_weights(tmp_path / "g.safetensors")
+    rebuilt = build(config)
+    rebuilt.load_state_dict(state)
+    z = torch.randn(2, 8)
+    assert torch.equal(rebuilt(z), g(z))
+
+
+TINY = dict(resolution=16, z_dim=8, channels=[8, 8, 8], d_channels=[8, 8, 8], batch=4)
+
+
+def test_training_resumes_exactly(tmp_path):
+    """Stopped half-way and continued, training ends where an uninterrupted run ends."""
+    torch.set_num_threads(1)
+    whole = train_generator(str(tmp_path / "whole"), GANConfig(**TINY), kimg=0.024)
+    train_generator(str(tmp_path / "split"), GANConfig(**TINY), kimg=0.012)
+    resumed = train_generator(str(tmp_path / "split"), kimg=0.024)
+    assert resumed.images_seen == whole.images_seen == 24
+    for a, b in zip(whole.ema.state_dict().values(), resumed.ema.state_dict().values()):
+        assert torch.equal(a, b)
+    assert (tmp_path / "split" / "sceneworld_generator.safetensors").exists()
+    assert (tmp_path / "split" / "samples.png").exists()
+
+
+def test_run_folder_refuses_a_second_writer(tmp_path):
+    from gandissect.train.common import RunFolder
+
+    with RunFolder(tmp_path / "run"), pytest.raises(ValueError, match="another job"):
+        RunFolder(tmp_path / "run")
+
+
+# ---------------------------------------------------------------------- metrics
+def test_total_variation():
+    assert total_variation(torch.tensor([1.0, 1.0]), torch.tensor([2.0, 2.0])) == 0
+    assert total_variation(torch.tensor([1.0, 0.0]), torch.tensor([0.0, 3.0])) == 1
+    assert total_variation(torch.tensor([3.0, 1.0]), torch.tensor([1.0, 1.0])) == pytest.approx(0.25)
+
+
+def slow_frechet(a, b):
+    """The definition with the matrix square root of the (non-symmetric) product by eigvals."""
+    a, b = a.double(), b.double()
+    cov_a, cov_b = torch.cov(a.t()), torch.cov(b.t())
+    eigenvalues = torch.linalg.eigvals(cov_a @ cov_b).real.clamp(min=0)
+    return float(((a.mean(0) - b.mean(0)) ** 2).sum() + cov_a.trace() + cov_b.trace()
+                 - 2 * eigenvalues.sqrt().sum())
+
+
+def test_frechet_distance_matches_the_definition():
+    g = torch.Generator().manual_seed(0)
+    a = torch.randn(500, 6, generator=g)
+    b = torch.randn(400, 6, generator=g) @ torch.randn(6, 6, generator=g) + 0.5
+    assert frechet_distance(a, b) == pytest.approx(slow_frechet(a, b), rel=1e-6)
+    assert frechet_distance(a, a) == pytest.approx(0, abs=1e-8)
+    shift = torch.tensor([1.0, 2.0, 0, 0, 0, 0])
+    assert frechet_distance(a, a + shift) == pytest.approx(5.0, rel=1e-6)
+
+
+def slow_precision_recall(real, fake, k):
+    def radius(points, i):
+        d = sorted(float(torch.dist(points[i], points[j])) for j in range(len(points)) if j != i)
+        return d[k - 1]
+
+    real_r = [radius(real, i) for i in range(len(real))]
+    fake_r = [radius(fake, i) for i in range(len(fake))]
+    precision = sum(any(float(torch.dist(f, real[j])) <= real_r[j] for j in range(len(real)))
+                    for f in fake) / len(fake)
+    recall = sum(any(float(torch.dist(r, fake[j])) <= fake_r[j] for j in range(len(fake)))
+                 for r in real) / len(real)
+    return precision, recall
+
+
+def test_precision_recall_matches_a_loop():
+    g = torch.Generator().manual_seed(1)
+    real = torch.randn(40, 3, generator=g)
+    fake = torch.randn(30, 3, generator=g) * 0.5 + 1.0
+    p, r = precision_recall(real, fake, k=3)
+    sp, sr = slow_precision_recall(real, fake, 3)
+    assert p == pytest.approx(sp, abs=1e-6) and r == pytest.approx(sr, abs=1e-6)
+    assert precision_recall(real, real, k=3) == (1.0, 1.0)
+
+
+def test_quantize_to_saved_levels():
+    x = torch.tensor([-2.0, -1.0, 0.0, 0.3, 1.0, 5.0])
+    q = quantize(x)
+    assert q.min() == -1 and q.max() == 1
+    levels = (q + 1) * 127.5
+    torch.testing.assert_close(levels, levels.round())
