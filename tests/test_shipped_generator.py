@@ -3,8 +3,12 @@
 import pytest
 import torch
 
-from gandissect.models.registry import load_classifier, load_generator, load_segmenter
-from gandissect.models.registry import shipped_path
+from gandissect.models.registry import (
+    load_classifier,
+    load_generator,
+    load_segmenter,
+    shipped_path,
+)
 
 pytestmark = pytest.mark.skipif(
     not shipped_path("generator").exists(),

@@ -46,7 +46,8 @@ def register(commands) -> None:
     parser.add_argument("--n", type=int, default=None,
                         help="images (defaults: segmenter 1000, classifier 2000, generator 5000)")
     parser.add_argument("--seed", type=int, default=None,
-                        help="world / latent seed, never a training seed (defaults 1000, 1001, 2000)")
+                        help="world / latent seed, never a training seed "
+                             "(defaults 1000, 1001, 2000)")
     parser.add_argument("--json", action="store_true", help="print one JSON object on stdout")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
     parser.add_argument("--grid", help="generator: also save 64 generated beside 64 real images")
