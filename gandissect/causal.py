@@ -1,0 +1,229 @@
+"""Causal effects of generator units on a concept, measured with the segmenter.
+
+- ``removal``: ablate a unit set at every location and measure the fraction of the concept's
+  pixels that disappear, over images where the concept is present, and the collateral change:
+  the share of all other pixels (the concept's own original pixels excluded) whose label changes.
+- ``select_by_ace``: learn a soft weight per unit (the average-causal-effect selection of GAN
+  Dissection): ablating the weighted units should remove the concept where it is present,
+  inserting them should draw it where it is absent, with an L2 penalty on the weights.
+- ``insertion_by_context``: insert units in a small region and measure the concept area that
+  appears, grouped by what the region showed before (building, tree, sky, grass, ...).
+- ``locality``: how much an edit under a mask changes the image outside the mask.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+from torch.nn import functional as F
+from tqdm import tqdm
+
+from gandissect.hooks import Trace, partial_forward
+from gandissect.intervene import Stroke, render_edited
+
+
+@dataclass(frozen=True)
+class ConceptRef:
+    """A concept of the segmenter: ``category`` and ``code`` (index in its concept list)."""
+
+    category: str
+    name: str
+    code: int
+
+    @classmethod
+    def find(cls, segmenter, name: str, category: str | None = None) -> ConceptRef:
+        """Look a concept up by name in the segmenter's learned categories."""
+        matches = [(cat, names.index(name)) for cat, names in segmenter.concepts.items()
+                   if name in names[1:] and (category is None or cat == category)]
+        if not matches:
+            known = sorted({n for names in segmenter.concepts.values() for n in names[1:]})
+            raise ValueError(f"unknown concept {name!r}; the segmenter knows: {', '.join(known)}")
+        if len(matches) > 1:
+            raise ValueError(f"{name!r} is in several categories "
+                             f"({', '.join(c for c, _ in matches)}); say which")
+        cat, code = matches[0]
+        return cls(cat, name, code)
+
+
+def latents(seed: int, indices: Sequence[int] | range, z_dim: int) -> torch.Tensor:
+    """Latents for samples ``indices`` of latent seed ``seed``: sample i's latent depends only on
+    (seed, i), so any sample can be regenerated alone."""
+    rows = []
+    for index in indices:
+        g = torch.Generator().manual_seed(seed * 1_000_003 + int(index))
+        rows.append(torch.randn(z_dim, generator=g))
+    return torch.stack(rows)
+
+
+def _device(model: torch.nn.Module) -> torch.device:
+    return next(model.parameters()).device
+
+
+@torch.no_grad()
+def removal(generator, segmenter, layer: str, units: Sequence[int], concept: ConceptRef,
+            n: int = 1000, seed: int = 3, batch: int = 50, progress: bool = True) -> dict:
+    """Ablate ``units`` everywhere; fraction of the concept's pixels removed and collateral."""
+    if n < 1:
+        raise ValueError("need at least one sample")
+    strokes = [Stroke(units=list(units), mode="ablate")]
+    before_total = removed = other_total = other_changed = 0
+    images_with = 0
+    for start in tqdm(range(0, n, batch), desc=f"remove {concept.name}", disable=not progress):
+        z = latents(seed, range(start, min(start + batch, n)), generator.z_dim).to(
+            _device(generator))
+        clean = segmenter.segment(generator(z))[concept.category]
+        edited = segmenter.segment(render_edited(generator, z, layer, strokes))[concept.category]
+        had = clean == concept.code
+        present = had.flatten(1).any(1)
+        images_with += int(present.sum())
+        had, clean, edited = had[present], clean[present], edited[present]
+        before_total += int(had.sum())
+        removed += int((had & (edited != concept.code)).sum()) - int(
+            (~had & (edited == concept.code)).sum())
+        others = ~had
+        other_total += int(others.sum())
+        other_changed += int((others & (edited != clean)).sum())
+    return {
+        "concept": concept.name,
+        "category": concept.category,
+        "units": list(map(int, units)),
+        "images_with_concept": images_with,
+        "removed_fraction": round(removed / before_total, 4) if before_total else None,
+        "collateral": round(other_changed / other_total, 4) if other_total else None,
+    }
+
+
+def _concept_probability(segmenter, images: torch.Tensor, concept: ConceptRef) -> torch.Tensor:
+    """Per image, the mean over pixels of the segmenter's probability of the concept."""
+    logits = segmenter(images)[concept.category]
+    return F.softmax(logits, 1)[:, concept.code].mean((1, 2))
+
+
+def _run_from_layer(generator, layer: str, features: torch.Tensor) -> torch.Tensor:
+    """Finish a forward pass from ``layer``'s output ``features`` (a Sequential generator)."""
+    names = [name for name, _ in generator.named_children()]
+    if layer not in names:
+        raise ValueError(f"ACE selection needs a top-level layer of a sequential generator; "
+                         f"{layer!r} is not one of {names}")
+    x = features
+    for name in names[names.index(layer) + 1:]:
+        x = getattr(generator, name)(x)
+    return x
+
+
+def select_by_ace(generator, segmenter, layer: str, concept: ConceptRef,
+                  initial: torch.Tensor, insert_values: torch.Tensor, n: int = 200,
+                  seed: int = 4, epochs: int = 10, lr: float = 0.01, l2: float = 0.005,
+                  batch: int = 20, progress: bool = True) -> torch.Tensor:
+    """Learn a weight in [0, 1] per unit by average causal effect; returns ``(U,)`` weights.
+
+    Samples with the concept teach removal (the weighted units ablated should lower the
+    concept's probability), samples without it teach insertion (the weighted units set to
+    ``insert_values`` should raise it); ``l2`` penalises the weights. ``initial`` seeds the
+    weights (e.g. IoU scores).
+    """
+    device = _device(generator)
+    with torch.no_grad():
+        z = latents(seed, range(n), generator.z_dim).to(device)
+        features = torch.cat([partial_forward(generator, layer, z[i:i + batch])
+                              for i in range(0, n, batch)])
+        present = torch.cat([
+            (segmenter.segment(generator(z[i:i + batch]))[concept.category] == concept.code)
+            .flatten(1).any(1) for i in range(0, n, batch)])
+    alpha = initial.detach().float().clamp(0, 1).to(device).clone().requires_grad_(True)
+    optimizer = torch.optim.Adam([alpha], lr=lr)
+    values = insert_values.float().to(device).view(1, -1, 1, 1)
+    segmenter.requires_grad_(False)
+    generator.requires_grad_(False)
+    order = torch.Generator().manual_seed(seed)
+    for _ in tqdm(range(epochs), desc=f"ACE {concept.name}", disable=not progress):
+        for index in torch.randperm(n, generator=order).split(batch):
+            x = features[index]
+            a = alpha.view(1, -1, 1, 1)
+            edited = torch.where(present[index].view(-1, 1, 1, 1), x * (1 - a),
+                                 x * (1 - a) + values * a)
+            p = _concept_probability(segmenter, _run_from_layer(generator, layer, edited),
+                                     concept)
+            effect = torch.where(present[index], p, -p).mean()
+            loss = effect + l2 * alpha.pow(2).sum()
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            with torch.no_grad():
+                alpha.clamp_(0, 1)
+    return alpha.detach().cpu()
+
+
+@torch.no_grad()
+def insertion_by_context(generator, segmenter, layer: str, units: Sequence[int],
+                         concept: ConceptRef, insert_values: torch.Tensor,
+                         contexts: Sequence[str] = ("building", "tree", "sky", "grass"),
+                         n: int = 200, seed: int = 5, cell: int = 2, batch: int = 20,
+                         progress: bool = True) -> dict:
+    """Insert ``units`` in one ``cell`` x ``cell`` region of layer cells per image, at a random
+    place; report the mean concept area added (pixels) by the object that filled the region."""
+    device = _device(generator)
+    object_names = segmenter.concepts["object"]
+    unknown = [c for c in contexts if c not in object_names]
+    if unknown:
+        raise ValueError(f"unknown context objects {unknown}")
+    sums = dict.fromkeys(contexts, 0.0)
+    counts = dict.fromkeys(contexts, 0)
+    places = torch.Generator().manual_seed(seed)
+    for start in tqdm(range(0, n, batch), desc=f"insert {concept.name}", disable=not progress):
+        z = latents(seed, range(start, min(start + batch, n)), generator.z_dim).to(device)
+        with Trace(generator, layer) as trace:
+            images = generator(z)
+        h, w = trace.output.shape[2:]
+        size = images.shape[-1]
+        masks = torch.zeros(len(z), h, w)
+        for i in range(len(z)):
+            y = int(torch.randint(0, h - cell + 1, (1,), generator=places))
+            x = int(torch.randint(0, w - cell + 1, (1,), generator=places))
+            masks[i, y:y + cell, x:x + cell] = 1
+        labels = segmenter.segment(images)
+        edited = segmenter.segment(render_edited(
+            generator, z, layer, [Stroke(units=list(units), mode="insert", mask=masks)],
+            insert_values))
+        pixel_masks = F.interpolate(masks[:, None], size=(size, size), mode="nearest")[:, 0]
+        pixel_masks = pixel_masks.bool().to(device)
+        for i in range(len(z)):
+            region = labels["object"][i][pixel_masks[i]]
+            context = object_names[int(region.mode().values)]
+            if context not in sums:
+                continue
+            before = (labels[concept.category][i] == concept.code).sum()
+            after = (edited[concept.category][i] == concept.code).sum()
+            sums[context] += float(after - before)
+            counts[context] += 1
+    return {context: {"images": counts[context],
+                      "added_pixels": round(sums[context] / counts[context], 2)
+                      if counts[context] else None} for context in contexts}
+
+
+@torch.no_grad()
+def locality(generator, layer: str, strokes: Sequence[Stroke], z: torch.Tensor,
+             insert_values: torch.Tensor | None = None) -> float:
+    """Mean absolute change outside the strokes' masks dilated by one layer cell, as a fraction
+    of the image range (2)."""
+    clean = generator(z.to(_device(generator)))
+    edited = render_edited(generator, z, layer, strokes, insert_values)
+    with Trace(generator, layer, stop=True) as trace:
+        generator(z[:1].to(_device(generator)))
+    h, w = trace.output.shape[2:]
+    from gandissect.intervene import pool_mask
+
+    touched = torch.zeros(len(z), h, w)
+    for stroke in strokes:
+        if stroke.mask is None:
+            return float("nan")
+        cells = pool_mask(stroke.mask, (h, w))
+        touched = torch.maximum(touched, cells.expand(len(z), h, w) if cells.dim() == 2 else cells)
+    dilated = F.max_pool2d(touched[:, None], 3, stride=1, padding=1)
+    outside = F.interpolate(dilated, size=clean.shape[-2:], mode="nearest")[:, 0] == 0
+    outside = outside[:, None].expand_as(clean).to(clean.device)
+    if not bool(outside.any()):
+        return 0.0
+    return float((edited - clean).abs()[outside].mean() / 2)

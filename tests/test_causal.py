@@ -1,0 +1,124 @@
+"""Causal effects on a toy generator whose unit 0 draws the concept and nothing else."""
+
+import pytest
+import torch
+from torch import nn
+
+from gandissect.causal import (
+    ConceptRef,
+    insertion_by_context,
+    latents,
+    locality,
+    removal,
+    select_by_ace,
+)
+from gandissect.intervene import Stroke
+
+
+class Units(nn.Module):
+    """z -> 4 units at 8x8: unit 0 is a blob whose place depends on z, others are noise."""
+
+    def forward(self, z):
+        n = z.shape[0]
+        yy, xx = torch.meshgrid(torch.arange(8.0), torch.arange(8.0), indexing="ij")
+        cy = (z[:, 0].tanh() + 1) * 3.5
+        cx = (z[:, 1].tanh() + 1) * 3.5
+        blob = ((yy - cy.view(-1, 1, 1)) ** 2 + (xx - cx.view(-1, 1, 1)) ** 2 < 4).float()
+        blob = blob * (z[:, 2] > -0.5).float().view(-1, 1, 1)  # absent in some images
+        noise = (z[:, 3:6, None, None] * torch.ones(n, 3, 8, 8)).abs() * 0.1
+        return torch.cat([blob[:, None] * 2, noise], 1)
+
+
+class Draw(nn.Module):
+    """Units -> a 32 px image: red where unit 0 is high, a grey background elsewhere."""
+
+    def __init__(self):
+        super().__init__()
+        self.scale = nn.Parameter(torch.ones(()))
+
+    def forward(self, x):
+        red = torch.nn.functional.interpolate(x[:, :1], scale_factor=4, mode="nearest")
+        red = red * self.scale - 1  # unit 0 at 2 -> red 1; at 0 -> red -1 (no saturation)
+        grey = torch.zeros_like(red)
+        return torch.cat([red, grey, grey], 1)
+
+
+class Toy(nn.Sequential):
+    z_dim = 8
+    resolution = 32
+
+    def __init__(self):
+        super().__init__()
+        self.add_module("layer1", Units())
+        self.add_module("output", Draw())
+
+
+class ToySegmenter(nn.Module):
+    """object: 1 = tree where red > 0 else 2 = grass."""
+
+    concepts = {"object": ["none", "tree", "grass"]}
+
+    def __init__(self):
+        super().__init__()
+        self.gain = nn.Parameter(torch.tensor(10.0))
+
+    def forward(self, images):
+        tree = images[:, 0] * self.gain
+        return {"object": torch.stack([torch.full_like(tree, -50), tree, -tree], 1)}
+
+    def segment(self, images):
+        return {"object": self(images)["object"].argmax(1)}
+
+
+@pytest.fixture
+def toy():
+    return Toy().eval(), ToySegmenter().eval()
+
+
+def test_concept_lookup(toy):
+    _, seg = toy
+    assert ConceptRef.find(seg, "tree") == ConceptRef("object", "tree", 1)
+    with pytest.raises(ValueError, match="knows: grass, tree"):
+        ConceptRef.find(seg, "dome")
+
+
+def test_latents_depend_only_on_seed_and_index():
+    a = latents(3, [5, 9], 8)
+    assert torch.equal(a[1], latents(3, [9], 8)[0])
+    assert not torch.equal(a, latents(4, [5, 9], 8))
+
+
+def test_removal_of_the_drawing_unit_is_complete_and_clean(toy):
+    gen, seg = toy
+    tree = ConceptRef.find(seg, "tree")
+    result = removal(gen, seg, "layer1", [0], tree, n=40, seed=1, batch=16, progress=False)
+    assert result["removed_fraction"] == 1.0
+    assert result["collateral"] == 0.0
+    assert 0 < result["images_with_concept"] < 40
+    noise = removal(gen, seg, "layer1", [1, 2], tree, n=40, seed=1, progress=False)
+    assert noise["removed_fraction"] == 0.0
+
+
+def test_ace_selection_finds_the_drawing_unit(toy):
+    gen, seg = toy
+    tree = ConceptRef.find(seg, "tree")
+    alpha = select_by_ace(gen, seg, "layer1", tree, initial=torch.full((4,), 0.5),
+                          insert_values=torch.tensor([2.0, 0.1, 0.1, 0.1]), n=32, epochs=10,
+                          lr=0.05, batch=8, progress=False)
+    assert int(alpha.argmax()) == 0
+    assert alpha[0] > 0.8 and alpha[1:].max() < 0.1
+
+
+def test_insertion_by_context_and_locality(toy):
+    gen, seg = toy
+    tree = ConceptRef.find(seg, "tree")
+    result = insertion_by_context(gen, seg, "layer1", [0], tree, torch.tensor([2.0, 0, 0, 0]),
+                                  contexts=("grass", "tree"), n=20, cell=2, batch=10,
+                                  progress=False)
+    assert result["grass"]["images"] > 0 and result["grass"]["added_pixels"] > 0
+    mask = torch.zeros(32, 32)
+    mask[0:8, 0:8] = 1
+    z = latents(0, range(6), 8)
+    strokes = [Stroke([0], "insert", mask)]
+    outside = locality(gen, "layer1", strokes, z, torch.tensor([2.0, 0, 0, 0]))
+    assert outside == 0.0
