@@ -25,7 +25,7 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
     commands.required = True
 
-    from gandissect import unitstats
+    from gandissect import dissect_commands, unitstats
     from gandissect.evaluate import commands as eval_commands
     from gandissect.train import commands as train_commands
     from gandissect.world import commands as world_commands
@@ -34,6 +34,7 @@ def build_parser() -> argparse.ArgumentParser:
     unitstats.register(commands)
     train_commands.register(commands)
     eval_commands.register(commands)
+    dissect_commands.register(commands)
     return parser
 
 

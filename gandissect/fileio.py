@@ -31,6 +31,12 @@ def write_json(path: str | Path, data: Any) -> None:
     _atomic(Path(path), lambda stream: stream.write(text))
 
 
+def write_text(path: str | Path, text: str) -> None:
+    """Write ``text`` (UTF-8): to a temporary file, then renamed into place."""
+    data = text.encode()
+    _atomic(Path(path), lambda stream: stream.write(data))
+
+
 def save_state(path: str | Path, state: Any) -> None:
     """``torch.save`` atomically; read back with ``load_state`` (no code runs on load)."""
     _atomic(Path(path), lambda stream: torch.save(state, stream))

@@ -1,0 +1,138 @@
+"""What each pass over the samples accumulates for one layer.
+
+Every accumulator has ``add(acts, ids, labels)`` (raw ``(B, U, h, w)`` activations, the samples'
+ids, their ``(B, K, H, W)`` label codes or None) and ``state_dict`` / ``load_state_dict``; the
+loop in ``engine`` knows nothing else about them.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from gandissect.dissect.maps import upsample
+from gandissect.dissect.sweep import ThresholdSweep
+from gandissect.stats import IoUTally, Quantile, TopK
+
+__all__ = ["Accumulator", "FirstPass", "SketchPass", "IoUPass", "SweepPass"]
+
+# Images upsampled at once in the adaptive pass: bounds its (images, units, H, W) temporaries.
+_SWEEP_IMAGES = 4
+
+
+class Accumulator:
+    """Base: one layer's statistics of one pass."""
+
+    needs_labels = False
+
+    def add(self, acts: torch.Tensor, ids: torch.Tensor, labels: torch.Tensor | None) -> None:
+        raise NotImplementedError
+
+    def state_dict(self) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        raise NotImplementedError
+
+
+class FirstPass(Accumulator):
+    """Per-unit quantile sketch, top images by spatial maximum, and the mean activation map."""
+
+    def __init__(self, top_k: int) -> None:
+        self.quantile = Quantile()
+        self.top = TopK(top_k)
+        self.sums: torch.Tensor | None = None  # (U, h, w) float64
+        self.images = 0
+
+    def add(self, acts, ids, labels) -> None:
+        self.quantile.add_maps(acts)
+        self.top.add(acts.amax((2, 3)), ids)
+        batch_sum = acts.double().sum(0)
+        self.sums = batch_sum if self.sums is None else self.sums + batch_sum
+        self.images += acts.shape[0]
+
+    def mean_map(self) -> torch.Tensor:
+        return (self.sums / max(self.images, 1)).float().cpu()
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"quantile": self.quantile.state_dict(), "top": self.top.state_dict(),
+                "sums": None if self.sums is None else self.sums.cpu(), "images": self.images}
+
+    def load_state_dict(self, state) -> None:
+        self.quantile.load_state_dict(state["quantile"])
+        self.top.load_state_dict(state["top"])
+        self.sums, self.images = state["sums"], state["images"]
+
+
+class SketchPass(Accumulator):
+    """Only the quantile sketch (the selection sample's candidate thresholds come from it)."""
+
+    def __init__(self) -> None:
+        self.quantile = Quantile()
+
+    def add(self, acts, ids, labels) -> None:
+        self.quantile.add_maps(acts)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"quantile": self.quantile.state_dict()}
+
+    def load_state_dict(self, state) -> None:
+        self.quantile.load_state_dict(state["quantile"])
+
+
+class IoUPass(Accumulator):
+    """IoU counts of ``upsample(acts) > threshold`` against the labels (one threshold a unit).
+
+    Bilinear upsampling never exceeds a map's maximum, so only (image, unit) maps whose raw
+    maximum reaches the threshold are upsampled: about the top 1% of pixels are active at the
+    0.99 level, and most maps have none.
+    """
+
+    needs_labels = True
+
+    def __init__(self, thresholds: torch.Tensor, concept_category: torch.Tensor,
+                 n_categories: int) -> None:
+        self.thresholds = thresholds.float()
+        self.tally = IoUTally(concept_category, n_categories)
+
+    def add(self, acts, ids, labels) -> None:
+        size = labels.shape[2:]
+        threshold = self.thresholds.to(acts.device)
+        # A margin of a few ulps: upsampled values may round just above their inputs' maximum.
+        margin = threshold.abs() * 1e-5 + 1e-30
+        hot = acts.amax((2, 3)) >= threshold - margin
+        image, unit = hot.nonzero().unbind(1)
+        maps = upsample(acts[image, unit][:, None], size)[:, 0]
+        on = (maps > threshold[unit][:, None, None]).flatten(1).nonzero()
+        active = torch.stack([image[on[:, 0]], unit[on[:, 0]], on[:, 1]], 1)
+        self.tally.add_active(active, acts.shape[1], labels.to(acts.device))
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"thresholds": self.thresholds.cpu(), "iou": self.tally.state_dict()}
+
+    def load_state_dict(self, state) -> None:
+        self.thresholds = state["thresholds"]
+        self.tally.load_state_dict(state["iou"])
+
+
+class SweepPass(Accumulator):
+    """Counts at every candidate threshold (adaptive mode), see ``ThresholdSweep``."""
+
+    needs_labels = True
+
+    def __init__(self, grid: torch.Tensor, concept_category: torch.Tensor,
+                 n_categories: int) -> None:
+        self.sweep = ThresholdSweep(grid, concept_category, n_categories)
+
+    def add(self, acts, ids, labels) -> None:
+        labels = labels.to(acts.device)
+        for start in range(0, acts.shape[0], _SWEEP_IMAGES):
+            part = slice(start, start + _SWEEP_IMAGES)
+            self.sweep.add(upsample(acts[part], labels.shape[2:]), labels[part])
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"sweep": self.sweep.state_dict()}
+
+    def load_state_dict(self, state) -> None:
+        self.sweep.load_state_dict(state["sweep"])

@@ -1,0 +1,88 @@
+"""``gandissect dissect``: the command line of the dissection (thin: it validates and calls
+``gandissect.dissect.dissect`` and ``gandissect.report.write_report``).
+
+Wire it in with ``from gandissect import dissect_commands; dissect_commands.register(commands)``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+from pathlib import Path
+
+import torch
+
+__all__ = ["register"]
+
+
+def _writable_folder(path: Path) -> None:
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=path, prefix=".write-test-"):
+            pass
+    except OSError as error:
+        raise ValueError(f"cannot write to output folder {path}: {error}") from None
+
+
+def _run_dissect(args: argparse.Namespace) -> int:
+    from gandissect.dissect import check_layers, check_settings, dissect
+    from gandissect.models import registry
+    from gandissect.report import write_report
+
+    layers = args.layer or ["layer4"]
+    check_settings(args.samples, args.quantile, args.threshold, args.top_k, args.batch,
+                   args.min_iou)
+    if args.images < 0:
+        raise ValueError("--images must be 0 or more")
+    out = Path(args.out)
+    _writable_folder(out)
+    generator = registry.load_generator(args.generator, args.device)
+    segmenter = registry.load_segmenter(args.segmenter, args.device)
+    check_layers(generator, layers)
+    result = dissect(
+        generator, segmenter, layers, n=args.samples, seed=args.seed, quantile=args.quantile,
+        min_iou=args.min_iou, top_k=args.top_k, batch=args.batch, threshold=args.threshold,
+        cache_dir=Path(args.cache) if args.cache else out / "cache",
+        selection_seed=args.selection_seed, selection_n=args.selection_samples,
+    )
+    result.settings.update(generator_name=args.generator, segmenter_name=args.segmenter)
+    path = write_report(result, out, generator=generator, html=not args.no_html,
+                        images=min(args.images, args.top_k))
+    for layer in result.layers:
+        print(f"{layer.layer}: {len(layer.interpretable())} of {len(layer.units)} units "
+              "interpretable")
+    print(f"wrote {path}" + ("" if args.no_html else f" and {out / 'report.html'}"))
+    return 0
+
+
+def register(commands) -> None:
+    """Add ``dissect`` to an argparse sub-parsers action."""
+    parser = commands.add_parser(
+        "dissect", help="label each unit of a generator's layers with the concept it draws",
+        description="GAN Dissection: threshold each unit's upsampled activation, segment the "
+                    "generated images, and score every unit against every concept by IoU.")
+    parser.add_argument("--generator", default="sceneworld", help="generator name (registry)")
+    parser.add_argument("--segmenter", default="sceneworld", help="segmenter name (registry)")
+    parser.add_argument("--layer", action="append",
+                        help="layer to dissect (repeat for several; default layer4)")
+    parser.add_argument("--samples", type=int, default=10000, help="number of latents")
+    parser.add_argument("--seed", type=int, default=1, help="seed of the latent sample")
+    parser.add_argument("--quantile", type=float, default=0.99,
+                        help="per-unit threshold level in quantile mode")
+    parser.add_argument("--threshold", choices=["quantile", "iqr"], default="quantile",
+                        help="fixed quantile threshold, or adaptive per-concept (max IQR)")
+    parser.add_argument("--min-iou", type=float, default=None,
+                        help="interpretable above this IoU (default 0.04; 0.05 in iqr mode)")
+    parser.add_argument("--top-k", type=int, default=12, help="top images kept per unit")
+    parser.add_argument("--batch", type=int, default=32, help="samples per batch")
+    parser.add_argument("--selection-seed", type=int, default=None,
+                        help="iqr mode: seed of the threshold-selection sample (seed + 1000)")
+    parser.add_argument("--selection-samples", type=int, default=None,
+                        help="iqr mode: size of the selection sample (min(samples, 2000))")
+    parser.add_argument("--out", required=True, help="output folder")
+    parser.add_argument("--cache", default=None,
+                        help="cache folder for labels and resumable statistics (OUT/cache)")
+    parser.add_argument("--images", type=int, default=8, help="top images shown per unit")
+    parser.add_argument("--no-html", action="store_true", help="write only the JSON and stats")
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.set_defaults(run=_run_dissect)

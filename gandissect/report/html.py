@@ -1,0 +1,124 @@
+"""The self-contained HTML report: everything inline (CSS, JS, SVG, images as data URIs).
+
+Per layer: a bar graph of interpretable units per concept grouped by category, and a table
+with one row per unit (unit, label, category, IoU, threshold, a heatmap of its mean
+activation, its top images with its mask) that sorts by any column on a click.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from html import escape
+from pathlib import Path
+
+from torch import nn
+
+from gandissect.dissect.results import Dissection, LayerDissection
+from gandissect.fileio import write_text
+from gandissect.report.images import data_uri, heatmap, top_image_strips
+from gandissect.report.svg import concept_bars
+
+__all__ = ["render_html", "write_html"]
+
+_CSS = """
+body{font-family:system-ui,sans-serif;margin:1.5em;color:#222}
+table{border-collapse:collapse;font-size:13px}
+th,td{padding:3px 6px;border-bottom:1px solid #ddd;text-align:left;vertical-align:middle}
+th[data-sort]{cursor:pointer;background:#f3f3f3;position:sticky;top:0}
+th[data-sort]:hover{background:#e4e4e4}
+tr.unit.no td.label{color:#999}
+img{image-rendering:pixelated}
+img.strip{height:64px}
+img.heat{width:48px;height:48px}
+.settings td{border:none;padding:1px 8px;font-size:12px}
+.empty{color:#888}
+"""
+
+_JS = """
+document.querySelectorAll('table.units').forEach(function(table){
+  table.querySelectorAll('th[data-sort]').forEach(function(th, col){
+    th.addEventListener('click', function(){
+      var body = table.tBodies[0], rows = Array.from(body.rows);
+      var numeric = th.dataset.sort === 'num', dir = th.dataset.dir === 'asc' ? -1 : 1;
+      th.dataset.dir = dir === 1 ? 'asc' : 'desc';
+      rows.sort(function(a, b){
+        var x = a.cells[col].dataset.v, y = b.cells[col].dataset.v;
+        if (numeric) { return dir * (parseFloat(x) - parseFloat(y)); }
+        return dir * x.localeCompare(y);
+      });
+      rows.forEach(function(r){ body.appendChild(r); });
+    });
+  });
+});
+"""
+
+
+def _cell(value, text: str | None = None, css: str = "") -> str:
+    shown = escape(str(value) if text is None else text)
+    klass = f' class="{css}"' if css else ""
+    return f'<td{klass} data-v="{escape(str(value))}">{shown}</td>'
+
+
+def _layer_section(dissection: Dissection, layer: LayerDissection, generator: nn.Module | None,
+                   images: int) -> str:
+    settings = dissection.settings
+    categories = list(settings.get("categories", []))
+    counts = Counter((u.category, u.label) for u in layer.interpretable())
+    bars = concept_bars([(c, name, k) for (c, name), k in counts.items()], categories)
+    strips = {}
+    if generator is not None and images > 0:
+        strips = top_image_strips(generator, layer, settings["seed"], settings["z_dim"], images,
+                                  settings.get("batch", 32))
+    mean_map = layer.stats.get("mean_map")
+    adaptive = any(u.iqr is not None for u in layer.units)
+    head = ['<th data-sort="num">unit</th>', '<th data-sort="text">label</th>',
+            '<th data-sort="text">category</th>', '<th data-sort="num">IoU</th>']
+    if adaptive:
+        head.append('<th data-sort="num">IQR</th>')
+    head += ['<th data-sort="num">threshold</th>', "<th>mean activation</th>",
+             "<th>top images (unit mask outlined)</th>"]
+    rows = []
+    for u in layer.units:
+        cells = [_cell(u.unit), _cell(u.label, css="label"), _cell(u.category), _cell(u.iou)]
+        if adaptive:
+            cells.append(_cell(u.iqr))
+        cells.append(_cell(u.threshold))
+        heat = (f'<img class="heat" alt="mean activation of unit {u.unit}" '
+                f'src="{data_uri(heatmap(mean_map[u.unit]))}">' if mean_map is not None else "")
+        cells.append(f"<td>{heat}</td>")
+        strip = strips.get(u.unit)
+        top = (f'<img class="strip" alt="top images of unit {u.unit}" '
+               f'src="{data_uri(strip, "jpeg")}">' if strip is not None else
+               escape(", ".join(map(str, u.top_images))))
+        cells.append(f"<td>{top}</td>")
+        klass = "unit" if u.interpretable else "unit no"
+        rows.append(f'<tr class="{klass}">{"".join(cells)}</tr>')
+    total, good = len(layer.units), len(layer.interpretable())
+    return (f'<section><h2>{escape(layer.layer)}</h2>'
+            f"<p>{good} of {total} units interpretable, {len(counts)} distinct concepts "
+            f"(layer output {escape(' x '.join(map(str, layer.shape)))}).</p>{bars}"
+            f'<table class="units"><thead><tr>{"".join(head)}</tr></thead>'
+            f'<tbody>{"".join(rows)}</tbody></table></section>')
+
+
+def render_html(dissection: Dissection, generator: nn.Module | None = None,
+                images: int = 8) -> str:
+    """The report page as a string. With ``generator``, each unit's top ``images`` samples are
+    regenerated and shown with the unit's mask; without, their ids are listed."""
+    settings = "".join(f"<tr><td>{escape(str(k))}</td><td>{escape(str(v))}</td></tr>"
+                       for k, v in dissection.settings.items())
+    sections = "".join(_layer_section(dissection, layer, generator, images)
+                       for layer in dissection.layers)
+    return ("<!DOCTYPE html><html><head><meta charset=\"utf-8\">"
+            "<title>GAN dissection report</title>"
+            f"<style>{_CSS}</style></head><body><h1>GAN dissection</h1>"
+            f'<table class="settings">{settings}</table>{sections}'
+            f"<script>{_JS}</script></body></html>")
+
+
+def write_html(dissection: Dissection, path: str | Path, generator: nn.Module | None = None,
+               images: int = 8) -> Path:
+    """Write ``render_html`` to ``path`` (atomically)."""
+    path = Path(path)
+    write_text(path, render_html(dissection, generator, images))
+    return path

@@ -1,0 +1,104 @@
+"""The dissection's report (JSON, statistics, self-contained HTML) and its command line."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+
+import pytest
+import torch
+from dissect_fakes import PlantedGenerator, PlantedSegmenter
+
+from gandissect import dissect_commands
+from gandissect.dissect import dissect, load_dissection, load_layer_stats
+from gandissect.report import write_report
+from gandissect.stats import Quantile
+
+torch.set_num_threads(1)
+
+PLANTED = dict(n=32, batch=8, quantile=0.8, progress=False)
+
+
+@pytest.fixture(scope="module")
+def report_dir(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("report")
+    generator = PlantedGenerator()
+    result = dissect(generator, PlantedSegmenter(), ["units", "mirror"], **PLANTED)
+    write_report(result, folder, generator=generator, images=4)
+    return folder
+
+
+def test_report_html_is_self_contained(report_dir):
+    html = (report_dir / "report.html").read_text()
+    assert "http://" not in html and "https://" not in html
+    assert not re.search(r"""(src|href)=["'](?!data:)""", html)  # every image is inline
+    assert html.count('<tr class="unit') == 6  # one row per unit, two layers of 3
+    assert html.count('src="data:image/jpeg;base64,') == 6  # top images with masks
+    assert html.count('src="data:image/png;base64,') == 6  # heatmaps
+    assert "<svg" in html and "<script>" in html and 'data-sort="num"' in html
+
+
+def test_report_json_and_statistics(report_dir):
+    data = json.loads((report_dir / "dissect.json").read_text())
+    assert [layer["layer"] for layer in data["layers"]] == ["units", "mirror"]
+    assert load_dissection(report_dir).to_json() == data
+    stats = load_layer_stats(report_dir, "units")
+    sketch = Quantile()
+    sketch.load_state_dict(stats["quantile"])
+    assert torch.equal(sketch.quantiles(0.99), stats["insertion"])
+    assert stats["mean_map"].shape == (3, 8, 8)
+
+
+# -- command line --------------------------------------------------------------------------
+def parse(argv):
+    parser = argparse.ArgumentParser()
+    register = parser.add_subparsers(dest="command")
+    dissect_commands.register(register)
+    return parser.parse_args(argv)
+
+
+@pytest.fixture
+def plug_in_models(monkeypatch):
+    from gandissect.models import registry
+
+    monkeypatch.setattr(registry, "load_generator", lambda name, device="cpu": PlantedGenerator())
+    monkeypatch.setattr(registry, "load_segmenter", lambda name, device="cpu": PlantedSegmenter())
+
+
+def test_cli_end_to_end(tmp_path, plug_in_models, capsys):
+    args = parse(["dissect", "--layer", "units", "--samples", "16", "--batch", "8",
+                  "--quantile", "0.8", "--out", str(tmp_path), "--images", "2"])
+    assert args.run(args) == 0
+    data = json.loads((tmp_path / "dissect.json").read_text())
+    assert data["settings"]["generator_name"] == "sceneworld"
+    assert [u["label"] for u in data["layers"][0]["units"][:2]] == ["A", "B"]
+    assert (tmp_path / "report.html").is_file() and (tmp_path / "stats_units.pt").is_file()
+    assert "units: 2 of 3 units interpretable" in capsys.readouterr().out
+
+
+def test_cli_defaults():
+    args = parse(["dissect", "--out", "x"])
+    assert (args.generator, args.segmenter, args.layer, args.samples, args.seed) == (
+        "sceneworld", "sceneworld", None, 10000, 1)
+    assert (args.quantile, args.threshold, args.top_k) == (0.99, "quantile", 12)
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--layer", "layer4"], "Valid layers: .*units"),
+    (["--samples", "0"], "n >= 1"),
+    (["--quantile", "1.5"], "quantile"),
+])
+def test_cli_validates_before_running(tmp_path, plug_in_models, argv, message):
+    args = parse(["dissect", "--out", str(tmp_path), *argv])
+    with pytest.raises(ValueError, match=message):
+        args.run(args)
+    assert not (tmp_path / "cache").exists()
+
+
+def test_cli_refuses_an_unwritable_output(tmp_path, plug_in_models):
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    args = parse(["dissect", "--out", str(blocker / "out"), "--layer", "units"])
+    with pytest.raises(ValueError, match="cannot write"):
+        args.run(args)
