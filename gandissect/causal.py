@@ -20,6 +20,7 @@ import torch
 from torch.nn import functional as F
 from tqdm import tqdm
 
+from gandissect.dissect.latents import latents
 from gandissect.hooks import Trace, partial_forward
 from gandissect.intervene import Stroke, render_edited
 
@@ -45,16 +46,6 @@ class ConceptRef:
                              f"({', '.join(c for c, _ in matches)}); say which")
         cat, code = matches[0]
         return cls(cat, name, code)
-
-
-def latents(seed: int, indices: Sequence[int] | range, z_dim: int) -> torch.Tensor:
-    """Latents for samples ``indices`` of latent seed ``seed``: sample i's latent depends only on
-    (seed, i), so any sample can be regenerated alone."""
-    rows = []
-    for index in indices:
-        g = torch.Generator().manual_seed(seed * 1_000_003 + int(index))
-        rows.append(torch.randn(z_dim, generator=g))
-    return torch.stack(rows)
 
 
 def _device(model: torch.nn.Module) -> torch.device:

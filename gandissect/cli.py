@@ -25,7 +25,7 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
     commands.required = True
 
-    from gandissect import dissect_commands, unitstats
+    from gandissect import ace_commands, dissect_commands, unitstats
     from gandissect.evaluate import commands as eval_commands
     from gandissect.train import commands as train_commands
     from gandissect.world import commands as world_commands
@@ -35,6 +35,7 @@ def build_parser() -> argparse.ArgumentParser:
     train_commands.register(commands)
     eval_commands.register(commands)
     dissect_commands.register(commands)
+    ace_commands.register(commands)
     return parser
 
 

@@ -4,14 +4,15 @@ import pytest
 import torch
 from torch import nn
 
+from gandissect.ace import ace_report, units_by_iou
 from gandissect.causal import (
     ConceptRef,
     insertion_by_context,
-    latents,
     locality,
     removal,
     select_by_ace,
 )
+from gandissect.dissect import dissect, latents
 from gandissect.intervene import Stroke
 
 
@@ -122,3 +123,19 @@ def test_insertion_by_context_and_locality(toy):
     strokes = [Stroke([0], "insert", mask)]
     outside = locality(gen, "layer1", strokes, z, torch.tensor([2.0, 0, 0, 0]))
     assert outside == 0.0
+
+
+def test_ace_report_on_a_dissected_toy(toy, tmp_path):
+    gen, seg = toy
+    tree = ConceptRef.find(seg, "tree")
+    result = dissect(gen, seg, ["layer1"], n=64, seed=1, batch=16, progress=False)
+    assert units_by_iou(result, "layer1", tree)[0] == 0
+    report = ace_report(gen, seg, result, "layer1", tree, k=1, n=40, seed=3, selection_n=32,
+                        selection_seed=4, epochs=3, cache_dir=tmp_path, progress=False)
+    assert report["unit_ids"] == {"iou": [0], "ace": [0]}
+    assert report["removed_fraction"] == {"iou": 1.0, "ace": 1.0}
+    assert report["collateral"] == {"iou": 0.0, "ace": 0.0}
+    assert list(tmp_path.glob("ace_layer1_object_tree_*.pt"))  # the learned weights are cached
+    with pytest.raises(ValueError, match="used for selection"):
+        ace_report(gen, seg, result, "layer1", tree, k=1, seed=4, selection_seed=4,
+                   progress=False)

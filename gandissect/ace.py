@@ -1,0 +1,106 @@
+"""Choosing a concept's units two ways and measuring how much of the concept they remove.
+
+``units_by_iou`` ranks a layer's units by their dissection IoU with the concept;
+``units_by_ace`` learns a soft weight per unit by average causal effect (starting from the IoU
+scores) and ranks by it. ``ace_report`` ablates the top K of each ranking on a fresh latent
+seed and reports the removed fraction and the collateral change. Learned weights are cached,
+keyed by everything that changes them.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from gandissect.causal import ConceptRef, removal, select_by_ace
+from gandissect.dissect import Dissection
+from gandissect.dissect.identity import fingerprint, settings_key
+from gandissect.fileio import load_state, save_state
+from gandissect.stats import IoUTally
+
+
+def concept_index(dissection: Dissection, layer: str, concept: ConceptRef) -> int:
+    """The concept's column in a dissection's (units x concepts) IoU matrix."""
+    stats = dissection.layer(layer).stats
+    categories = list(dissection.settings["categories"])
+    for index, (name, category) in enumerate(zip(stats["concepts"],
+                                                 stats["concept_category"].tolist())):
+        if name == concept.name and categories[category] == concept.category:
+            return index
+    raise ValueError(f"concept {concept.name!r} ({concept.category}) is not in the dissection")
+
+
+def iou_scores(dissection: Dissection, layer: str, concept: ConceptRef) -> torch.Tensor:
+    """``(U,)`` IoU of every unit of ``layer`` with ``concept`` (fixed-threshold dissection)."""
+    stats = dissection.layer(layer).stats
+    if "iou" not in stats:
+        raise ValueError("unit selection needs a dissection run with --threshold quantile")
+    tally = IoUTally([0])
+    tally.load_state_dict(stats["iou"])
+    return tally.result()[:, concept_index(dissection, layer, concept)].float()
+
+
+def units_by_iou(dissection: Dissection, layer: str, concept: ConceptRef) -> list[int]:
+    """All units of ``layer``, best IoU with ``concept`` first (ties: lower unit first)."""
+    scores = iou_scores(dissection, layer, concept)
+    return scores.argsort(descending=True, stable=True).tolist()
+
+
+def units_by_ace(generator, segmenter, dissection: Dissection, layer: str, concept: ConceptRef,
+                 n: int = 200, seed: int = 4, epochs: int = 10, cache_dir: str | Path | None = None,
+                 progress: bool = True) -> tuple[list[int], torch.Tensor]:
+    """All units ranked by learned causal weight (cached); returns (ranking, weights)."""
+    stats = dissection.layer(layer).stats
+    initial = iou_scores(dissection, layer, concept)
+    initial = initial / initial.max().clamp(min=1e-8)
+    insert_values = stats["insertion"]
+    key = settings_key({"generator": fingerprint(generator), "segmenter": fingerprint(segmenter),
+                        "layer": layer, "concept": [concept.category, concept.name], "n": n,
+                        "seed": seed, "epochs": epochs,
+                        "initial": initial.tolist(), "insert": insert_values.tolist()})
+    path = Path(cache_dir) / f"ace_{layer}_{concept.category}_{concept.name}_{key}.pt" \
+        if cache_dir else None
+    if path is not None and path.exists():
+        weights = load_state(path)["weights"]
+    else:
+        weights = select_by_ace(generator, segmenter, layer, concept, initial, insert_values,
+                                n=n, seed=seed, epochs=epochs, progress=progress)
+        if path is not None:
+            save_state(path, {"weights": weights, "key": key})
+    # Ties (e.g. weights clamped to 0) fall back to the IoU order.
+    ranking = sorted(range(len(weights)), key=lambda u: (-float(weights[u]), -float(initial[u])))
+    return ranking, weights
+
+
+def ace_report(generator, segmenter, dissection: Dissection, layer: str, concept: ConceptRef,
+               k: int = 20, n: int = 1000, seed: int = 3, selection_n: int = 200,
+               selection_seed: int = 4, epochs: int = 10, cache_dir: str | Path | None = None,
+               progress: bool = True) -> dict:
+    """Removed fraction and collateral for the top ``k`` units of both rankings."""
+    used = {"dissection": dissection.settings.get("seed"), "selection": selection_seed}
+    if seed in used.values():
+        raise ValueError(f"evaluation seed {seed} was used for selection ({used}); "
+                         "choose another --seed")
+    units = dissection.layer(layer).shape[0]
+    if not 1 <= k <= units:
+        raise ValueError(f"--units must lie in [1, {units}] for layer {layer!r}")
+    rankings = {"iou": units_by_iou(dissection, layer, concept)[:k]}
+    ace_ranking, _ = units_by_ace(generator, segmenter, dissection, layer, concept,
+                                  selection_n, selection_seed, epochs, cache_dir, progress)
+    rankings["ace"] = ace_ranking[:k]
+    results = {name: removal(generator, segmenter, layer, chosen, concept, n=n, seed=seed,
+                             progress=progress) for name, chosen in rankings.items()}
+    return {
+        "concept": concept.name,
+        "category": concept.category,
+        "layer": layer,
+        "units": k,
+        "samples": n,
+        "seed": seed,
+        "images_with_concept": results["iou"]["images_with_concept"],
+        "removed_fraction": {name: r["removed_fraction"] for name, r in results.items()},
+        "collateral": {name: r["collateral"] for name, r in results.items()},
+        "unit_ids": rankings,
+        "selection": {"samples": selection_n, "seed": selection_seed, "epochs": epochs},
+    }

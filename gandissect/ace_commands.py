@@ -1,0 +1,73 @@
+"""``gandissect ace``: how much of a concept its top units remove, ranked by IoU and by ACE."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+DEFAULT_CACHE = Path.home() / ".cache" / "gandissect"
+
+
+def _dissection_for(args, generator, segmenter):
+    from gandissect.dissect import dissect, load_dissection
+
+    if args.dissection:
+        result = load_dissection(args.dissection, stats=True)
+        if args.layer not in [layer.layer for layer in result.layers]:
+            raise ValueError(f"{args.dissection} has no layer {args.layer!r}")
+        return result
+    return dissect(generator, segmenter, [args.layer], n=args.dissect_samples,
+                   seed=args.dissect_seed, cache_dir=Path(args.cache) / "dissect",
+                   progress=not args.quiet)
+
+
+def _run_ace(args: argparse.Namespace) -> int:
+    from gandissect.ace import ace_report
+    from gandissect.causal import ConceptRef
+    from gandissect.dissect import check_layers
+    from gandissect.models import registry
+
+    if args.samples < 1 or args.units < 1:
+        raise ValueError("--samples and --units must be positive")
+    generator = registry.load_generator(args.generator)
+    segmenter = registry.load_segmenter(args.segmenter)
+    check_layers(generator, [args.layer])
+    concept = ConceptRef.find(segmenter, args.concept, args.category)
+    dissection = _dissection_for(args, generator, segmenter)
+    result = ace_report(generator, segmenter, dissection, args.layer, concept, k=args.units,
+                        n=args.samples, seed=args.seed, selection_n=args.selection_samples,
+                        selection_seed=args.selection_seed, epochs=args.epochs,
+                        cache_dir=Path(args.cache) / "ace", progress=not args.quiet)
+    if args.json:
+        print(json.dumps(result))
+    else:
+        for key, value in result.items():
+            print(f"{key:22s} {value}")
+    return 0
+
+
+def register(commands) -> None:
+    """Add ``ace``."""
+    parser = commands.add_parser(
+        "ace", help="fraction of a concept removed by ablating its top units (IoU and ACE)")
+    parser.add_argument("--concept", required=True, help="e.g. tree, dome, door, brick, cloud")
+    parser.add_argument("--category", help="the concept's category when its name is ambiguous")
+    parser.add_argument("--units", type=int, default=20, help="K, the number of units ablated")
+    parser.add_argument("--samples", type=int, default=1000, help="evaluation samples")
+    parser.add_argument("--seed", type=int, default=3, help="evaluation latent seed")
+    parser.add_argument("--generator", default="sceneworld")
+    parser.add_argument("--segmenter", default="sceneworld")
+    parser.add_argument("--layer", default="layer4")
+    parser.add_argument("--dissection", help="a `gandissect dissect` output folder to rank by; "
+                        "default: dissect now (cached)")
+    parser.add_argument("--dissect-samples", type=int, default=10000)
+    parser.add_argument("--dissect-seed", type=int, default=1)
+    parser.add_argument("--selection-samples", type=int, default=200,
+                        help="samples that teach the ACE weights")
+    parser.add_argument("--selection-seed", type=int, default=4)
+    parser.add_argument("--epochs", type=int, default=10)
+    parser.add_argument("--cache", default=str(DEFAULT_CACHE), help="cache folder")
+    parser.add_argument("--json", action="store_true", help="one JSON object on stdout")
+    parser.add_argument("--quiet", action="store_true", help="no progress bars")
+    parser.set_defaults(run=_run_ace)
