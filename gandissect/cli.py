@@ -25,7 +25,7 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
     commands.required = True
 
-    from gandissect import ace_commands, dissect_commands, unitstats
+    from gandissect import ace_commands, dissect_commands, edit_commands, unitstats
     from gandissect.evaluate import commands as eval_commands
     from gandissect.train import commands as train_commands
     from gandissect.world import commands as world_commands
@@ -36,6 +36,7 @@ def build_parser() -> argparse.ArgumentParser:
     eval_commands.register(commands)
     dissect_commands.register(commands)
     ace_commands.register(commands)
+    edit_commands.register(commands)
     return parser
 
 

@@ -139,3 +139,36 @@ def test_ace_report_on_a_dissected_toy(toy, tmp_path):
     with pytest.raises(ValueError, match="used for selection"):
         ace_report(gen, seg, result, "layer1", tree, k=1, seed=4, selection_seed=4,
                    progress=False)
+
+
+@pytest.fixture
+def plugged(monkeypatch):
+    from gandissect.models import registry
+
+    monkeypatch.setattr(registry, "load_generator", lambda name, device="cpu": Toy().eval())
+    monkeypatch.setattr(registry, "load_segmenter",
+                        lambda name, device="cpu": ToySegmenter().eval())
+
+
+def test_cli_edit_and_ace(plugged, tmp_path, capsys):
+    import json
+
+    from gandissect.cli import main
+
+    out = tmp_path / "dissection"
+    assert main(["dissect", "--layer", "layer1", "--samples", "64", "--batch", "16",
+                 "--images", "2", "--top-k", "4", "--out", str(out)]) == 0
+    capsys.readouterr()
+    assert main(["edit", "--layer", "layer1", "--concept", "tree", "--k", "1", "--dissection",
+                 str(out), "--box", "0,0,16,16", "--samples", "2", "--out",
+                 str(tmp_path / "edit")]) == 0
+    assert (tmp_path / "edit" / "edit.png").exists()
+    assert main(["edit", "--layer", "layer1", "--units", "0", "--mode", "insert",
+                 "--samples", "2", "--out", str(tmp_path / "e2")]) == 2
+    assert "needs --dissection" in capsys.readouterr().err
+    assert main(["ace", "--layer", "layer1", "--concept", "tree", "--units", "1", "--samples",
+                 "20", "--dissection", str(out), "--selection-samples", "16", "--epochs", "2",
+                 "--cache", str(tmp_path / "cache"), "--json", "--quiet"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["concept"] == "tree" and result["units"] == 1
+    assert result["removed_fraction"]["iou"] == 1.0 and "collateral" in result
