@@ -7,6 +7,7 @@ import math
 import torch
 from torch import nn
 from torch.nn import functional as F
+from torch.nn.utils.parametrizations import spectral_norm
 
 
 class EqualConv2d(nn.Module):
@@ -48,25 +49,39 @@ def minibatch_stddev(x: torch.Tensor, group: int = 4) -> torch.Tensor:
     return torch.cat([x, y], 1)
 
 
+def _sn_conv(in_channels: int, out_channels: int, kernel_size: int, padding: int = 0):
+    return spectral_norm(nn.Conv2d(in_channels, out_channels, kernel_size, padding=padding))
+
+
+def _sn_linear(in_features: int, out_features: int, gain: float = 1.0):
+    return spectral_norm(nn.Linear(in_features, out_features))
+
+
 class Discriminator(nn.Module):
     """fromRGB, then two 3x3 convs and 2x average pooling per resolution down to 4x4, then the
-    minibatch standard deviation, a 3x3 conv, a dense layer and the score."""
+    minibatch standard deviation, a 3x3 conv, a dense layer and the score.
 
-    def __init__(self, resolution: int = 64, channels: list[int] | None = None) -> None:
+    ``spectral_norm=True`` uses spectrally normalised plain layers (for the hinge loss);
+    otherwise equalised-learning-rate layers (for the logistic loss with R1).
+    """
+
+    def __init__(self, resolution: int = 64, channels: list[int] | None = None,
+                 spectral_norm: bool = False) -> None:
         super().__init__()
         steps = int(math.log2(resolution)) - 2  # resolutions above 4x4
         channels = list(channels or [32, 64, 128, 256, 256][-steps - 1:])
         if len(channels) != steps + 1:
             raise ValueError(f"need {steps + 1} channel counts for {resolution} px")
-        self.from_rgb = EqualConv2d(3, channels[0], 1)
+        conv, linear = (_sn_conv, _sn_linear) if spectral_norm else (EqualConv2d, EqualLinear)
+        self.from_rgb = conv(3, channels[0], 1)
         self.blocks = nn.ModuleList(
-            nn.ModuleList([EqualConv2d(cin, cin, 3, 1), EqualConv2d(cin, cout, 3, 1)])
+            nn.ModuleList([conv(cin, cin, 3, 1), conv(cin, cout, 3, 1)])
             for cin, cout in zip(channels[:-1], channels[1:])
         )
         last = channels[-1]
-        self.final_conv = EqualConv2d(last + 1, last, 3, 1)
-        self.final_dense = EqualLinear(last * 16, last)
-        self.score = EqualLinear(last, 1, gain=1.0)
+        self.final_conv = conv(last + 1, last, 3, 1)
+        self.final_dense = linear(last * 16, last)
+        self.score = linear(last, 1, gain=1.0)
         self.channels, self.resolution = channels, resolution
 
     def forward(self, image: torch.Tensor) -> torch.Tensor:

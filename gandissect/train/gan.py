@@ -36,8 +36,10 @@ class GANConfig:
     channels: list[int] = field(default_factory=lambda: [256, 256, 128, 64, 32])
     d_channels: list[int] = field(default_factory=lambda: [16, 32, 64, 128, 256])
     batch: int = 32
-    lr: float = 0.002
-    r1_gamma: float = 1.0
+    loss: str = "hinge"  # "hinge" (spectral-norm D) or "logistic" (equalised-LR D with R1)
+    lr: float = 0.001  # generator (equalised learning rate: steps are relative to weight scale)
+    d_lr: float = 0.0004
+    r1_gamma: float = 0.05
     r1_every: int = 4
     ema_halflife_kimg: float = 5.0
     ema_rampup: float = 0.05
@@ -82,13 +84,22 @@ class GANTrainer:
         self.generator = ProGANGenerator(config.z_dim, config.channels)
         if self.generator.resolution != config.resolution:
             raise ValueError("channels do not match the resolution")
-        self.discriminator = Discriminator(config.resolution, config.d_channels)
+        if config.loss not in ("hinge", "logistic"):
+            raise ValueError(f"loss must be 'hinge' or 'logistic', got {config.loss!r}")
+        hinge = config.loss == "hinge"
+        self.discriminator = Discriminator(config.resolution, config.d_channels,
+                                           spectral_norm=hinge)
         self.ema = copy.deepcopy(self.generator).eval().requires_grad_(False)
-        betas = (0.0, 0.99)
-        self.g_optimizer = torch.optim.Adam(self.generator.parameters(), config.lr, betas=betas)
-        r1_ratio = config.r1_every / (config.r1_every + 1)  # lazy regularisation correction
-        self.d_optimizer = torch.optim.Adam(self.discriminator.parameters(), config.lr * r1_ratio,
-                                            betas=(0.0, 0.99 ** r1_ratio))
+        self.g_optimizer = torch.optim.Adam(self.generator.parameters(), config.lr,
+                                            betas=(0.0, 0.99))
+        if hinge:
+            self.d_optimizer = torch.optim.Adam(self.discriminator.parameters(), config.d_lr,
+                                                betas=(0.0, 0.9))
+        else:
+            r1_ratio = config.r1_every / (config.r1_every + 1)  # lazy regularisation correction
+            self.d_optimizer = torch.optim.Adam(self.discriminator.parameters(),
+                                                config.d_lr * r1_ratio,
+                                                betas=(0.0, 0.99 ** r1_ratio))
         self.images_seen, self.step, self.seconds = 0, 0, 0.0
         self.latents = torch.Generator().manual_seed(config.seed + 1)
         self.fixed_z = torch.randn(32, config.z_dim, generator=torch.Generator().manual_seed(7))
@@ -128,10 +139,14 @@ class GANTrainer:
         # Discriminator
         with torch.no_grad():
             fake = G(self._z(n))
-        regularise = self.step % c.r1_every == 0
+        hinge = c.loss == "hinge"
+        regularise = not hinge and self.step % c.r1_every == 0
         real.requires_grad_(regularise)
         real_score = D(real)
-        d_loss = F.softplus(D(fake)).mean() + F.softplus(-real_score).mean()
+        if hinge:
+            d_loss = F.relu(1 + D(fake)).mean() + F.relu(1 - real_score).mean()
+        else:
+            d_loss = F.softplus(D(fake)).mean() + F.softplus(-real_score).mean()
         r1 = torch.zeros(())
         if regularise:
             (grad,) = torch.autograd.grad(real_score.sum(), real, create_graph=True)
@@ -142,7 +157,8 @@ class GANTrainer:
         self.d_optimizer.step()
         # Generator
         D.requires_grad_(False)
-        g_loss = F.softplus(-D(G(self._z(n)))).mean()
+        fake_score = D(G(self._z(n)))
+        g_loss = -fake_score.mean() if hinge else F.softplus(-fake_score).mean()
         self.g_optimizer.zero_grad(set_to_none=True)
         g_loss.backward()
         self.g_optimizer.step()
