@@ -28,3 +28,7 @@ def register(commands) -> None:
     gen.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     gen.add_argument("--checkpoint-minutes", type=float, default=5.0)
     gen.set_defaults(run=_run_generator)
+
+    from gandissect.train.supervised_commands import register_models
+
+    register_models(models)

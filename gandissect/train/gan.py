@@ -64,6 +64,15 @@ class SceneBatches(IterableDataset):
             index += self.batch
 
 
+def _ignore_stop_signals(worker_id: int) -> None:
+    """The rendering worker leaves SIGTERM and Ctrl-C to the trainer, which checkpoints first
+    (``pkill -f`` reaches the worker too)."""
+    import signal
+
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
 def image_grid(images: torch.Tensor, columns: int = 8) -> np.ndarray:
     """(N, 3, H, W) images in [-1, 1] -> one (rows*H, columns*W, 3) uint8 grid."""
     n, _, h, w = images.shape
@@ -194,7 +203,8 @@ class GANTrainer:
         c = self.config
         total = int(c.kimg * 1000)
         batches = DataLoader(SceneBatches(c.world_seed, c.resolution, c.batch, self.images_seen),
-                             batch_size=None, num_workers=1, prefetch_factor=4)
+                             batch_size=None, num_workers=1, prefetch_factor=4,
+                             worker_init_fn=_ignore_stop_signals)
         checkpoint, log = Every(checkpoint_minutes * 60), Every(30)
         bar = tqdm(total=total, initial=self.images_seen, unit="img", disable=not progress,
                    desc="generator", smoothing=0.05)

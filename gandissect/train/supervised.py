@@ -1,0 +1,158 @@
+"""What the supervised trainers (segmenter, scene classifier) share: data, schedule, the loop.
+
+Training data are SceneWorld scenes rendered on the fly from one world seed (the trainer's entry
+in ``SEEDS``), scene indices ``0, 1, 2, ...`` continuing across resumes, so a resumed run sees
+exactly the images an uninterrupted one would. Rendering happens in the training process (no
+worker process), so a run uses exactly the CPU threads it is given. Optimiser: AdamW with a
+linear warm-up and a cosine decay to zero over the run's ``kimg``.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Iterator
+from dataclasses import asdict
+
+import torch
+from torch import nn
+from tqdm import tqdm
+
+from gandissect.train.common import Every, RunFolder
+
+
+def world_batches(seed: int, size: int, batch: int, start: int,
+                  keys: tuple[str, ...]) -> Iterator[dict[str, torch.Tensor]]:
+    """Endless batches ``{"image": (N, 3, H, W) float in [-1, 1], key: labels...}`` of world
+    ``seed``, scenes ``start, start + 1, ...``; labels are long tensors."""
+    from gandissect.world import render_batch
+
+    index = start
+    while True:
+        rendered = render_batch(seed, range(index, index + batch), size)
+        image = torch.from_numpy(rendered["image"]).permute(0, 3, 1, 2).float() / 127.5 - 1
+        out = {"image": image.contiguous(memory_format=torch.channels_last)}
+        out.update({key: torch.from_numpy(rendered[key]).long() for key in keys})
+        yield out
+        index += batch
+
+
+def learning_rate(config, images_seen: int) -> float:
+    """Linear warm-up over ``config.warmup_kimg``, then cosine decay to 0 at ``config.kimg``."""
+    kimg = images_seen / 1000
+    if kimg < config.warmup_kimg:
+        return config.lr * max(kimg / config.warmup_kimg, 0.01)
+    progress = min((kimg - config.warmup_kimg) / max(config.kimg - config.warmup_kimg, 1e-9), 1)
+    return config.lr * 0.5 * (1 + math.cos(math.pi * progress))
+
+
+class SupervisedTrainer:
+    """A model, its optimiser and counters; subclasses define ``keys``, ``loss`` and ``export``.
+
+    ``train`` runs until ``config.kimg`` thousand images, checkpointing every few minutes, on a
+    SIGTERM / Ctrl-C (through the run folder) and at the end; every checkpoint also exports the
+    model's weights with ``export``.
+    """
+
+    name = "model"
+    keys: tuple[str, ...] = ()
+
+    def __init__(self, config, model: nn.Module, run: RunFolder) -> None:
+        self.config, self.run = config, run
+        self.model = model.to(memory_format=torch.channels_last)
+        self.optimizer = torch.optim.AdamW(self.model.parameters(), config.lr,
+                                           weight_decay=config.weight_decay)
+        self.images_seen, self.step, self.seconds = 0, 0, 0.0
+
+    # -- to define -----------------------------------------------------------------------
+    def loss(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, float]]:
+        """The training loss of one batch and the numbers worth logging."""
+        raise NotImplementedError
+
+    def export(self) -> None:
+        """Write the shippable weights into the run folder."""
+        raise NotImplementedError
+
+    def after_step(self) -> None:
+        """Hook run after every optimiser step (e.g. snapshots at set image counts)."""
+
+    # -- state -------------------------------------------------------------------------
+    def state_dict(self) -> dict:
+        return {"config": asdict(self.config), "model": self.model.state_dict(),
+                "optimizer": self.optimizer.state_dict(), "images_seen": self.images_seen,
+                "step": self.step, "seconds": self.seconds}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.images_seen, self.step = state["images_seen"], state["step"]
+        self.seconds = state["seconds"]
+
+    def save(self) -> None:
+        self.run.save(self.state_dict())
+        self.model.eval()
+        self.export()
+        self.model.train()
+
+    # -- the loop ----------------------------------------------------------------------
+    def train_step(self, batch: dict[str, torch.Tensor]) -> dict[str, float]:
+        lr = learning_rate(self.config, self.images_seen)
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        loss, numbers = self.loss(batch)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.optimizer.step()
+        self.images_seen += batch["image"].shape[0]
+        self.step += 1
+        return {"loss": loss.item(), "lr": lr, **numbers}
+
+    def train(self, checkpoint_minutes: float = 5.0, progress: bool = True) -> None:
+        c = self.config
+        total = int(c.kimg * 1000)
+        batches = world_batches(c.world_seed, c.resolution, c.batch, self.images_seen, self.keys)
+        checkpoint, log = Every(checkpoint_minutes * 60), Every(30)
+        bar = tqdm(total=total, initial=self.images_seen, unit="img", disable=not progress,
+                   desc=self.name, smoothing=0.05)
+        started, seconds_before = time.monotonic(), self.seconds
+        self.model.train()
+        for batch in batches:
+            if self.images_seen >= total or self.run.stop_requested:
+                break
+            numbers = self.train_step(batch)
+            self.seconds = seconds_before + time.monotonic() - started
+            self.after_step()
+            bar.update(batch["image"].shape[0])
+            if log():
+                self.run.log({"images_seen": self.images_seen, "step": self.step,
+                              "seconds": round(self.seconds),
+                              **{k: round(v, 5) for k, v in numbers.items()}})
+                bar.set_postfix(loss=f"{numbers['loss']:.3f}")
+            if checkpoint():
+                self.save()
+        bar.close()
+        self.save()
+
+
+def run_training(trainer_class, config_class, run_dir: str, config=None,
+                 threads: int | None = None, checkpoint_minutes: float = 5.0,
+                 kimg: float | None = None, progress: bool = True):
+    """Train (or continue) a ``trainer_class`` run in ``run_dir``; returns the trainer.
+
+    A checkpoint in ``run_dir`` wins over ``config`` (only ``kimg`` may change on resume)."""
+    if threads:
+        torch.set_num_threads(threads)
+    with RunFolder(run_dir) as run:
+        state = run.load()
+        if state is not None:
+            config = config_class(**state["config"])
+        config = config or config_class()
+        if kimg is not None:
+            config.kimg = kimg
+        trainer = trainer_class(config, run)
+        if state is not None:
+            trainer.load_state_dict(state)
+            if progress:
+                print(f"continuing from {trainer.images_seen:,} images")
+        trainer.train(checkpoint_minutes, progress)
+        return trainer
