@@ -92,3 +92,15 @@ def test_cli_unknown_model_and_unsafe_weights(tmp_path, capsys):
 def test_zero_scenes_is_a_clear_error(n):
     with pytest.raises(ValueError, match="at least one scene"):
         collect_unit_stats(tiny(), ["features.0"], n=n)
+
+
+def test_written_files_get_ordinary_permissions(tmp_path):
+    import os
+    import stat
+
+    from gandissect.fileio import _umask, write_json
+
+    write_json(tmp_path / "a.json", {"x": 1})
+    (tmp_path / "b.json").write_text("{}")  # what a plain open() gives
+    mode = stat.S_IMODE(os.stat(tmp_path / "a.json").st_mode)
+    assert mode == stat.S_IMODE(os.stat(tmp_path / "b.json").st_mode) == 0o666 & ~_umask()
