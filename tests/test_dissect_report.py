@@ -102,3 +102,43 @@ def test_cli_refuses_an_unwritable_output(tmp_path, plug_in_models):
     args = parse(["dissect", "--out", str(blocker / "out"), "--layer", "units"])
     with pytest.raises(ValueError, match="cannot write"):
         args.run(args)
+
+
+CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
+                  "--no-first-run", "--disable-background-networking",
+                  "--disable-component-update", "--disable-sync",
+                  # any attempt to reach the network goes to a closed local port
+                  "--proxy-server=127.0.0.1:9", "--proxy-bypass-list=<-loopback>"]
+
+
+def test_report_opens_in_a_browser_offline(report_dir, tmp_path):
+    """Headless Chromium renders the page from disk with the network cut off; the table's
+    sorting script runs (one click on the IoU header sorts ascending: the worst unit first)."""
+    import shutil
+    import subprocess
+
+    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
+    if chromium is None:
+        pytest.skip("Chromium is not installed (.ci/run installs it)")
+    page = report_dir / "report.html"
+    sorter = tmp_path / "sorted.html"
+    html = page.read_text()
+    click = ("<script>document.addEventListener('DOMContentLoaded',()=>{"
+             "const th=[...document.querySelectorAll('th')].find(t=>t.textContent==='IoU');"
+             "th.click();});</script></body>")
+    sorter.write_text(html.replace("</body>", click))
+    shot = tmp_path / "shot.png"
+    run = subprocess.run([chromium, *CHROMIUM_FLAGS, f"--user-data-dir={tmp_path / 'profile'}",
+                          f"--screenshot={shot}", "--window-size=1000,800", page.as_uri()],
+                         capture_output=True, timeout=120)
+    assert run.returncode == 0 and shot.stat().st_size > 10_000
+    dom = subprocess.run([chromium, *CHROMIUM_FLAGS, f"--user-data-dir={tmp_path / 'p2'}",
+                          "--dump-dom", sorter.as_uri()], capture_output=True, text=True,
+                         timeout=120).stdout
+    rows = re.findall(r'<tr class="unit[^"]*"[^>]*>\s*<td[^>]*data-v="(\d+)"', dom)
+    assert len(rows) == 6
+    data = json.loads((report_dir / "dissect.json").read_text())
+    units = data["layers"][0]["units"]
+    worst = min(units, key=lambda u: u["iou"])["unit"]
+    assert worst != units[0]["unit"]  # so the order on the page must come from the script
+    assert int(rows[0]) == worst

@@ -79,10 +79,11 @@ def _layer_section(dissection: Dissection, layer: LayerDissection, generator: nn
              "<th>top images (unit mask outlined)</th>"]
     rows = []
     for u in layer.units:
-        cells = [_cell(u.unit), _cell(u.label, css="label"), _cell(u.category), _cell(u.iou)]
+        cells = [_cell(u.unit), _cell(u.label, css="label"), _cell(u.category),
+                 _cell(u.iou, f"{u.iou:.3f}")]
         if adaptive:
             cells.append(_cell(u.iqr))
-        cells.append(_cell(u.threshold))
+        cells.append(_cell(u.threshold, f"{u.threshold:.3g}"))
         heat = (f'<img class="heat" alt="mean activation of unit {u.unit}" '
                 f'src="{data_uri(heatmap(mean_map[u.unit]))}">' if mean_map is not None else "")
         cells.append(f"<td>{heat}</td>")

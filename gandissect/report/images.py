@@ -27,7 +27,7 @@ __all__ = ["data_uri", "colormap", "outline_mask", "heatmap", "top_image_strips"
 _RAMP = np.array([[68, 1, 84], [59, 82, 139], [33, 145, 140], [94, 201, 98], [253, 231, 37]],
                  dtype=np.float64)
 _OUTLINE = np.array([255, 224, 0], dtype=np.uint8)
-_DIM = 0.3
+_DIM = 0.45
 _GAP = 2  # pixels between images of a strip
 
 
