@@ -15,8 +15,8 @@ from torch.nn import functional as F
 
 from gandissect.models.classifier import SceneClassifier
 from gandissect.models.registry import SEEDS, save_weights
-from gandissect.train.common import RunFolder
-from gandissect.train.supervised import SupervisedTrainer, run_training
+from gandissect.train.common import RunFolder, run_training
+from gandissect.train.supervised import SupervisedTrainer
 
 WEIGHTS_NAME = "sceneworld_classifier.safetensors"
 

@@ -24,7 +24,7 @@ from tqdm import tqdm
 from gandissect.models.discriminator import Discriminator
 from gandissect.models.proggan import ProGANGenerator
 from gandissect.models.registry import SEEDS, save_weights
-from gandissect.train.common import Every, RunFolder
+from gandissect.train.common import Every, RunFolder, run_training
 
 
 @dataclass
@@ -228,18 +228,4 @@ class GANTrainer:
 def train_generator(run_dir: str, config: GANConfig | None = None, threads: int | None = None,
                     checkpoint_minutes: float = 5.0, kimg: float | None = None) -> GANTrainer:
     """Train (or continue training) the generator in ``run_dir``; returns the trainer."""
-    if threads:
-        torch.set_num_threads(threads)
-    with RunFolder(run_dir) as run:
-        state = run.load()
-        if state is not None:
-            config = GANConfig(**state["config"])
-        config = config or GANConfig()
-        if kimg is not None:
-            config.kimg = kimg
-        trainer = GANTrainer(config, run)
-        if state is not None:
-            trainer.load_state_dict(state)
-            print(f"continuing from {trainer.images_seen:,} images")
-        trainer.train(checkpoint_minutes)
-        return trainer
+    return run_training(GANTrainer, GANConfig, run_dir, config, threads, checkpoint_minutes, kimg)

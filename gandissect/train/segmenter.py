@@ -15,8 +15,8 @@ from torch.nn import functional as F
 
 from gandissect.models.registry import SEEDS, save_weights
 from gandissect.models.segmenter import LEARNED_CATEGORIES, Segmenter
-from gandissect.train.common import RunFolder
-from gandissect.train.supervised import SupervisedTrainer, run_training
+from gandissect.train.common import RunFolder, run_training
+from gandissect.train.supervised import SupervisedTrainer
 
 WEIGHTS_NAME = "sceneworld_segmenter.safetensors"
 

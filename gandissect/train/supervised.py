@@ -132,27 +132,3 @@ class SupervisedTrainer:
                 self.save()
         bar.close()
         self.save()
-
-
-def run_training(trainer_class, config_class, run_dir: str, config=None,
-                 threads: int | None = None, checkpoint_minutes: float = 5.0,
-                 kimg: float | None = None, progress: bool = True):
-    """Train (or continue) a ``trainer_class`` run in ``run_dir``; returns the trainer.
-
-    A checkpoint in ``run_dir`` wins over ``config`` (only ``kimg`` may change on resume)."""
-    if threads:
-        torch.set_num_threads(threads)
-    with RunFolder(run_dir) as run:
-        state = run.load()
-        if state is not None:
-            config = config_class(**state["config"])
-        config = config or config_class()
-        if kimg is not None:
-            config.kimg = kimg
-        trainer = trainer_class(config, run)
-        if state is not None:
-            trainer.load_state_dict(state)
-            if progress:
-                print(f"continuing from {trainer.images_seen:,} images")
-        trainer.train(checkpoint_minutes, progress)
-        return trainer
