@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
+
+from gandissect.cli import print_result
 
 DEFAULT_CACHE = Path.home() / ".cache" / "gandissect"
 
@@ -39,11 +40,7 @@ def _run_ace(args: argparse.Namespace) -> int:
                         n=args.samples, seed=args.seed, selection_n=args.selection_samples,
                         selection_seed=args.selection_seed, epochs=args.epochs,
                         cache_dir=Path(args.cache) / "ace", progress=not args.quiet)
-    if args.json:
-        print(json.dumps(result))
-    else:
-        for key, value in result.items():
-            print(f"{key:22s} {value}")
+    print_result(result, args.json)
     return 0
 
 

@@ -7,9 +7,20 @@ Each command family lives beside the code it drives and registers its own sub-pa
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 
 from gandissect import __version__
+
+
+def print_result(result: dict, as_json: bool) -> None:
+    """A command's result: one JSON object on stdout, or one ``key value`` line per entry."""
+    if as_json:
+        print(json.dumps(result))
+        return
+    width = max(map(len, result), default=0) + 2
+    for key, value in result.items():
+        print(f"{key:{width}s}{value}")
 
 
 class UserError(Exception):

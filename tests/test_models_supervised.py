@@ -202,11 +202,11 @@ def test_training_stops_and_resumes_where_it_left_off(tmp_path, monkeypatch):
 def test_training_commands_parse():
     import argparse
 
-    from gandissect.train.supervised_commands import register_models
+    from gandissect.train.commands import register_models
 
     parser = argparse.ArgumentParser()
     register_models(parser.add_subparsers(dest="model"))
-    for model in ("segmenter", "classifier"):
+    for model in ("generator", "segmenter", "classifier"):
         args = parser.parse_args([model, "--run", "runs/x", "--kimg", "2", "--threads", "1",
                                   "--checkpoint-minutes", "3"])
         assert (args.run_dir, args.kimg, args.threads, args.checkpoint_minutes) == (

@@ -7,6 +7,7 @@ loop in ``engine`` knows nothing else about them.
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from typing import Any
 
 import torch
@@ -21,19 +22,22 @@ __all__ = ["Accumulator", "FirstPass", "SketchPass", "IoUPass", "SweepPass"]
 _SWEEP_IMAGES = 4
 
 
-class Accumulator:
+class Accumulator(ABC):
     """Base: one layer's statistics of one pass."""
 
     needs_labels = False
 
+    @abstractmethod
     def add(self, acts: torch.Tensor, ids: torch.Tensor, labels: torch.Tensor | None) -> None:
-        raise NotImplementedError
+        """Fold in one batch of activations (and its stored labels, if ``needs_labels``)."""
 
+    @abstractmethod
     def state_dict(self) -> dict[str, Any]:
-        raise NotImplementedError
+        """Everything needed to resume."""
 
+    @abstractmethod
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        raise NotImplementedError
+        """Restore a ``state_dict``."""
 
 
 class FirstPass(Accumulator):

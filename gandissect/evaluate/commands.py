@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import argparse
-import json
+
+from gandissect.cli import print_result
 
 DEFAULTS = {"segmenter": (1000, 1000), "classifier": (2000, 1001), "generator": (5000, 2000)}
 
@@ -30,11 +31,7 @@ def _run_eval(args: argparse.Namespace) -> int:
             comparison_grid(generator, seed).save(args.grid)
         result = evaluate_generator(generator, load_segmenter(), load_classifier(), n, seed,
                                     progress=progress)
-    if args.json:
-        print(json.dumps(result))
-    else:
-        for key, value in result.items():
-            print(f"{key:28s} {value}")
+    print_result(result, args.json)
     return 0
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 import time
+from abc import ABC, abstractmethod
 from collections.abc import Iterator
 from dataclasses import asdict
 
@@ -46,7 +47,7 @@ def learning_rate(config, images_seen: int) -> float:
     return config.lr * 0.5 * (1 + math.cos(math.pi * progress))
 
 
-class SupervisedTrainer:
+class SupervisedTrainer(ABC):
     """A model, its optimiser and counters; subclasses define ``keys``, ``loss`` and ``export``.
 
     ``train`` runs until ``config.kimg`` thousand images, checkpointing every few minutes, on a
@@ -65,15 +66,15 @@ class SupervisedTrainer:
         self.images_seen, self.step, self.seconds = 0, 0, 0.0
 
     # -- to define -----------------------------------------------------------------------
+    @abstractmethod
     def loss(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, float]]:
         """The training loss of one batch and the numbers worth logging."""
-        raise NotImplementedError
 
+    @abstractmethod
     def export(self) -> None:
         """Write the shippable weights into the run folder."""
-        raise NotImplementedError
 
-    def after_step(self) -> None:
+    def after_step(self) -> None:  # noqa: B027 (optional hook; the default does nothing)
         """Hook run after every optimiser step (e.g. snapshots at set image counts)."""
 
     # -- state -------------------------------------------------------------------------
