@@ -20,7 +20,7 @@ from gandissect.fileio import save_state, write_json
 from gandissect.hooks import TraceDict, get_layer, layer_shapes
 from gandissect.models import load_model
 from gandissect.stats import ConditionalMean, Quantile, TopK
-from gandissect.world import concepts, render_many
+from gandissect.world import concepts, render_batch
 from gandissect.world.dataset import image_to_tensor
 
 QUANTILES = (0.005, 0.5, 0.99, 0.995)
@@ -38,8 +38,8 @@ class LayerStats:
 def _scene_batches(seed: int, n: int, size: int, batch: int, device: torch.device):
     for start in range(0, n, batch):
         indices = list(range(start, min(start + batch, n)))
-        rendered = render_many(seed, indices, size, workers=2 if len(indices) >= 32 else 1)
-        images = torch.stack([image_to_tensor(image) for image in rendered["image"]])
+        rendered = render_batch(seed, indices, size)  # a pool per batch would cost more
+        images = image_to_tensor(rendered["image"])
         objects = torch.from_numpy(rendered["object"]).long()
         yield indices, images.to(device), objects.to(device)
 

@@ -15,6 +15,7 @@ from gandissect.evaluate.metrics import (
     confusion_matrix,
     recall_per_label,
 )
+from gandissect.world.dataset import image_to_tensor
 
 
 def classification_scores(confusion: torch.Tensor, names: list[str]) -> dict:
@@ -41,7 +42,7 @@ def evaluate_classifier(model: torch.nn.Module, n: int = 2000, seed: int = 1001,
     confusion = torch.zeros(len(names), len(names), dtype=torch.long)
     for start in tqdm(range(0, n, batch), disable=not progress, desc="classifier eval"):
         rendered = render_batch(seed, range(start, min(start + batch, n)), size)
-        images = torch.from_numpy(rendered["image"]).permute(0, 3, 1, 2).float() / 127.5 - 1
+        images = image_to_tensor(rendered["image"])
         predicted = model(images.to(device)).argmax(1).cpu()
         truth = torch.from_numpy(rendered["scene"]) - 1
         confusion += confusion_matrix(truth, predicted, len(names))

@@ -112,12 +112,13 @@ class _Tally:
 
 
 def _real_batches(seed: int, n: int, batch: int, size: int, device):
-    from gandissect.world import render_many
+    from gandissect.world import render_batch
+    from gandissect.world.dataset import image_to_tensor
 
     for start in range(0, n, batch):
         indices = range(start, min(start + batch, n))
-        images = render_many(seed, indices, size, workers=1)["image"]
-        yield torch.from_numpy(images).permute(0, 3, 1, 2).float().div(127.5).sub(1).to(device)
+        images = render_batch(seed, indices, size)["image"]
+        yield image_to_tensor(images).to(device)
 
 
 def _fake_batches(generator, seed: int, n: int, batch: int, device):

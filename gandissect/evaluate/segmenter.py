@@ -17,6 +17,7 @@ from gandissect.evaluate.metrics import (
     iou_per_label,
     mean_defined,
 )
+from gandissect.world.dataset import image_to_tensor
 
 CATEGORIES = ("object", "part", "material")
 
@@ -54,7 +55,7 @@ def evaluate_segmenter(model: torch.nn.Module, n: int = 1000, seed: int = 1000, 
                   for c in CATEGORIES}
     for start in tqdm(range(0, n, batch), disable=not progress, desc="segmenter eval"):
         rendered = render_batch(seed, range(start, min(start + batch, n)), size)
-        images = torch.from_numpy(rendered["image"]).permute(0, 3, 1, 2).float() / 127.5 - 1
+        images = image_to_tensor(rendered["image"])
         logits = model(images.to(device))
         for category in CATEGORIES:
             truth = torch.from_numpy(rendered[category])

@@ -92,9 +92,9 @@ class Segmenter(nn.Module):
         pixels (images are clamped to [-1, 1] and rounded to uint8 first).
         """
         from gandissect.world.colors import color_labels
+        from gandissect.world.dataset import tensor_to_image
 
         labels = {c: logits.argmax(1) for c, logits in self(images).items()}
-        pixels = ((images.detach().clamp(-1, 1) + 1) * 127.5).round().byte()
-        pixels = pixels.permute(0, 2, 3, 1).cpu().numpy()
+        pixels = tensor_to_image(images)
         labels["color"] = torch.from_numpy(color_labels(pixels)).long().to(images.device)
         return labels

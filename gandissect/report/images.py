@@ -20,6 +20,7 @@ from gandissect.dissect.latents import latents
 from gandissect.dissect.maps import upsample
 from gandissect.dissect.results import LayerDissection
 from gandissect.hooks import Trace
+from gandissect.world.dataset import tensor_to_image
 
 __all__ = ["data_uri", "colormap", "outline_mask", "heatmap", "top_image_strips"]
 
@@ -75,8 +76,7 @@ def outline_mask(pixels: np.ndarray, mask: np.ndarray) -> np.ndarray:
 
 def _to_pixels(images: torch.Tensor) -> np.ndarray:
     """(N, 3, H, W) in [-1, 1] -> (N, H, W, 3) uint8."""
-    return ((images.detach().float().clamp(-1, 1) + 1) * 127.5).round().byte().permute(
-        0, 2, 3, 1).cpu().numpy()
+    return tensor_to_image(images)
 
 
 @torch.no_grad()

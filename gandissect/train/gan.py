@@ -25,6 +25,7 @@ from gandissect.models.discriminator import Discriminator
 from gandissect.models.proggan import ProGANGenerator
 from gandissect.models.registry import SEEDS, save_weights
 from gandissect.train.common import Every, RunFolder, run_training
+from gandissect.world.dataset import image_to_tensor, tensor_to_image
 
 
 @dataclass
@@ -60,7 +61,7 @@ class SceneBatches(IterableDataset):
         index = self.start
         while True:
             images = render_batch(self.seed, range(index, index + self.batch), self.size)["image"]
-            yield torch.from_numpy(images).permute(0, 3, 1, 2).float() / 127.5 - 1
+            yield image_to_tensor(images)
             index += self.batch
 
 
@@ -81,7 +82,7 @@ def image_grid(images: torch.Tensor, columns: int = 8) -> np.ndarray:
     for i, image in enumerate(images):
         r, c = divmod(i, columns)
         grid[:, r * h:(r + 1) * h, c * w:(c + 1) * w] = image
-    return ((grid.clamp(-1, 1) + 1) * 127.5).round().byte().permute(1, 2, 0).numpy()
+    return tensor_to_image(grid[None])[0]
 
 
 class GANTrainer:

@@ -20,6 +20,7 @@ from torch import nn
 from tqdm import tqdm
 
 from gandissect.train.common import Every, RunFolder
+from gandissect.world.dataset import image_to_tensor
 
 
 def world_batches(seed: int, size: int, batch: int, start: int,
@@ -31,7 +32,7 @@ def world_batches(seed: int, size: int, batch: int, start: int,
     index = start
     while True:
         rendered = render_batch(seed, range(index, index + batch), size)
-        image = torch.from_numpy(rendered["image"]).permute(0, 3, 1, 2).float() / 127.5 - 1
+        image = image_to_tensor(rendered["image"])
         out = {"image": image.contiguous(memory_format=torch.channels_last)}
         out.update({key: torch.from_numpy(rendered[key]).long() for key in keys})
         yield out

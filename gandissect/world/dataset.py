@@ -15,9 +15,16 @@ HUGE_LENGTH = 2**31 - 1
 
 
 def image_to_tensor(image: np.ndarray) -> torch.Tensor:
-    """(H, W, 3) uint8 -> (3, H, W) float32 in [-1, 1] (0 -> -1, 255 -> 1)."""
-    x = torch.from_numpy(np.array(image, dtype=np.uint8)).permute(2, 0, 1).float()
+    """(H, W, 3) or (N, H, W, 3) uint8 -> (3, H, W) or (N, 3, H, W) float32 in [-1, 1]
+    (0 -> -1, 255 -> 1): the models' input range."""
+    x = torch.from_numpy(np.array(image, dtype=np.uint8)).movedim(-1, -3).float()
     return x / 127.5 - 1.0
+
+
+def tensor_to_image(images: torch.Tensor) -> np.ndarray:
+    """(N, 3, H, W) float in about [-1, 1] -> (N, H, W, 3) uint8 (clamped and rounded)."""
+    pixels = ((images.detach().float().clamp(-1, 1) + 1) * 127.5).round().byte()
+    return pixels.movedim(-3, -1).cpu().numpy()
 
 
 def sample_to_tensors(sample: WorldSample) -> dict[str, torch.Tensor]:
