@@ -13,7 +13,7 @@ from gandissect.evaluate.generator import (
 )
 from gandissect.models.proggan import ProGANGenerator, proggan_channels
 from gandissect.models.registry import build, read_weights, save_weights
-from gandissect.train.gan import GANConfig, train_generator
+from gandissect.train.gan import GANConfig, GrowingGenerator, growth_stage, train_generator
 
 
 def test_proggan_layout_matches_the_released_checkpoints():
@@ -57,14 +57,16 @@ def test_weights_round_trip_through_safetensors(tmp_path):
     assert torch.equal(rebuilt(z), g(z))
 
 
-TINY = dict(resolution=16, z_dim=8, channels=[8, 8, 8], d_channels=[8, 8, 8], batch=4)
+TINY = dict(resolution=16, z_dim=8, channels=[8, 8, 8], d_channels=[8, 8, 8], batch=4,
+            loss="hinge")
 
 
 def test_training_resumes_exactly(tmp_path):
     """Stopped half-way and continued, training ends where an uninterrupted run ends."""
     torch.set_num_threads(1)
-    whole = train_generator(str(tmp_path / "whole"), GANConfig(**TINY), kimg=0.024)
-    train_generator(str(tmp_path / "split"), GANConfig(**TINY), kimg=0.012)
+    tiny = dict(TINY, grow_kimg=0.004, grow_start=8)  # the cut falls inside a fade-in
+    whole = train_generator(str(tmp_path / "whole"), GANConfig(**tiny), kimg=0.024)
+    train_generator(str(tmp_path / "split"), GANConfig(**tiny), kimg=0.010)
     resumed = train_generator(str(tmp_path / "split"), kimg=0.024)
     assert resumed.images_seen == whole.images_seen == 24
     for a, b in zip(whole.ema.state_dict().values(), resumed.ema.state_dict().values()):
@@ -137,3 +139,59 @@ def test_quantize_to_saved_levels():
     assert q.min() == -1 and q.max() == 1
     levels = (q + 1) * 127.5
     torch.testing.assert_close(levels, levels.round())
+
+
+def test_growth_schedule_fades_each_resolution_in_then_holds_it():
+    config = GANConfig(resolution=64, channels=[8] * 5, grow_kimg=1, grow_start=8)
+    stage = {k: growth_stage(config, int(k * 1000)) for k in
+             (0, 0.5, 1, 1.5, 2, 2.9, 3, 3.25, 4, 5, 5.5, 6, 50)}
+    assert stage == {0: (1, 1.0), 0.5: (1, 1.0), 1: (2, 0.0), 1.5: (2, 0.5), 2: (2, 1.0),
+                     2.9: (2, 1.0), 3: (3, 0.0), 3.25: (3, 0.25), 4: (3, 1.0), 5: (4, 0.0),
+                     5.5: (4, 0.5), 6: (4, 1.0), 50: (4, 1.0)}
+    assert growth_stage(GANConfig(resolution=64), 0) == (4, 1.0)  # no growing: full size
+
+
+def test_growing_generator_fades_between_resolutions():
+    torch.manual_seed(0)
+    growing = GrowingGenerator(ProGANGenerator(8, [8, 8, 8]))
+    z = torch.randn(3, 8)
+    assert torch.equal(growing(z), growing.generator(z))  # the top level is the generator
+    blocks = list(growing.generator.children())
+    h8 = blocks[3](blocks[2](blocks[1](blocks[0](z[:, :, None, None]))))
+    assert torch.allclose(growing(z, 1), growing.to_rgb[1](h8))
+    low = growing.to_rgb[0](blocks[1](blocks[0](z[:, :, None, None])))
+    halfway = growing(z, 1, 0.25)
+    expected = 0.75 * low.repeat_interleave(2, 2).repeat_interleave(2, 3) + 0.25 * growing(z, 1)
+    assert torch.allclose(halfway, expected, atol=1e-6)
+
+
+def test_pixel_discriminator_scores_every_growing_size():
+    from gandissect.models.discriminator import Discriminator
+
+    d = Discriminator(32, [8, 8, 8, 8])
+    for size in (32, 16, 8, 4):
+        assert d(torch.randn(4, 3, size, size), alpha=0.5).shape == (4,)
+    with pytest.raises(ValueError, match="not 32 / 2\\*\\*k"):
+        d(torch.randn(4, 3, 12, 12))
+
+
+def test_projected_discriminator_trains_only_its_heads():
+    from gandissect.models.discriminator import segmenter_projected_discriminator
+    from gandissect.models.segmenter import Segmenter
+
+    torch.manual_seed(0)
+    segmenter = Segmenter()
+    frozen = {k: v.clone() for k, v in segmenter.state_dict().items()}
+    d = segmenter_projected_discriminator(segmenter, resolution=64).train()
+    assert not d.encoder.training  # batch-norm statistics stay those of the segmenter
+    trainable = {id(p) for p in d.parameters() if p.requires_grad}
+    assert trainable == {id(p) for p in d.trainable_parameters()}
+    optimizer = torch.optim.Adam(d.trainable_parameters(), 0.1)
+    images = (torch.rand(4, 3, 64, 64) * 2 - 1).requires_grad_()
+    scores = d(images)
+    assert scores.shape == (4, 3)  # one score per scored scale: 32, 16 and 8 px
+    scores.sum().backward()
+    optimizer.step()
+    assert images.grad is not None and images.grad.abs().sum() > 0  # gradients reach G
+    for key, value in segmenter.state_dict().items():
+        assert torch.equal(value, frozen[key]), key

@@ -49,8 +49,9 @@ def minibatch_stddev(x: torch.Tensor, group: int = 4) -> torch.Tensor:
     return torch.cat([x, y], 1)
 
 
-def _sn_conv(in_channels: int, out_channels: int, kernel_size: int, padding: int = 0):
-    return spectral_norm(nn.Conv2d(in_channels, out_channels, kernel_size, padding=padding))
+def _sn_conv(in_channels: int, out_channels: int, kernel_size: int, padding: int = 0,
+             stride: int = 1):
+    return spectral_norm(nn.Conv2d(in_channels, out_channels, kernel_size, stride, padding))
 
 
 def _sn_linear(in_features: int, out_features: int, gain: float = 1.0):
@@ -74,6 +75,8 @@ class Discriminator(nn.Module):
             raise ValueError(f"need {steps + 1} channel counts for {resolution} px")
         conv, linear = (_sn_conv, _sn_linear) if spectral_norm else (EqualConv2d, EqualLinear)
         self.from_rgb = conv(3, channels[0], 1)
+        # For progressive growing: from-RGB layers for images at R/2, R/4, ..., 4 px.
+        self.from_rgb_at = nn.ModuleList(conv(3, c, 1) for c in channels[1:])
         self.blocks = nn.ModuleList(
             nn.ModuleList([conv(cin, cin, 3, 1), conv(cin, cout, 3, 1)])
             for cin, cout in zip(channels[:-1], channels[1:])
@@ -84,13 +87,118 @@ class Discriminator(nn.Module):
         self.score = linear(last, 1, gain=1.0)
         self.channels, self.resolution = channels, resolution
 
-    def forward(self, image: torch.Tensor) -> torch.Tensor:
-        x = F.leaky_relu(self.from_rgb(image), 0.2)
-        for first, second in self.blocks:
+    def forward(self, image: torch.Tensor, alpha: float = 1.0) -> torch.Tensor:
+        """Score images at the full resolution or, while growing, at ``R / 2**k``; ``alpha < 1``
+        fades in the lowest block used (ProGAN): its input is mixed with the image halved and
+        passed through the next from-RGB layer."""
+        k = round(math.log2(self.resolution / image.shape[-1]))
+        if image.shape[-1] * 2 ** k != self.resolution or not 0 <= k < len(self.channels):
+            raise ValueError(f"image size {image.shape[-1]} is not {self.resolution} / 2**k")
+        from_rgb = self.from_rgb_at[k - 1] if k else self.from_rgb
+        x = F.leaky_relu(from_rgb(image), 0.2)
+        for j in range(k, len(self.blocks)):
+            first, second = self.blocks[j]
             x = F.leaky_relu(first(x), 0.2)
             x = F.leaky_relu(second(x), 0.2)
             x = F.avg_pool2d(x, 2)
+            if j == k and alpha < 1:
+                skip = F.leaky_relu(self.from_rgb_at[k](F.avg_pool2d(image, 2)), 0.2)
+                x = torch.lerp(skip, x, alpha)
         x = minibatch_stddev(x)
         x = F.leaky_relu(self.final_conv(x), 0.2)
         x = F.leaky_relu(self.final_dense(x.flatten(1)), 0.2)
         return self.score(x).squeeze(1)
+
+
+class ProjectedDiscriminator(nn.Module):
+    """A Projected GAN discriminator (Sauer et al., NeurIPS 2021) over a frozen feature network.
+
+    The encoder of a trained network (here the SceneWorld segmenter's ``encoder1..4``, one
+    feature map per resolution, the shallowest only feeding the deeper ones) is frozen; its
+    maps are mixed across channels (random, fixed 1x1 convolutions) and across scales (random,
+    fixed 3x3 convolutions of the upsampled deeper map, added top-down), and one small
+    spectrally normalised discriminator per scale scores them: stride-2 4x4 convolutions down
+    to 4x4, the minibatch standard deviation, a last 4x4 convolution. ``forward`` returns the
+    per-scale logits concatenated, ``(N, scales)``.
+
+    Only the per-scale discriminators train (``trainable_parameters``); the feature network
+    stays in eval mode whatever ``train()`` is asked.
+    """
+
+    def __init__(self, encoder: nn.Module, stages: list[str], feature_channels: list[int],
+                 widths: list[int] | tuple[int, ...] = (64, 128, 256),
+                 resolution: int = 64, seed: int = 0) -> None:
+        super().__init__()
+        if len(stages) != len(feature_channels):
+            raise ValueError("need one feature width per stage")
+        if not 1 <= len(widths) <= len(stages):
+            raise ValueError(f"need 1 to {len(stages)} mixing widths, one per scored stage")
+        self.encoder = encoder.eval().requires_grad_(False)
+        self.stages = list(stages)
+        skipped = len(stages) - len(widths)  # the shallowest stages only feed deeper ones
+        feature_channels = feature_channels[skipped:]
+        generator = torch.Generator().manual_seed(seed)
+
+        def fixed_conv(cin: int, cout: int, kernel: int) -> nn.Conv2d:
+            conv = nn.Conv2d(cin, cout, kernel, padding=kernel // 2, bias=False)
+            with torch.no_grad():  # Kaiming-uniform, drawn from our own generator
+                bound = math.sqrt(6 / (cin * kernel * kernel))
+                conv.weight.copy_(torch.rand(conv.weight.shape, generator=generator)
+                                  * 2 * bound - bound)
+            return conv.requires_grad_(False)
+
+        self.channel_mix = nn.ModuleList(fixed_conv(c, w, 1)
+                                         for c, w in zip(feature_channels, widths))
+        self.scale_mix = nn.ModuleList(fixed_conv(deep, shallow, 3)
+                                       for shallow, deep in zip(widths[:-1], widths[1:]))
+        self.heads = nn.ModuleList()
+        for i, width in enumerate(widths):
+            size = resolution // 2 ** (i + skipped)
+            layers, channels = [], width
+            while size > 4:
+                out = min(channels * 2, 256)
+                layers += [_sn_conv(channels, out, 4, 1, stride=2), nn.LeakyReLU(0.2)]
+                channels, size = out, size // 2
+            self.heads.append(nn.ModuleDict({
+                "down": nn.Sequential(*layers),
+                "out": _sn_conv(channels + 1, 1, 4),
+            }))
+
+    def trainable_parameters(self) -> list[nn.Parameter]:
+        return [p for head in self.heads for p in head.parameters()]
+
+    def train(self, mode: bool = True) -> ProjectedDiscriminator:
+        super().train(mode)
+        self.encoder.eval()
+        return self
+
+    def features(self, image: torch.Tensor) -> list[torch.Tensor]:
+        maps, x = [], image
+        for i, stage in enumerate(self.stages):
+            if i:
+                x = F.max_pool2d(x, 2)
+            x = getattr(self.encoder, stage)(x)
+            maps.append(x)
+        maps = maps[len(maps) - len(self.channel_mix):]
+        mixed = [mix(m) for mix, m in zip(self.channel_mix, maps)]
+        for i in reversed(range(len(mixed) - 1)):
+            deeper = F.interpolate(mixed[i + 1], scale_factor=2, mode="bilinear",
+                                   align_corners=False)
+            mixed[i] = mixed[i] + self.scale_mix[i](deeper)
+        return mixed
+
+    def forward(self, image: torch.Tensor) -> torch.Tensor:
+        scores = []
+        for head, x in zip(self.heads, self.features(image)):
+            x = minibatch_stddev(head["down"](x))
+            scores.append(head["out"](x).flatten(1).mean(1))
+        return torch.stack(scores, 1)
+
+
+def segmenter_projected_discriminator(segmenter, resolution: int = 64,
+                                      seed: int = 0) -> ProjectedDiscriminator:
+    """A ``ProjectedDiscriminator`` over a ``Segmenter``'s encoder blocks."""
+    stages = [f"encoder{i + 1}" for i in range(len(segmenter.channels))]
+    return ProjectedDiscriminator(segmenter, stages, segmenter.channels,
+                                  widths=[64, 128, 256][-(len(stages) - 1):],
+                                  resolution=resolution, seed=seed)

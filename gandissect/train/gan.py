@@ -1,9 +1,16 @@
 """Adversarial training of the SceneWorld generator (ProGAN-style), resumable.
 
 Generator: ``ProGANGenerator`` (pixel norm, equalised learning rate, nearest upsampling,
-LeakyReLU(0.2)); discriminator: ``Discriminator`` (equalised learning rate, minibatch stddev).
-Loss: non-saturating logistic with lazy R1 regularisation on real images; Adam with
-beta1 = 0, beta2 = 0.99; an exponential moving average of the generator's weights is what gets
+LeakyReLU(0.2)). Discriminator, by ``GANConfig.loss``:
+
+- ``projected`` (the default): a Projected GAN discriminator (Sauer et al. 2021) over the frozen
+  encoder of the shipped SceneWorld segmenter, hinge loss. A pretrained feature space makes the
+  discriminator useful from the first steps, which is what makes a CPU run of a few hours work.
+- ``hinge``: a spectrally normalised pixel-space discriminator with minibatch stddev.
+- ``logistic``: an equalised-learning-rate pixel-space discriminator, non-saturating logistic
+  loss with lazy R1 on real images.
+
+Adam with beta1 = 0; an exponential moving average of the generator's weights is what gets
 shipped. Real images are SceneWorld scenes rendered on the fly from world ``SEEDS['generator']``,
 scene indices continuing where the last checkpoint stopped.
 """
@@ -17,12 +24,13 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 import torch
+from torch import nn
 from torch.nn import functional as F
 from torch.utils.data import DataLoader, IterableDataset
 from tqdm import tqdm
 
-from gandissect.models.discriminator import Discriminator
-from gandissect.models.proggan import ProGANGenerator
+from gandissect.models.discriminator import Discriminator, segmenter_projected_discriminator
+from gandissect.models.proggan import OutputBlock, ProGANGenerator
 from gandissect.models.registry import SEEDS, save_weights
 from gandissect.train.common import Every, RunFolder, run_training
 from gandissect.world.dataset import image_to_tensor, tensor_to_image
@@ -37,14 +45,20 @@ class GANConfig:
     channels: list[int] = field(default_factory=lambda: [256, 256, 128, 64, 32])
     d_channels: list[int] = field(default_factory=lambda: [16, 32, 64, 128, 256])
     batch: int = 32
-    loss: str = "hinge"  # "hinge" (spectral-norm D) or "logistic" (equalised-LR D with R1)
-    lr: float = 0.001  # generator (equalised learning rate: steps are relative to weight scale)
-    d_lr: float = 0.0004
+    # "projected" (Projected GAN over the frozen segmenter encoder, hinge), "hinge" (spectral-norm
+    # pixel D) or "logistic" (equalised-LR pixel D with R1)
+    loss: str = "projected"
+    lr: float = 0.002  # generator (equalised learning rate: steps are relative to weight scale)
+    d_lr: float = 0.0002
     r1_gamma: float = 0.05
     r1_every: int = 4
     ema_halflife_kimg: float = 5.0
     ema_rampup: float = 0.05
     kimg: float = 400
+    # Progressive growing (ProGAN): from ``grow_start`` px, each resolution is faded in over
+    # ``grow_kimg`` thousand images and trained alone for as many more; 0 trains at full size.
+    grow_kimg: float = 0.0
+    grow_start: int = 8
     world_seed: int = SEEDS["generator"]
     seed: int = 0
 
@@ -85,30 +99,85 @@ def image_grid(images: torch.Tensor, columns: int = 8) -> np.ndarray:
     return tensor_to_image(grid[None])[0]
 
 
+class GrowingGenerator(nn.Module):
+    """A ``ProGANGenerator`` plus temporary to-RGB layers at 4, 8, ... R/2 px for progressive
+    growing. ``forward(z, level, alpha)`` draws at ``4 * 2**level`` px, fading from the
+    upsampled lower resolution while ``alpha < 1``; at the top level it is the generator's own
+    output layer, so the shipped generator is exactly ``.generator``."""
+
+    def __init__(self, generator: ProGANGenerator) -> None:
+        super().__init__()
+        self.generator = generator
+        self.to_rgb = nn.ModuleList(OutputBlock(c) for c in generator.channels[:-1])
+        self.levels = len(generator.channels)
+
+    def forward(self, z: torch.Tensor, level: int | None = None,
+                alpha: float = 1.0) -> torch.Tensor:
+        top = self.levels - 1
+        level = top if level is None else level
+        if level == top and alpha >= 1:
+            return self.generator(z)
+        blocks = list(self.generator.children())
+        x, before = z[:, :, None, None], None
+        for i in range(level + 1):
+            before = x
+            x = blocks[2 * i + 1](blocks[2 * i](x))
+        rgb = blocks[-1] if level == top else self.to_rgb[level]
+        image = rgb(x)
+        if alpha < 1 and level > 0:
+            low = F.interpolate(self.to_rgb[level - 1](before), scale_factor=2, mode="nearest")
+            image = torch.lerp(low, image, alpha)
+        return image
+
+
+def growth_stage(config: GANConfig, images_seen: int) -> tuple[int, float]:
+    """(level, alpha) of progressive growing after ``images_seen`` images; level ``L`` draws at
+    ``4 * 2**L`` px; the top level with alpha 1 is the full generator."""
+    top = round(math.log2(config.resolution / 4))
+    if not config.grow_kimg:
+        return top, 1.0
+    level = round(math.log2(config.grow_start / 4))
+    phase = images_seen / (config.grow_kimg * 1000)  # 0-1 stable, then fade/stable pairs
+    if phase < 1:
+        return level, 1.0
+    step, within = divmod(phase - 1, 2)
+    level += int(step) + 1
+    if level >= top:
+        return (top, 1.0) if level > top or within >= 1 else (top, within)
+    return level, min(within, 1.0)
+
+
 class GANTrainer:
     """Holds the networks and optimisers; ``train`` runs until ``config.kimg`` thousand images."""
 
     def __init__(self, config: GANConfig, run: RunFolder) -> None:
         self.config, self.run = config, run
         torch.manual_seed(config.seed)
-        self.generator = ProGANGenerator(config.z_dim, config.channels)
-        if self.generator.resolution != config.resolution:
+        self.generator = GrowingGenerator(ProGANGenerator(config.z_dim, config.channels))
+        if self.generator.generator.resolution != config.resolution:
             raise ValueError("channels do not match the resolution")
-        if config.loss not in ("hinge", "logistic"):
-            raise ValueError(f"loss must be 'hinge' or 'logistic', got {config.loss!r}")
-        hinge = config.loss == "hinge"
-        self.discriminator = Discriminator(config.resolution, config.d_channels,
-                                           spectral_norm=hinge)
+        if config.loss not in ("hinge", "logistic", "projected"):
+            raise ValueError(f"loss must be 'hinge', 'logistic' or 'projected', "
+                             f"got {config.loss!r}")
+        hinge = config.loss in ("hinge", "projected")
+        if config.loss == "projected":
+            from gandissect.models.registry import load_segmenter
+
+            self.discriminator = segmenter_projected_discriminator(
+                load_segmenter("sceneworld"), config.resolution, seed=config.seed)
+        else:
+            self.discriminator = Discriminator(config.resolution, config.d_channels,
+                                               spectral_norm=hinge)
+        self.d_parameters = [p for p in self.discriminator.parameters() if p.requires_grad]
         self.ema = copy.deepcopy(self.generator).eval().requires_grad_(False)
         self.g_optimizer = torch.optim.Adam(self.generator.parameters(), config.lr,
                                             betas=(0.0, 0.99))
         if hinge:
-            self.d_optimizer = torch.optim.Adam(self.discriminator.parameters(), config.d_lr,
+            self.d_optimizer = torch.optim.Adam(self.d_parameters, config.d_lr,
                                                 betas=(0.0, 0.9))
         else:
             r1_ratio = config.r1_every / (config.r1_every + 1)  # lazy regularisation correction
-            self.d_optimizer = torch.optim.Adam(self.discriminator.parameters(),
-                                                config.d_lr * r1_ratio,
+            self.d_optimizer = torch.optim.Adam(self.d_parameters, config.d_lr * r1_ratio,
                                                 betas=(0.0, 0.99 ** r1_ratio))
         self.images_seen, self.step, self.seconds = 0, 0, 0.0
         self.latents = torch.Generator().manual_seed(config.seed + 1)
@@ -143,20 +212,38 @@ class GANTrainer:
     def _z(self, n: int) -> torch.Tensor:
         return torch.randn(n, self.config.z_dim, generator=self.latents)
 
+    def _score(self, images: torch.Tensor, alpha: float) -> torch.Tensor:
+        """The discriminator's scores; images below full size are upsampled (nearest) for the
+        projected discriminator, and scored at their size by the growing pixel one."""
+        if self.config.loss == "projected":
+            size = self.config.resolution
+            if images.shape[-1] != size:
+                images = F.interpolate(images, size=(size, size), mode="nearest")
+            return self.discriminator(images)
+        return self.discriminator(images, alpha)
+
     def train_step(self, real: torch.Tensor) -> dict[str, float]:
         c, n = self.config, real.shape[0]
-        G, D = self.generator, self.discriminator
+        G = self.generator
+        level, alpha = growth_stage(c, self.images_seen)
+        size = 4 * 2**level
+        if size != real.shape[-1]:
+            real = F.adaptive_avg_pool2d(real, size)
+        if alpha < 1 and level > 0:  # fade real images the way the generator's output fades
+            low = F.interpolate(F.avg_pool2d(real, 2), scale_factor=2, mode="nearest")
+            real = torch.lerp(low, real, alpha)
         # Discriminator
         with torch.no_grad():
-            fake = G(self._z(n))
-        hinge = c.loss == "hinge"
+            fake = G(self._z(n), level, alpha)
+        hinge = c.loss != "logistic"
         regularise = not hinge and self.step % c.r1_every == 0
         real.requires_grad_(regularise)
-        real_score = D(real)
+        real_score = self._score(real, alpha)
+        fake_score = self._score(fake, alpha)
         if hinge:
-            d_loss = F.relu(1 + D(fake)).mean() + F.relu(1 - real_score).mean()
+            d_loss = F.relu(1 + fake_score).mean() + F.relu(1 - real_score).mean()
         else:
-            d_loss = F.softplus(D(fake)).mean() + F.softplus(-real_score).mean()
+            d_loss = F.softplus(fake_score).mean() + F.softplus(-real_score).mean()
         r1 = torch.zeros(())
         if regularise:
             (grad,) = torch.autograd.grad(real_score.sum(), real, create_graph=True)
@@ -166,13 +253,15 @@ class GANTrainer:
         d_loss.backward()
         self.d_optimizer.step()
         # Generator
-        D.requires_grad_(False)
-        fake_score = D(G(self._z(n)))
+        for p in self.d_parameters:
+            p.requires_grad_(False)
+        fake_score = self._score(G(self._z(n), level, alpha), alpha)
         g_loss = -fake_score.mean() if hinge else F.softplus(-fake_score).mean()
         self.g_optimizer.zero_grad(set_to_none=True)
         g_loss.backward()
         self.g_optimizer.step()
-        D.requires_grad_(True)
+        for p in self.d_parameters:
+            p.requires_grad_(True)
         self._update_ema(n)
         self.images_seen += n
         self.step += 1
@@ -191,11 +280,14 @@ class GANTrainer:
     # -- the loop ----------------------------------------------------------------------
     def save(self) -> None:
         self.run.save(self.state_dict())
-        save_weights(self.ema, self.run.path / "sceneworld_generator.safetensors",
-                     self.ema.config(), images_seen=str(self.images_seen),
+        shipped = self.ema.generator
+        save_weights(shipped, self.run.path / "sceneworld_generator.safetensors",
+                     shipped.config(), images_seen=str(self.images_seen),
                      training_seconds=str(round(self.seconds)))
         with torch.no_grad():
-            grid = image_grid(self.ema(self.fixed_z))
+            samples = self.ema(self.fixed_z, *growth_stage(self.config, self.images_seen))
+            size = self.config.resolution
+            grid = image_grid(F.interpolate(samples, size=(size, size), mode="nearest"))
         from PIL import Image
 
         Image.fromarray(grid).save(self.run.path / "samples.png")
