@@ -57,8 +57,7 @@ def test_weights_round_trip_through_safetensors(tmp_path):
     assert torch.equal(rebuilt(z), g(z))
 
 
-TINY = dict(resolution=16, z_dim=8, channels=[8, 8, 8], d_channels=[8, 8, 8], batch=4,
-            loss="hinge")
+TINY = dict(resolution=16, z_dim=8, channels=[8, 8, 8], d_channels=[8, 8, 8], batch=4)
 
 
 def test_training_resumes_exactly(tmp_path):
@@ -148,7 +147,7 @@ def test_growth_schedule_fades_each_resolution_in_then_holds_it():
     assert stage == {0: (1, 1.0), 0.5: (1, 1.0), 1: (2, 0.0), 1.5: (2, 0.5), 2: (2, 1.0),
                      2.9: (2, 1.0), 3: (3, 0.0), 3.25: (3, 0.25), 4: (3, 1.0), 5: (4, 0.0),
                      5.5: (4, 0.5), 6: (4, 1.0), 50: (4, 1.0)}
-    assert growth_stage(GANConfig(resolution=64), 0) == (4, 1.0)  # no growing: full size
+    assert growth_stage(GANConfig(resolution=64, grow_kimg=0), 0) == (4, 1.0)  # full size
 
 
 def test_growing_generator_fades_between_resolutions():
