@@ -1,0 +1,52 @@
+"""Attribution: which inputs (or feature-map locations) drive a classifier's score.
+
+One verb for every method, as in Captum::
+
+    GradCAM(model, "layer4").attribute(images, target=3)          # (N, h, w) at layer4
+    IntegratedGradients(model).attribute(images, target=[3, 1], steps=64)   # input-shaped
+
+``target`` is an int, one int per sample, or a callable ``output -> (N,) scores`` (see
+``base``). Every method returns a raw, signed (unless its definition has a ReLU), unnormalised
+tensor: input-shaped ``(N, C, H, W)`` for input methods (saliency, input x gradient,
+SmoothGrad, integrated gradients, guided backprop, deconvolution, occlusion, LRP) and
+``(N, h, w)`` at the layer's resolution for the CAM family; ``gandissect.visualize.overlay``
+normalises for display.
+
+While a method runs the model is in eval mode with frozen parameters and out-of-place
+activations; hooks live in context managers; everything is restored afterwards, also when
+the forward raises (the error propagates). Devices and dtypes follow the input.
+
+One module per family: ``gradient`` (Saliency, InputXGradient, SmoothGrad,
+IntegratedGradients), ``guided`` (GuidedBackprop, Deconvolution), ``occlusion``, ``cam``
+(CAM, GradCAM, GradCAMPlusPlus, ScoreCAM), ``lrp`` (LRP, fold_batchnorm).
+"""
+
+from .base import Attribution, Target, attribution_mode, class_indices, resolve_target
+from .cam import CAM, GradCAM, GradCAMPlusPlus, ScoreCAM
+from .gradient import InputXGradient, IntegratedGradients, Saliency, SmoothGrad
+from .guided import Deconvolution, GuidedBackprop
+from .lrp import LRP, UnsupportedModelError, fold_batchnorm, lrp_rule
+from .occlusion import Occlusion
+
+__all__ = [
+    "Attribution",
+    "CAM",
+    "Deconvolution",
+    "GradCAM",
+    "GradCAMPlusPlus",
+    "GuidedBackprop",
+    "InputXGradient",
+    "IntegratedGradients",
+    "LRP",
+    "Occlusion",
+    "Saliency",
+    "ScoreCAM",
+    "SmoothGrad",
+    "Target",
+    "UnsupportedModelError",
+    "attribution_mode",
+    "class_indices",
+    "fold_batchnorm",
+    "lrp_rule",
+    "resolve_target",
+]

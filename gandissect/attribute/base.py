@@ -1,0 +1,169 @@
+"""What every attribution method shares: targets, the model guard, gradients and batching.
+
+A *target* names the score to explain, one per batch element:
+
+- an ``int``: that class of an ``(N, classes)`` output, for every element;
+- a list / 1-D tensor of ints: one class per element;
+- a callable ``output -> (N,) scores``: any score; it must score each row on its own, because
+  perturbation methods also call it on perturbed copies of the batch;
+- ``None``: allowed when the model has one output per element (``(N,)`` or ``(N, 1)``).
+
+``resolve_target`` turns a target and a model output into the ``(N,)`` scores; every method
+uses it, so the four spellings mean the same thing everywhere.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+
+import torch
+from torch import nn
+
+__all__ = [
+    "Attribution",
+    "Target",
+    "attribution_mode",
+    "class_indices",
+    "input_gradient",
+    "prepare_target",
+    "resolve_target",
+    "row_chunks",
+]
+
+Target = int | Sequence[int] | torch.Tensor | Callable[[torch.Tensor], torch.Tensor] | None
+
+
+def class_indices(target: Target, n: int, device: torch.device | None = None) -> torch.Tensor:
+    """The ``(n,)`` class index per batch element of an int or per-element target."""
+    if target is None or callable(target):
+        raise TypeError("this method needs class indices as target (an int or one per sample), "
+                        f"not {type(target).__name__}")
+    classes = torch.as_tensor(target, device=device)
+    if classes.dtype.is_floating_point or classes.dtype == torch.bool or classes.dim() > 1:
+        raise TypeError(f"class targets must be ints, got {classes.dtype} of shape "
+                        f"{tuple(classes.shape)}")
+    classes = classes.to(torch.int64)
+    if classes.dim() == 0:
+        return classes.expand(n)
+    if classes.shape[0] != n:
+        raise ValueError(f"{classes.shape[0]} targets for a batch of {n}")
+    return classes
+
+
+def prepare_target(target: Target, n: int, device: torch.device | None = None) -> Target:
+    """Check ``target`` against a batch of ``n``; lists become an ``(n,)`` int64 tensor."""
+    if target is None or callable(target) or isinstance(target, int):
+        return target
+    return class_indices(target, n, device)
+
+
+def resolve_target(output: torch.Tensor, target: Target,
+                   owners: torch.Tensor | None = None) -> torch.Tensor:
+    """The ``(R,)`` scores that ``target`` picks out of a model ``output`` of R rows.
+
+    ``owners`` maps each row to the batch element it is a (perturbed) copy of, so that
+    per-element targets follow their element; None means row i is element i.
+    """
+    rows = output.shape[0]
+    if callable(target):
+        scores = target(output)
+        if not isinstance(scores, torch.Tensor) or scores.shape != (rows,):
+            shape = tuple(scores.shape) if isinstance(scores, torch.Tensor) else type(scores)
+            raise ValueError(f"a target callable must return one score per row, shape ({rows},);"
+                             f" got {shape}")
+        return scores
+    if target is None:
+        if output.dim() == 1:
+            return output
+        if output.dim() == 2 and output.shape[1] == 1:
+            return output[:, 0]
+        raise ValueError(f"the model returns {tuple(output.shape)}: pass a target (class index,"
+                         " one per sample, or a callable)")
+    if output.dim() != 2:
+        raise ValueError(f"class targets index (N, classes) outputs; the model returns "
+                         f"{tuple(output.shape)}, so pass a callable target")
+    if owners is not None and owners.shape != (rows,):
+        raise ValueError(f"owners must give one sample per row, shape ({rows},)")
+    classes = torch.as_tensor(target, device=output.device)
+    if classes.dim() == 1 and owners is not None:
+        classes = classes[owners.to(output.device)]
+    classes = class_indices(classes, rows, output.device)
+    if classes.numel() and (int(classes.min()) < 0 or int(classes.max()) >= output.shape[1]):
+        raise ValueError(f"target classes must lie in [0, {output.shape[1] - 1}], got "
+                         f"{sorted(set(classes.tolist()))}")
+    return output.gather(1, classes[:, None])[:, 0]
+
+
+@contextmanager
+def attribution_mode(model: nn.Module) -> Iterator[nn.Module]:
+    """Eval mode, frozen parameters, out-of-place activations, gradients on; all restored.
+
+    Eval mode keeps BatchNorm from mixing the batch (and from updating its running statistics);
+    frozen parameters skip their gradients; in-place activations (``ReLU(inplace=True)``) are
+    made out-of-place because an in-place op would overwrite tensors that hooks and gradients
+    need. Everything is put back on exit, also when the forward raises.
+    """
+    modes = [(m, m.training) for m in model.modules()]
+    flags = [(p, p.requires_grad) for p in model.parameters()]
+    inplace = [(m, m.inplace) for m in model.modules() if isinstance(getattr(m, "inplace", None),
+                                                                        bool)]
+    try:
+        model.eval()
+        for p, _ in flags:
+            p.requires_grad_(False)
+        for m, _ in inplace:
+            m.inplace = False
+        with torch.enable_grad():
+            yield model
+    finally:
+        for m, training in modes:
+            m.training = training
+        for p, flag in flags:
+            p.requires_grad_(flag)
+        for m, flag in inplace:
+            m.inplace = flag
+
+
+def input_gradient(model: nn.Module, x: torch.Tensor, target: Target,
+                   owners: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(d score / d x, score)`` per row; call inside ``attribution_mode``.
+
+    Rows do not interact in eval mode, so the gradient of the summed scores is each row's own.
+    """
+    x = x.detach().requires_grad_(True)
+    scores = resolve_target(model(x), target, owners)
+    (grad,) = torch.autograd.grad(scores.sum(), x)
+    return grad, scores.detach()
+
+
+def row_chunks(total: int, size: int | None) -> Iterator[torch.Tensor]:
+    """Row indices ``0 .. total-1`` in chunks of at most ``size`` (None: one chunk)."""
+    if size is not None and size < 1:
+        raise ValueError(f"internal_batch_size must be a positive int or None, got {size}")
+    size = total if size is None else size
+    for start in range(0, total, max(size, 1)):
+        yield torch.arange(start, min(start + size, total))
+
+
+def _check_input(x: torch.Tensor) -> torch.Tensor:
+    if not isinstance(x, torch.Tensor) or x.dim() < 2:
+        raise TypeError("attribute() takes a batched input tensor (N, ...)")
+    return x.detach()
+
+
+class Attribution:
+    """Base class: ``Method(model).attribute(x, target=..., **options)`` -> raw signed tensor.
+
+    No normalisation ever happens here (see ``gandissect.attribution.overlay`` for display).
+    """
+
+    def __init__(self, model: nn.Module) -> None:
+        self.model = model
+
+    def attribute(self, x: torch.Tensor, target: Target = None, **options) -> torch.Tensor:
+        """Attribution of ``target`` for the batch ``x``."""
+        raise NotImplementedError
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({type(self.model).__name__})"

@@ -1,0 +1,385 @@
+"""Layer-wise relevance propagation (Bach et al. 2015; rules as in Montavon et al. 2019).
+
+The relevance of the output, ``R = output * d score / d output`` (for a class target: the
+class score, everything else 0), is passed back layer by layer so that each layer's input
+relevance sums to its output relevance (exactly so with zero biases and a vanishing
+stabiliser). For a ``Conv2d`` / ``Linear`` layer with input ``a``, output ``z``, the rules are:
+
+- ``"epsilon"``: ``R_j = sum_k a_j w_jk / (z_k + eps sign(z_k)) R_k`` (bias included in z);
+- ``"gamma"``:   as epsilon with ``w + gamma w+`` and ``b + gamma b+`` (favours positive
+  contributions);
+- ``"zbox"``:    ``R_j = sum_k (a_j w_jk - l_j w+_jk - h_j w-_jk) / z^B_k R_k`` with ``z^B`` the
+  sum over j of the numerator: the z^B rule for an input known to lie in ``[low, high]`` (pixels);
+  meant for the first layer (``first_rule="zbox"``). No bias.
+
+ReLU, dropout and identity pass relevance through; pooling layers spread it in proportion to
+the contributions (``a * d pool / d a``, which for max pooling is winner-takes-all); flatten
+reshapes it. A residual addition ``s = z + d`` splits ``R_s`` into ``z / s R_s`` and
+``d / s R_s`` (each input's share of the sum, stabilised), and each part goes down its branch.
+
+BatchNorm is folded into the convolution before it (``fold_batchnorm``, on a copy; the model
+is never changed), so its shift becomes a bias.
+
+Supported architectures (anything else raises ``UnsupportedModelError``):
+
+- ``nn.Sequential`` (nested too) of Conv2d, Linear, ReLU, BatchNorm2d right after a Conv2d,
+  MaxPool2d, AvgPool2d, AdaptiveAvgPool2d, Flatten, Dropout, Identity and basic blocks;
+- torchvision-style basic residual blocks: ``conv1, bn1, relu, conv2, bn2`` and an optional
+  ``downsample`` (``Sequential(conv, bn)``) shortcut, ``relu(bn2(conv2(relu(bn1(conv1 x)))) +
+  shortcut(x))``; bottleneck blocks (``conv3``) are not supported;
+- ResNet-style models: ``conv1, bn1, relu, [maxpool], layer1 .. layerK`` (Sequentials of basic
+  blocks), ``avgpool``, flatten, ``fc``: ``gandissect``'s ``SceneClassifier`` and
+  torchvision's resnet18 / resnet34.
+
+Because a model's ``forward`` cannot be read, ``LRP`` rebuilds the layer sequence from the
+modules and checks on every call that it reproduces the model's output; a forward with other
+operations (functional activations, concatenations, ...) fails that check with a clear error.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .base import (
+    Attribution,
+    Target,
+    _check_input,
+    attribution_mode,
+    prepare_target,
+    resolve_target,
+)
+
+__all__ = ["LRP", "UnsupportedModelError", "fold_batchnorm", "lrp_rule"]
+
+RULES = ("epsilon", "gamma", "zbox")
+_PASS_THROUGH = (nn.ReLU, nn.Dropout, nn.Identity)
+_POOLS = (nn.MaxPool2d, nn.AvgPool2d, nn.AdaptiveAvgPool2d)
+
+
+class UnsupportedModelError(TypeError):
+    """The model holds layers or a forward that ``LRP`` does not know how to propagate."""
+
+
+# ---------------------------------------------------------------- BatchNorm folding
+
+
+def _fold_pair(conv: nn.Conv2d, bn: nn.BatchNorm2d) -> None:
+    """Fold ``bn`` (eval statistics) into ``conv`` in place."""
+    if bn.running_mean is None or bn.running_var is None:
+        raise UnsupportedModelError("cannot fold a BatchNorm without running statistics")
+    scale = (bn.running_var + bn.eps).rsqrt()
+    if bn.weight is not None:
+        scale = scale * bn.weight
+    shift = -bn.running_mean * scale
+    if bn.bias is not None:
+        shift = shift + bn.bias
+    with torch.no_grad():
+        bias = conv.bias if conv.bias is not None else torch.zeros_like(bn.running_mean)
+        new_bias = bias * scale + shift
+        conv.weight.mul_(scale.reshape(-1, 1, 1, 1).to(conv.weight.dtype))
+        conv.bias = nn.Parameter(new_bias.to(conv.weight.dtype),
+                                 requires_grad=conv.weight.requires_grad)
+
+
+def fold_batchnorm(model: nn.Module) -> nn.Module:
+    """A copy of ``model`` (eval mode) with every BatchNorm2d folded into the Conv2d before it.
+
+    Pairs are found by position (a Conv2d directly followed by a BatchNorm2d in a
+    ``Sequential``) and by ResNet naming (``convI`` and ``bnI`` in the same module). Folded
+    BatchNorms become ``nn.Identity``, so the copy's own ``forward`` still runs and gives the
+    same outputs (up to rounding) as the original in eval mode. The original is untouched.
+    """
+    folded = copy.deepcopy(model).eval()
+    for parent in list(folded.modules()):
+        pairs: list[tuple[str, str]] = []
+        if isinstance(parent, nn.Sequential):
+            names = list(parent._modules)
+            pairs += [(a, b) for a, b in zip(names, names[1:])
+                      if isinstance(parent._modules[a], nn.Conv2d)
+                      and isinstance(parent._modules[b], nn.BatchNorm2d)]
+        for name, child in parent.named_children():
+            if name.startswith("bn") and isinstance(child, nn.BatchNorm2d):
+                conv = f"conv{name[2:]}"
+                if isinstance(getattr(parent, conv, None), nn.Conv2d):
+                    pairs.append((conv, name))
+        for conv, bn in pairs:
+            if isinstance(parent._modules[bn], nn.BatchNorm2d):
+                _fold_pair(parent._modules[conv], parent._modules[bn])
+                parent._modules[bn] = nn.Identity()
+    return folded
+
+
+# ---------------------------------------------------------------- rules
+
+
+def _stabilise(z: torch.Tensor, eps: float) -> torch.Tensor:
+    """``z + eps sign(z)``, with sign(0) = +1 so that the result is never 0 for eps > 0."""
+    return z + eps * torch.where(z >= 0, 1.0, -1.0).to(z.dtype)
+
+
+def _layer_fn(module: nn.Module, weight: torch.Tensor, bias: torch.Tensor | None
+              ) -> Callable[[torch.Tensor], torch.Tensor]:
+    if isinstance(module, nn.Linear):
+        return lambda a: F.linear(a, weight, bias)
+    if getattr(module, "padding_mode", "zeros") != "zeros":
+        raise UnsupportedModelError(f"LRP supports zero-padded convolutions only, got "
+                                    f"padding_mode={module.padding_mode!r}")
+    return lambda a: F.conv2d(a, weight, bias, module.stride, module.padding, module.dilation,
+                              module.groups)
+
+
+def _contributions(fns: list[Callable], inputs: list[torch.Tensor], relevance: torch.Tensor,
+                   eps: float) -> torch.Tensor:
+    """``sum_i inputs_i * d/d inputs_i <z, s>`` with ``z = sum_i fns_i(inputs_i)`` and
+    ``s = R / stabilise(z)``: the generic LRP step, computed with one backward pass."""
+    leaves = [a.detach().requires_grad_(True) for a in inputs]
+    with torch.enable_grad():
+        z = sum(fn(a) for fn, a in zip(fns, leaves))
+        s = (relevance / _stabilise(z, eps)).detach()
+        grads = torch.autograd.grad(z, leaves, s)
+    return sum(a.detach() * g for a, g in zip(leaves, grads))
+
+
+def lrp_rule(module: nn.Module, a: torch.Tensor, relevance: torch.Tensor, rule: str,
+             epsilon: float = 1e-6, gamma: float = 0.25, low: float | torch.Tensor = -1.0,
+             high: float | torch.Tensor = 1.0) -> torch.Tensor:
+    """The relevance of the input ``a`` of one Conv2d / Linear ``module`` given its output's
+    ``relevance``, by ``rule`` (``"epsilon"``, ``"gamma"`` or ``"zbox"``; see the module doc).
+    ``epsilon`` is also the gamma rule's stabiliser; ``low`` / ``high`` are the zbox bounds."""
+    weight, bias = module.weight, module.bias
+    if rule == "epsilon":
+        return _contributions([_layer_fn(module, weight, bias)], [a], relevance, epsilon)
+    if rule == "gamma":
+        weight = weight + gamma * weight.clamp(min=0)
+        bias = None if bias is None else bias + gamma * bias.clamp(min=0)
+        return _contributions([_layer_fn(module, weight, bias)], [a], relevance, epsilon)
+    if rule == "zbox":
+        lows = torch.as_tensor(low, dtype=a.dtype, device=a.device).expand_as(a)
+        highs = torch.as_tensor(high, dtype=a.dtype, device=a.device).expand_as(a)
+        fns = [_layer_fn(module, weight, None),
+               _layer_fn(module, -weight.clamp(min=0), None),
+               _layer_fn(module, -weight.clamp(max=0), None)]
+        return _contributions(fns, [a, lows, highs], relevance, epsilon)
+    raise ValueError(f"unknown LRP rule {rule!r}; choose from {RULES}")
+
+
+# ---------------------------------------------------------------- the layer sequence
+
+
+class _Step:
+    """One node of the rebuilt forward: ``forward(a)`` and ``relevance(a, R_out) -> R_in``."""
+
+    def forward(self, a: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def relevance(self, a: torch.Tensor, relevance: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+
+class _Weighted(_Step):
+    def __init__(self, module: nn.Module, name: str, rule: str, options: dict) -> None:
+        self.module, self.name, self.rule, self.options = module, name, rule, options
+
+    def forward(self, a):
+        return self.module(a)
+
+    def relevance(self, a, relevance):
+        return lrp_rule(self.module, a, relevance, self.rule, **self.options)
+
+
+class _PassThrough(_Step):
+    def __init__(self, module: nn.Module) -> None:
+        self.module = module
+
+    def forward(self, a):
+        return self.module(a)
+
+    def relevance(self, a, relevance):
+        return relevance
+
+
+class _Pool(_PassThrough):
+    def __init__(self, module: nn.Module, epsilon: float) -> None:
+        super().__init__(module)
+        self.epsilon = epsilon
+
+    def relevance(self, a, relevance):
+        return _contributions([self.module], [a], relevance, self.epsilon)
+
+
+class _Flatten(_PassThrough):
+    def relevance(self, a, relevance):
+        return relevance.reshape(a.shape)
+
+
+class _Sequence(_Step):
+    def __init__(self, steps: list[_Step]) -> None:
+        self.steps = steps
+
+    def forward(self, a):
+        for step in self.steps:
+            a = step.forward(a)
+        return a
+
+    def relevance(self, a, relevance):
+        inputs = []
+        for step in self.steps:
+            inputs.append(a)
+            a = step.forward(a)
+        for step, a_in in zip(reversed(self.steps), reversed(inputs)):
+            relevance = step.relevance(a_in, relevance)
+        return relevance
+
+
+class _Residual(_Step):
+    """``post(main(x) + shortcut(x))``; the sum's relevance is split by each input's share."""
+
+    def __init__(self, main: _Sequence, shortcut: _Sequence | None, post: _Step,
+                 epsilon: float) -> None:
+        self.main, self.shortcut, self.post, self.epsilon = main, shortcut, post, epsilon
+
+    def _branches(self, x):
+        return self.main.forward(x), x if self.shortcut is None else self.shortcut.forward(x)
+
+    def forward(self, x):
+        z, d = self._branches(x)
+        return self.post.forward(z + d)
+
+    def relevance(self, x, relevance):
+        z, d = self._branches(x)
+        relevance = self.post.relevance(z + d, relevance)
+        share = relevance / _stabilise(z + d, self.epsilon)
+        through_main = self.main.relevance(x, z * share)
+        if self.shortcut is None:
+            return through_main + d * share
+        return through_main + self.shortcut.relevance(x, d * share)
+
+
+def _is_basic_block(module: nn.Module) -> bool:
+    names = ("conv1", "bn1", "relu", "conv2", "bn2")
+    return all(hasattr(module, n) for n in names) and not hasattr(module, "conv3") and \
+        not hasattr(module, "layer1")
+
+
+def _is_resnet(module: nn.Module) -> bool:
+    names = ("conv1", "bn1", "relu", "layer1", "avgpool", "fc")
+    return all(isinstance(getattr(module, n, None), nn.Module) for n in names)
+
+
+class _Builder:
+    """Turns a (BatchNorm-folded) model into ``_Step``s, giving each weighted layer its rule."""
+
+    def __init__(self, model: nn.Module, rule: str, first_rule: str | None,
+                 layer_rules: dict[str, str], options: dict) -> None:
+        self.names = {id(m): name for name, m in model.named_modules()}
+        self.rule, self.first_rule, self.layer_rules = rule, first_rule, layer_rules
+        self.options = options
+
+    def build(self, module: nn.Module, reads_input: bool) -> _Step:
+        name = self.names.get(id(module), "?")
+        if isinstance(module, (nn.Conv2d, nn.Linear)):
+            rule = self.layer_rules.get(name, self.rule)
+            if reads_input and self.first_rule is not None and name not in self.layer_rules:
+                rule = self.first_rule
+            return _Weighted(module, name, rule, self.options)
+        if isinstance(module, _PASS_THROUGH):
+            return _PassThrough(module)
+        if isinstance(module, _POOLS):
+            return _Pool(module, self.options["epsilon"])
+        if isinstance(module, nn.Flatten):
+            return _Flatten(module)
+        if isinstance(module, nn.Sequential):
+            return self.sequence(list(module), reads_input)
+        if _is_resnet(module):
+            parts = [module.conv1, module.bn1, module.relu]
+            parts += [module.maxpool] if isinstance(getattr(module, "maxpool", None),
+                                                    nn.Module) else []
+            i = 1
+            while isinstance(getattr(module, f"layer{i}", None), nn.Module):
+                parts.append(getattr(module, f"layer{i}"))
+                i += 1
+            return self.sequence(parts + [module.avgpool, nn.Flatten(), module.fc], reads_input)
+        if _is_basic_block(module):
+            main = self.sequence([module.conv1, module.bn1, module.relu, module.conv2,
+                                  module.bn2], reads_input)
+            shortcut = getattr(module, "downsample", None)
+            shortcut = None if shortcut is None else self.sequence([shortcut], reads_input)
+            return _Residual(main, shortcut, _PassThrough(module.relu), self.options["epsilon"])
+        if isinstance(module, nn.BatchNorm2d):
+            raise UnsupportedModelError(f"BatchNorm {name!r} does not follow a Conv2d, so it "
+                                        "cannot be folded; LRP does not support it")
+        raise UnsupportedModelError(f"LRP does not support layer {name!r} "
+                                    f"({type(module).__name__}); see gandissect.attribution.lrp")
+
+    def sequence(self, modules: list[nn.Module], reads_input: bool) -> _Sequence:
+        steps = []
+        for module in modules:
+            steps.append(self.build(module, reads_input))
+            # relevance reaches the input only through layers that do not mix it
+            reads_input = reads_input and isinstance(steps[-1], _PassThrough) and \
+                not isinstance(steps[-1], _Pool)
+        return _Sequence(steps)
+
+
+class LRP(Attribution):
+    """Layer-wise relevance propagation; input-shaped relevance (see the module docstring for
+    the rules and the supported architectures).
+
+    Args:
+        model: a supported model (left unchanged: LRP works on a BatchNorm-folded copy made at
+            every call, so later weight changes are seen).
+        rule: rule of every Conv2d / Linear layer: ``"epsilon"``, ``"gamma"`` or ``"zbox"``.
+        first_rule: rule of the layer(s) reading the input (None: ``rule``); ``"zbox"`` with
+            ``low`` / ``high`` the input's bounds (-1, 1 for the shipped models' images).
+        layer_rules: per-layer overrides by dotted module name, e.g. ``{"fc": "epsilon"}``.
+        epsilon: the stabiliser of every rule, of pooling and of residual splits.
+        gamma: the gamma rule's weight on positive parameters.
+    """
+
+    def __init__(self, model: nn.Module, rule: str = "epsilon", first_rule: str | None = None,
+                 layer_rules: dict[str, str] | None = None, epsilon: float = 1e-6,
+                 gamma: float = 0.25, low: float | torch.Tensor = -1.0,
+                 high: float | torch.Tensor = 1.0) -> None:
+        super().__init__(model)
+        self.layer_rules = dict(layer_rules or {})
+        for r in [rule, first_rule, *self.layer_rules.values()]:
+            if r is not None and r not in RULES:
+                raise ValueError(f"unknown LRP rule {r!r}; choose from {RULES}")
+        self.rule, self.first_rule = rule, first_rule
+        self.options = {"epsilon": epsilon, "gamma": gamma, "low": low, "high": high}
+        self._layers(model)  # fail early on an unsupported architecture
+
+    def _layers(self, model: nn.Module) -> tuple[nn.Module, _Step]:
+        folded = fold_batchnorm(model)
+        builder = _Builder(folded, self.rule, self.first_rule, self.layer_rules, self.options)
+        return folded, builder.build(folded, reads_input=True)
+
+    def attribute(self, x: torch.Tensor, target: Target = None) -> torch.Tensor:
+        """Relevance of each input element for ``target``; sums to about the target score
+        (exactly with zero biases and epsilon -> 0)."""
+        x = _check_input(x)
+        target = prepare_target(target, x.shape[0], x.device)
+        folded, layers = self._layers(self.model)
+        with attribution_mode(self.model), attribution_mode(folded), torch.no_grad():
+            expected = self.model(x)
+            try:
+                output = layers.forward(x)
+            except RuntimeError as error:
+                raise UnsupportedModelError(
+                    f"LRP's layer sequence for {type(self.model).__name__} does not run "
+                    f"({error}); its forward uses operations LRP does not support") from error
+            scale = 1e-4 * (1 + float(expected.abs().max()))
+            if output.shape != expected.shape or not torch.allclose(output, expected, rtol=1e-3,
+                                                                     atol=scale):
+                raise UnsupportedModelError(
+                    f"LRP's layer sequence does not reproduce {type(self.model).__name__}'s "
+                    "output; its forward uses operations LRP does not support")
+            with torch.enable_grad():
+                leaf = output.detach().requires_grad_(True)
+                (grad,) = torch.autograd.grad(resolve_target(leaf, target).sum(), leaf)
+            return layers.relevance(x, output * grad)
