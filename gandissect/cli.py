@@ -36,6 +36,7 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
     commands.required = True
 
+    import gandissect.netdissect_commands as netdissect_commands
     from gandissect import ace_commands, dissect_commands, edit_commands, unitstats
     from gandissect.evaluate import commands as eval_commands
     from gandissect.train import commands as train_commands
@@ -46,6 +47,7 @@ def build_parser() -> argparse.ArgumentParser:
     train_commands.register(commands)
     eval_commands.register(commands)
     dissect_commands.register(commands)
+    netdissect_commands.register(commands)
     ace_commands.register(commands)
     edit_commands.register(commands)
     return parser

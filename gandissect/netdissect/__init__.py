@@ -1,0 +1,74 @@
+"""Network Dissection of classifiers: which concept, if any, each unit of a CNN's layer detects.
+
+    from gandissect.netdissect import netdissect, SceneWorldProbe, write_netdissect_report
+
+    probe = SceneWorldProbe(seed=1001, n=2000)          # held-out world, exact labels
+    result = netdissect(classifier, ["layer3", "layer4"], probe)
+    result.layer("layer4").units[5]     # UnitScore(unit=5, label='dome', iou=0.31, ...)
+    result.settings["summary"]["layer4"]   # detectors, unique_detectors, per category
+    write_netdissect_report(result, "out/", classifier, probe)   # dissect.json, report.html
+
+Per unit: threshold = top 0.5% of its activations (``Quantile`` sketch, first pass);
+activations upsampled bilinearly to the labels; IoU pooled over the dataset with the
+category-conditioned denominator (``IoUTally``); scene labels as full-image masks; detector
+when IoU > 0.04. The result is GAN dissection's ``Dissection`` (same JSON, same report).
+
+Modules, along the data path: ``probe`` (labelled images in batches: SceneWorld, Broden),
+``inputs`` (mapping [-1, 1] images to a model's input), ``core`` (``netdissect``, detector
+counts), ``report`` (the shared report, with probe images), ``rotation`` (a function-preserving
+change of basis), ``experiments`` and ``plots`` (the paper's experiments as JSON + PNG).
+
+Command line (``gandissect/netdissect_commands.py``)::
+
+    gandissect netdissect --classifier sceneworld --layer layer3 --layer layer4 --out out/nd
+    gandissect netdissect --classifier torchvision:resnet18 --weights r18.pth \\
+        --dataset broden:broden1_224 --layer layer4 --out out/r18
+    gandissect netdissect-experiment rotation --out out/rot      # --layer, --alphas, --rotations
+    gandissect netdissect-experiment checkpoints --out out/ckpt  # + a random-init baseline
+    gandissect netdissect-experiment layers --out out/layers
+"""
+
+from gandissect.netdissect.core import (
+    REPORT_Z_DIM,
+    concept_table,
+    layer_summary,
+    netdissect,
+    unique_detectors,
+)
+from gandissect.netdissect.inputs import normalize, preprocess_for, rescale
+from gandissect.netdissect.probe import (
+    BrodenProbe,
+    ProbeBatch,
+    ProbeSet,
+    SceneWorldProbe,
+    full_image_plane,
+)
+from gandissect.netdissect.report import ProbeImages, write_netdissect_report
+from gandissect.netdissect.rotation import (
+    BasisRotation,
+    RotatedBasis,
+    fractional_rotation,
+    random_rotation,
+)
+
+__all__ = [
+    "REPORT_Z_DIM",
+    "BasisRotation",
+    "BrodenProbe",
+    "ProbeBatch",
+    "ProbeImages",
+    "ProbeSet",
+    "RotatedBasis",
+    "SceneWorldProbe",
+    "concept_table",
+    "fractional_rotation",
+    "full_image_plane",
+    "layer_summary",
+    "netdissect",
+    "normalize",
+    "preprocess_for",
+    "random_rotation",
+    "rescale",
+    "unique_detectors",
+    "write_netdissect_report",
+]
