@@ -292,6 +292,7 @@ def test_cli_smoke_on_the_shipped_classifier(tmp_path, capsys):
                                       "concepts", "top_images"}
     html = (out / "report.html").read_text()
     assert 'class="strip"' in html and "layer4" in html
+    assert "<h1>Network dissection</h1>" in html
     assert main(["netdissect", "--layer", "layer5", "--n", "8", "--out", str(tmp_path / "x"),
                  "--quiet"]) == 2
     assert "Valid layers" in capsys.readouterr().err

@@ -102,6 +102,9 @@ def _layer_section(dissection: Dissection, layer: LayerDissection, generator: nn
             f'<tbody>{"".join(rows)}</tbody></table></section>')
 
 
+TITLES = {"netdissect": "Network dissection"}  # settings["kind"] -> page title
+
+
 def render_html(dissection: Dissection, generator: nn.Module | None = None,
                 images: int = 8) -> str:
     """The report page as a string. With ``generator``, each unit's top ``images`` samples are
@@ -110,9 +113,10 @@ def render_html(dissection: Dissection, generator: nn.Module | None = None,
                        for k, v in dissection.settings.items())
     sections = "".join(_layer_section(dissection, layer, generator, images)
                        for layer in dissection.layers)
+    title = TITLES.get(dissection.settings.get("kind", ""), "GAN dissection")
     return ("<!DOCTYPE html><html><head><meta charset=\"utf-8\">"
-            "<title>GAN dissection report</title>"
-            f"<style>{_CSS}</style></head><body><h1>GAN dissection</h1>"
+            f"<title>{title} report</title>"
+            f"<style>{_CSS}</style></head><body><h1>{title}</h1>"
             f'<table class="settings">{settings}</table>{sections}'
             f"<script>{_JS}</script></body></html>")
 
