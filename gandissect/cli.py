@@ -36,6 +36,7 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
     commands.required = True
 
+    import gandissect.attribute_commands as attribute_commands
     import gandissect.netdissect_commands as netdissect_commands
     from gandissect import ace_commands, dissect_commands, edit_commands, unitstats
     from gandissect.evaluate import commands as eval_commands
@@ -48,6 +49,7 @@ def build_parser() -> argparse.ArgumentParser:
     eval_commands.register(commands)
     dissect_commands.register(commands)
     netdissect_commands.register(commands)
+    attribute_commands.register(commands)
     ace_commands.register(commands)
     edit_commands.register(commands)
     return parser

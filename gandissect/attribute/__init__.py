@@ -18,11 +18,14 @@ the forward raises (the error propagates). Devices and dtypes follow the input.
 
 One module per family: ``gradient`` (Saliency, InputXGradient, SmoothGrad,
 IntegratedGradients), ``guided`` (GuidedBackprop, Deconvolution), ``occlusion``, ``cam``
-(CAM, GradCAM, GradCAMPlusPlus, ScoreCAM), ``lrp`` (LRP, fold_batchnorm).
+(CAM, GradCAM, GradCAMPlusPlus, ScoreCAM), ``lrp`` (LRP, fold_batchnorm). ``evaluate``
+scores them all against SceneWorld's exact labels (``evaluate_attribution``: pointing game,
+deletion / insertion, the weight-randomisation sanity check, time per image).
 """
 
 from .base import Attribution, Target, attribution_mode, class_indices, resolve_target
 from .cam import CAM, GradCAM, GradCAMPlusPlus, ScoreCAM
+from .evaluate import DEFINING_CONCEPTS, evaluate_attribution
 from .gradient import InputXGradient, IntegratedGradients, Saliency, SmoothGrad
 from .guided import Deconvolution, GuidedBackprop
 from .lrp import LRP, UnsupportedModelError, fold_batchnorm, lrp_rule
@@ -31,6 +34,7 @@ from .occlusion import Occlusion
 __all__ = [
     "Attribution",
     "CAM",
+    "DEFINING_CONCEPTS",
     "Deconvolution",
     "GradCAM",
     "GradCAMPlusPlus",
@@ -46,6 +50,7 @@ __all__ = [
     "UnsupportedModelError",
     "attribution_mode",
     "class_indices",
+    "evaluate_attribution",
     "fold_batchnorm",
     "lrp_rule",
     "resolve_target",

@@ -1,0 +1,606 @@
+"""Attribution methods measured against SceneWorld's exact labels.
+
+    evaluate_attribution(load_classifier("sceneworld"), n=1000, seed=1001)
+    # {"gradcam": {"pointing_game": ..., "center_baseline": ..., "deletion_auc": ...,
+    #              "insertion_auc": ..., "sanity_rank_corr": ..., "seconds_per_image": ...},
+    #  ..., "settings": {...}}
+
+Every method explains the **true** scene class of scenes ``0 .. n-1`` of a held-out world
+(training seeds are refused). Each raw attribution is first turned into one value per image
+pixel, the *pixel map* (``pixel_maps``):
+
+- layer-shaped maps (CAM family, ``(N, h, w)``) are upsampled to the image size with each cell
+  placed at the measured centre of its receptive field (``gandissect.receptive``;
+  ``upsample="bilinear"`` gives the plain bilinear upsampling of Grad-CAM's code, which puts a
+  ResNet's cells half a cell too low and right, about 7 px at layer4 here);
+- input-shaped maps ``(N, C, H, W)`` are summed over colour channels, signed for methods whose
+  values are *contributions* to the score (input x gradient, integrated gradients, occlusion,
+  LRP: the sum over pixels is the score, or its change, so a pixel's channels add up and a
+  positive value is evidence for the class), and as absolute values for *sensitivities*
+  (saliency, SmoothGrad, guided backprop, deconvolution: the gradient's sign only says in
+  which direction a pixel would move the score, so their papers show magnitudes).
+
+The scores, all from those pixel maps:
+
+- **Pointing game** (Zhang et al. 2016): a hit when the map's maximum lies on, or within
+  ``tolerance`` pixels (Euclidean) of, a pixel of the class's defining concepts
+  (``DEFINING_CONCEPTS``, from SceneWorld's exact object labels). The VOC protocol allows
+  15 px at 224 px, i.e. about 4 px at 64 px: the default. A constant map has no maximum and is
+  a miss; among tied maxima (bilinear upsampling makes a corner cell a flat block) the one
+  nearest their centroid counts. ``pointing_game_exact`` is the same with tolerance 0.
+  **Centre baseline**: the same hit test for the image's centre pixel
+  ``(H // 2, W // 2)``, a map that ignores the image. ``concept_energy``: the share of the
+  map's positive mass on those pixels (the energy-based pointing game), beside
+  ``concept_area``, what a uniform map gets.
+- **Deletion / insertion** (Petsiuk et al. 2018): pixels ranked by the pixel map (highest
+  first; ties broken by one fixed random order of positions) are replaced by the *substrate*
+  (``baseline="zeros"``: value 0, mid-grey in the models' [-1, 1] range, the same baseline
+  integrated gradients and occlusion use; ``"blur"``: a Gaussian blur of the image, sigma
+  5 px) in ``steps`` equal chunks (deletion), or put back into the substrate in the same order
+  (insertion). After each chunk the softmax probability of the target class is read; the area
+  under that curve over the fraction of pixels changed, ``steps + 1`` points on [0, 1], is
+  taken by the trapezoid rule. Deletion: lower is better; insertion: higher.
+- **Sanity check** (Adebayo et al. 2018): the Spearman rank correlation, over pixels, between
+  the absolute pixel maps of the trained model and of a copy with randomised weights, averaged
+  over images. ``sanity_rank_corr`` randomises every layer (``randomized_copy``: the end of the
+  paper's cascading randomisation, BatchNorm statistics included); ``sanity_cascade`` gives
+  each stage of the cascade, top layer first (``cascading_randomization``), on the first
+  ``cascade_n`` images. Ties get average ranks; an image where either map is constant has no
+  rank correlation and is left out of the mean (counted in ``sanity_undefined``). Low means the
+  map depends on what the model learned. Guided backpropagation is the known failure: its maps
+  barely change while the top layers are randomised (early stages of the cascade).
+- **Seconds per image**: wall time of the trained model's attribute calls over ``n``.
+- **Completeness** (integrated gradients): ``|sum(attributions) - (f(x) - f(0))|`` relative
+  to ``|f(x) - f(0)|``, mean, median and max over images, and the share of images above
+  ``COMPLETENESS_BAR`` (1%), at the method's ``steps`` (64).
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..receptive import aligned_upsample, cell_centres
+from .base import Attribution
+from .cam import CAM, GradCAM, GradCAMPlusPlus, ScoreCAM
+from .gradient import InputXGradient, IntegratedGradients, Saliency, SmoothGrad
+from .guided import Deconvolution, GuidedBackprop
+from .lrp import LRP
+from .occlusion import Occlusion
+
+__all__ = [
+    "COMPLETENESS_BAR",
+    "DEFINING_CONCEPTS",
+    "METHODS",
+    "MethodSpec",
+    "auc",
+    "cascading_randomization",
+    "center_hits",
+    "concept_energy",
+    "maximum_points",
+    "defining_masks",
+    "evaluate_attribution",
+    "perturbation_curves",
+    "pixel_maps",
+    "pointing_hits",
+    "randomized_copy",
+    "rank_average",
+    "spearman",
+    "substrate",
+]
+
+# The object concepts whose pixels make each scene what it is, read off SceneWorld's naming
+# rules (``gandissect.world.compose.classify``) and recipes:
+# - church: a dome or a tower makes a church; both stand on the church's nave, labelled
+#   building (its only building: the recipe places one), and the dome's drum is building too;
+# - street: three or more buildings along a road;
+# - house: any building (without dome, tower or a street's road and count);
+# - lake: water covering at least 12% of the image;
+# - forest: at least 8 trees;
+# - mountain_valley: the fallback, whose recipe always paints a far and a near mountain range.
+# Trees, grass, ponds or roads that a recipe may add are not defining, so a map pointing at
+# them is a miss.
+DEFINING_CONCEPTS: dict[str, tuple[str, ...]] = {
+    "church": ("building", "dome", "tower"),
+    "house": ("building",),
+    "street": ("building", "road"),
+    "forest": ("tree",),
+    "lake": ("water",),
+    "mountain_valley": ("mountain",),
+}
+
+
+@dataclass(frozen=True)
+class MethodSpec:
+    """How the evaluation runs one method: its class, the ``attribute`` options, and how an
+    input-shaped map becomes a pixel map (``"signed"`` or ``"abs"`` channel sum; ignored for
+    layer-shaped maps, which are upsampled)."""
+
+    cls: type[Attribution]
+    pixel_map: str = "signed"
+    init: dict = field(default_factory=dict)
+    options: dict = field(default_factory=dict)
+    layer: bool = False  # the constructor takes the CAM layer
+
+    def build(self, model: nn.Module, layer: str) -> Attribution:
+        """The method bound to ``model``."""
+        return self.cls(model, layer, **self.init) if self.layer else self.cls(model, **self.init)
+
+
+# The settings evaluated: the methods' defaults, SmoothGrad at 50 noisy copies, integrated
+# gradients at 64 steps (the completeness bar), occlusion with 8 px patches every 4 px (the
+# usual patch-to-image ratio of 224 px setups), LRP with the composite of Montavon et al. 2019
+# (z-box on the pixels, gamma in the convolutions, epsilon in the last layer). The expensive
+# methods pass 64 rows per forward (Score-CAM's default): on a CPU, 2-3x faster than one
+# huge batch, which is memory-bound.
+BATCH_ROWS = {"internal_batch_size": 64}
+METHODS: dict[str, MethodSpec] = {
+    "saliency": MethodSpec(Saliency, "abs"),
+    "input_x_gradient": MethodSpec(InputXGradient, "signed"),
+    "smoothgrad": MethodSpec(SmoothGrad, "abs", options={"n_samples": 50, "noise_level": 0.15,
+                                                         **BATCH_ROWS}),
+    "integrated_gradients": MethodSpec(IntegratedGradients, "signed",
+                                       options={"steps": 64, "return_error": True,
+                                                **BATCH_ROWS}),
+    "guided_backprop": MethodSpec(GuidedBackprop, "abs"),
+    "deconvolution": MethodSpec(Deconvolution, "abs"),
+    "occlusion": MethodSpec(Occlusion, "signed", options={"patch": 8, "stride": 4,
+                                                          **BATCH_ROWS}),
+    "cam": MethodSpec(CAM, layer=True),
+    "gradcam": MethodSpec(GradCAM, layer=True),
+    "gradcam_plus_plus": MethodSpec(GradCAMPlusPlus, layer=True),
+    "scorecam": MethodSpec(ScoreCAM, layer=True, options=dict(BATCH_ROWS)),
+    "lrp": MethodSpec(LRP, "signed", init={"rule": "gamma", "first_rule": "zbox",
+                                           "layer_rules": {"fc": "epsilon"}}),
+}
+
+# The integrated-gradients completeness bar: the error within 1% of f(x) - f(baseline).
+COMPLETENESS_BAR = 0.01
+
+
+# ---------------------------------------------------------------- pixel maps and masks
+
+
+def pixel_maps(raw: torch.Tensor, size: tuple[int, int], mode: str = "signed",
+               centres: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
+    """One value per image pixel, ``(N, H, W)``: layer maps ``(N, h, w)`` upsampled to ``size``
+    (with ``centres``, each cell placed at its receptive field's measured centre, see
+    ``gandissect.receptive``; without, plain bilinear); input maps ``(N, C, H, W)`` summed over
+    channels (``mode="abs"``: of their absolute values)."""
+    if raw.dim() == 3:
+        if tuple(raw.shape[-2:]) == tuple(size):
+            return raw
+        if centres is not None:
+            return aligned_upsample(raw, size, centres)
+        return F.interpolate(raw[:, None], size=size, mode="bilinear", align_corners=False)[:, 0]
+    if raw.dim() != 4:
+        raise ValueError(f"expected (N, h, w) or (N, C, H, W) maps, got {tuple(raw.shape)}")
+    if mode not in ("signed", "abs"):
+        raise ValueError(f"mode must be 'signed' or 'abs', got {mode!r}")
+    return (raw.abs() if mode == "abs" else raw).sum(1)
+
+
+def defining_masks(objects: np.ndarray | torch.Tensor, scenes: Sequence[str]) -> torch.Tensor:
+    """``(N, H, W)`` bool: pixels of each image's defining concepts (``DEFINING_CONCEPTS``),
+    from SceneWorld object label codes ``(N, H, W)`` and each image's scene name."""
+    from gandissect.world import concept
+
+    objects = torch.as_tensor(objects).long()
+    masks = torch.zeros(objects.shape, dtype=torch.bool, device=objects.device)
+    for k, scene in enumerate(scenes):
+        for name in DEFINING_CONCEPTS[scene]:
+            masks[k] |= objects[k] == concept(name, "object").code
+    return masks
+
+
+def _disk(radius: int) -> torch.Tensor:
+    span = torch.arange(-radius, radius + 1)
+    return (span[:, None] ** 2 + span[None, :] ** 2 <= radius ** 2).float()
+
+
+def _hits_at(points: torch.Tensor, masks: torch.Tensor, tolerance: int) -> torch.Tensor:
+    """Whether each ``(row, col)`` point lies within ``tolerance`` px of its mask."""
+    near = masks.float()[:, None]
+    if tolerance > 0:
+        disk = _disk(tolerance).to(near)[None, None]
+        near = F.conv2d(near, disk, padding=tolerance)
+    rows = torch.arange(masks.shape[0], device=masks.device)
+    return near[rows, 0, points[:, 0], points[:, 1]] > 0.5
+
+
+def pointing_hits(maps: torch.Tensor, masks: torch.Tensor, tolerance: int = 4) -> torch.Tensor:
+    """``(N,)`` bool: the pointing game's hits of ``(N, H, W)`` pixel maps against masks.
+
+    The point is the map's maximum; a constant map (no maximum) is a miss. Among tied
+    maxima (an upsampled corner cell is a flat block of them) the point is the one nearest
+    their centroid, the first in raster order among equally near.
+    """
+    if maps.shape != masks.shape:
+        raise ValueError(f"maps {tuple(maps.shape)} and masks {tuple(masks.shape)} differ")
+    flat = maps.flatten(1)
+    constant = flat.amax(1) == flat.amin(1)
+    return _hits_at(maximum_points(maps), masks, tolerance) & ~constant
+
+
+def maximum_points(maps: torch.Tensor) -> torch.Tensor:
+    """``(N, 2)`` (row, col) of each ``(N, H, W)`` map's maximum; among ties, the tied maximum
+    nearest the ties' centroid (first in raster order among equally near)."""
+    width = maps.shape[-1]
+    flat = maps.flatten(1)
+    tied = flat == flat.amax(1, keepdim=True)
+    position = torch.arange(flat.shape[1], device=maps.device)
+    coords = torch.stack([position // width, position % width], 1).to(torch.float64)  # (P, 2)
+    weights = tied.to(torch.float64)
+    centroid = weights @ coords / weights.sum(1, keepdim=True)  # (N, 2)
+    distance = (coords[None] - centroid[:, None]).square().sum(2)
+    best = distance.masked_fill(~tied, float("inf")).argmin(1)
+    return torch.stack([best // width, best % width], 1)
+
+
+def center_hits(masks: torch.Tensor, tolerance: int = 4) -> torch.Tensor:
+    """``(N,)`` bool: the centre baseline, the pointing test for pixel ``(H // 2, W // 2)``."""
+    height, width = masks.shape[-2:]
+    points = torch.tensor([[height // 2, width // 2]], device=masks.device)
+    return _hits_at(points.expand(masks.shape[0], 2), masks, tolerance)
+
+
+# ---------------------------------------------------------------- deletion and insertion
+
+
+def _tie_break(pixels: int) -> torch.Tensor:
+    """One fixed random order of pixel positions (for ranking ties), the same every call."""
+    return torch.randperm(pixels, generator=torch.Generator().manual_seed(0))
+
+
+def substrate(images: torch.Tensor, baseline: str = "zeros", blur_sigma: float = 5.0
+              ) -> torch.Tensor:
+    """What deleted pixels become and insertion starts from: zeros or a Gaussian blur."""
+    if baseline == "zeros":
+        return torch.zeros_like(images)
+    if baseline == "blur":
+        from torchvision.transforms.functional import gaussian_blur
+
+        return gaussian_blur(images, 2 * round(3 * blur_sigma) + 1, blur_sigma)
+    raise ValueError(f"baseline must be 'zeros' or 'blur', got {baseline!r}")
+
+
+@torch.no_grad()
+def perturbation_curves(model: nn.Module, images: torch.Tensor, maps: torch.Tensor,
+                        target: torch.Tensor, steps: int = 16, baseline: str = "zeros",
+                        chunk: int = 256) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(deletion, insertion)``, each ``(N, steps + 1)``: the target's softmax probability
+    after changing the top ``round(k * H * W / steps)`` pixels of each pixel map, k = 0..steps.
+
+    ``chunk`` bounds the images per forward pass. The model must be in eval mode.
+    """
+    if steps < 1:
+        raise ValueError(f"steps must be >= 1, got {steps}")
+    n, _, height, width = images.shape
+    pixels = height * width
+    order = _tie_break(pixels).to(images.device)
+    # stable sort of the shuffled values: ties end up in the fixed random order
+    ranked = order[maps.flatten(1)[:, order].sort(dim=1, descending=True, stable=True).indices]
+    rank = torch.empty_like(ranked)
+    rank.scatter_(1, ranked, torch.arange(pixels, device=images.device).expand(n, -1))
+    counts = torch.tensor([round(k * pixels / steps) for k in range(steps + 1)],
+                          device=images.device)
+    changed = (rank[None] < counts[:, None, None]).reshape(steps + 1, n, 1, height, width)
+    base = substrate(images, baseline)
+    curves = []
+    for removing in (True, False):
+        start, end = (images, base) if removing else (base, images)
+        probed = torch.where(changed, end[None], start[None]).reshape(-1, *images.shape[1:])
+        owners = torch.arange(n, device=images.device).repeat(steps + 1)
+        probs = torch.cat([model(part).softmax(1) for part in probed.split(chunk)])
+        curves.append(probs.gather(1, target[owners][:, None])[:, 0].reshape(steps + 1, n).T)
+    return curves[0], curves[1]
+
+
+def auc(curves: torch.Tensor) -> torch.Tensor:
+    """Trapezoid-rule area under ``(N, K + 1)`` curves sampled evenly on [0, 1]."""
+    return (curves[:, 1:] + curves[:, :-1]).sum(1) / (2 * (curves.shape[1] - 1))
+
+
+# ---------------------------------------------------------------- sanity check
+
+
+def _reset(module: nn.Module) -> None:
+    for sub in module.modules():
+        if callable(getattr(sub, "reset_parameters", None)):
+            sub.reset_parameters()
+
+
+def cascading_randomization(model: nn.Module, seed: int = 0) -> list[tuple[str, nn.Module]]:
+    """Adebayo et al.'s cascading randomisation: ``(layer, copy)`` pairs, the k-th copy with the
+    model's last k parameterised top-level layers (in definition order: ``fc``, ``layer4``,
+    ..., ``conv1`` for the shipped classifier) re-initialised by their own
+    ``reset_parameters`` (BatchNorm: weight 1, bias 0, running statistics reset).
+
+    Each stage keeps the random weights of the stage before and adds one layer, from torch seed
+    ``seed``; the global random state is left as it was. The last copy has every layer
+    randomised (``randomized_copy``). Copies are in eval mode; the model is untouched.
+    """
+    device = next(model.parameters()).device
+    layers = [(name, child) for name, child in model.named_children()
+              if any(True for _ in child.parameters())]
+    if not layers:
+        raise ValueError(f"{type(model).__name__} has no parameterised layer to randomise")
+    current = copy.deepcopy(model)
+    stages = []
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        torch.manual_seed(seed)
+        for name, _ in reversed(layers):
+            _reset(getattr(current, name))
+            stages.append((name, copy.deepcopy(current).eval()))
+    return stages
+
+
+def randomized_copy(model: nn.Module, seed: int = 0) -> nn.Module:
+    """A copy of ``model`` with every layer re-initialised: the end of
+    ``cascading_randomization`` (same seed, same weights)."""
+    return cascading_randomization(model, seed)[-1][1]
+
+
+def rank_average(values: torch.Tensor) -> torch.Tensor:
+    """1-based ranks along the last dimension of ``(N, P)`` values, ties sharing their average
+    rank (as ``scipy.stats.rankdata``), float64."""
+    n, p = values.shape
+    sorted_values, order = values.sort(dim=1, stable=True)
+    new_group = torch.ones_like(sorted_values, dtype=torch.bool)
+    new_group[:, 1:] = sorted_values[:, 1:] != sorted_values[:, :-1]
+    group = new_group.flatten().cumsum(0) - 1  # tie groups, numbered across all rows
+    position = torch.arange(p, device=values.device, dtype=torch.float64).repeat(n)
+    groups = int(group[-1]) + 1 if group.numel() else 0
+    first = torch.full((groups,), float("inf"), dtype=torch.float64, device=values.device)
+    last = torch.full((groups,), -1.0, dtype=torch.float64, device=values.device)
+    first.scatter_reduce_(0, group, position, "amin")
+    last.scatter_reduce_(0, group, position, "amax")
+    average = ((first[group] + last[group]) / 2 + 1).reshape(n, p)
+    ranks = torch.empty_like(average)
+    ranks.scatter_(1, order, average)
+    return ranks
+
+
+def spearman(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """``(N,)`` Spearman rank correlation of each row of ``a`` with the same row of ``b``
+    (Pearson correlation of average ranks); NaN where a row is constant."""
+    ra, rb = rank_average(a.flatten(1)), rank_average(b.flatten(1))
+    ra, rb = ra - ra.mean(1, keepdim=True), rb - rb.mean(1, keepdim=True)
+    norm = (ra.square().sum(1) * rb.square().sum(1)).sqrt()
+    return torch.where(norm > 0, (ra * rb).sum(1) / norm.clamp(min=1e-300),
+                       torch.full_like(norm, float("nan")))
+
+
+# ---------------------------------------------------------------- the evaluation
+
+
+def concept_energy(maps: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
+    """``(N,)`` share of each map's positive mass on its mask (0 for a map with none): the
+    energy-based pointing game (Wang et al. 2020). A uniform map scores the mask's area."""
+    positive = maps.clamp(min=0).flatten(1)
+    total = positive.sum(1)
+    inside = (positive * masks.flatten(1)).sum(1)
+    return torch.where(total > 0, inside / total.clamp(min=1e-30), torch.zeros_like(total))
+
+
+@dataclass
+class _Tally:
+    """Running sums for one method over the evaluated images."""
+
+    hits: int = 0
+    hits_exact: int = 0
+    constant_maps: int = 0
+    energy: float = 0.0
+    deletion: float = 0.0
+    insertion: float = 0.0
+    sanity: float = 0.0
+    sanity_defined: int = 0
+    seconds: float = 0.0
+    class_hits: dict = field(default_factory=dict)
+    completeness: list = field(default_factory=list)
+    cascade: dict = field(default_factory=dict)  # layer -> [sum, defined]
+
+    def add_pointing(self, maps: torch.Tensor, masks: torch.Tensor, scenes: Sequence[str],
+                     tolerance: int) -> None:
+        hit = pointing_hits(maps, masks, tolerance)
+        self.hits += int(hit.sum())
+        self.hits_exact += int(pointing_hits(maps, masks, 0).sum())
+        flat = maps.flatten(1)
+        self.constant_maps += int((flat.amax(1) == flat.amin(1)).sum())
+        self.energy += float(concept_energy(maps, masks).sum())
+        for scene, h in zip(scenes, hit.tolist()):
+            self.class_hits.setdefault(scene, []).append(h)
+
+    def add_sanity(self, trained: torch.Tensor, randomised: torch.Tensor,
+                   stage: str | None = None) -> torch.Tensor:
+        rho = spearman(trained.abs(), randomised.abs())
+        defined = ~rho.isnan()
+        total, count = float(rho[defined].sum()), int(defined.sum())
+        if stage is None:
+            self.sanity += total
+            self.sanity_defined += count
+        else:
+            entry = self.cascade.setdefault(stage, [0.0, 0])
+            entry[0] += total
+            entry[1] += count
+        return rho
+
+    def result(self, n: int, common: dict, spec: MethodSpec) -> dict:
+        out = {
+            "pointing_game": self.hits / n,
+            "center_baseline": common["center"] / n,
+            "deletion_auc": self.deletion / n,
+            "insertion_auc": self.insertion / n,
+            "sanity_rank_corr": _mean(self.sanity, self.sanity_defined),
+            "seconds_per_image": self.seconds / n,
+            "pointing_game_exact": self.hits_exact / n,
+            "center_baseline_exact": common["center_exact"] / n,
+            "pointing_game_per_class": {s: sum(h) / len(h)
+                                        for s, h in sorted(self.class_hits.items())},
+            "concept_energy": self.energy / n,
+            "concept_area": common["area"] / n,
+            "constant_maps": self.constant_maps,
+            "sanity_undefined": n - self.sanity_defined,
+            "sanity_cascade": {stage: _mean(*entry) for stage, entry in self.cascade.items()},
+            "pixel_map": "upsampled" if spec.layer else spec.pixel_map,
+        }
+        if self.completeness:
+            errors = torch.cat(self.completeness)
+            out["completeness_error_mean"] = float(errors.mean())
+            out["completeness_error_median"] = float(errors.median())
+            out["completeness_error_max"] = float(errors.max())
+            out["completeness_share_over_bar"] = float((errors > COMPLETENESS_BAR).double()
+                                                       .mean())
+        if spec.options:
+            out["options"] = dict(spec.options)
+        return out
+
+
+def _mean(total: float, count: int) -> float:
+    return total / count if count else float("nan")
+
+
+def _attribute(method: Attribution, spec: MethodSpec, images: torch.Tensor,
+               target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """The raw map, and the completeness error when the method returns one."""
+    out = method.attribute(images, target=target, **spec.options)
+    return out if isinstance(out, tuple) else (out, None)
+
+
+def _relative_completeness(model: nn.Module, images: torch.Tensor, target: torch.Tensor,
+                           error: torch.Tensor) -> torch.Tensor:
+    """``|error| / |f(x) - f(0)|`` per image (the baseline of integrated gradients here)."""
+    with torch.no_grad():
+        scores = model(torch.cat([images, torch.zeros_like(images)]))
+    rows = torch.arange(2 * len(images), device=images.device)
+    picked = scores[rows, target.repeat(2)]
+    gap = picked[: len(images)] - picked[len(images):]
+    return (error.abs() / gap.abs().clamp(min=1e-12)).cpu()
+
+
+@dataclass
+class _Batch:
+    """One batch of held-out scenes: images, true classes, scene names, defining masks."""
+
+    images: torch.Tensor
+    target: torch.Tensor
+    scenes: list[str]
+    masks: torch.Tensor
+
+
+def _render(seed: int, indices: range, size: int, device: torch.device) -> _Batch:
+    from gandissect.world import concepts, render_batch
+    from gandissect.world.dataset import image_to_tensor
+
+    rendered = render_batch(seed, indices, size)
+    target = torch.from_numpy(rendered["scene"] - 1)
+    names = [c.name for c in concepts("scene")]
+    scenes = [names[int(i)] for i in target]
+    masks = defining_masks(torch.from_numpy(rendered["object"]), scenes)
+    return _Batch(image_to_tensor(rendered["image"]).to(device), target.to(device), scenes,
+                  masks.to(device))
+
+
+def _score_method(tally: _Tally, spec: MethodSpec, methods: dict[str, Attribution],
+                  model: nn.Module, data: _Batch, options: dict, cascade: bool) -> None:
+    """Add one method's scores on one batch to its tally. ``methods``: the method bound to
+    the trained model (key ``""``) and to each randomisation stage."""
+    size = tuple(data.images.shape[-2:])
+    began = time.perf_counter()
+    raw, error = _attribute(methods[""], spec, data.images, data.target)
+    tally.seconds += time.perf_counter() - began
+    centres = options.get("centres")
+    maps = pixel_maps(raw.detach(), size, spec.pixel_map, centres)
+    if error is not None:
+        tally.completeness.append(_relative_completeness(model, data.images, data.target, error))
+    tally.add_pointing(maps, data.masks, data.scenes, options["tolerance"])
+    deletion, insertion = perturbation_curves(model, data.images, maps, data.target,
+                                              options["steps"], options["baseline"])
+    tally.deletion += float(auc(deletion).sum())
+    tally.insertion += float(auc(insertion).sum())
+    stages = [s for s in methods if s] if cascade else [s for s in methods if s][-1:]
+    for stage in stages:
+        random_raw, _ = _attribute(methods[stage], spec, data.images, data.target)
+        random_maps = pixel_maps(random_raw.detach(), size, spec.pixel_map, centres)
+        if cascade:
+            tally.add_sanity(maps, random_maps, stage)
+        if stage == stages[-1]:
+            tally.add_sanity(maps, random_maps)
+
+
+def evaluate_attribution(model: nn.Module, methods: Sequence[str] | None = None, n: int = 1000,
+                         seed: int = 1001, batch: int = 16, progress: bool = True,
+                         size: int = 64, layer: str = "layer4", tolerance: int = 4,
+                         steps: int = 16, baseline: str = "zeros", randomization_seed: int = 0,
+                         cascade_n: int = 16, upsample: str = "aligned") -> dict:
+    """Pointing game, centre baseline, deletion / insertion AUC, sanity rank correlation and
+    time per image of each method (``METHODS`` names; None: all) on scenes ``0 .. n-1`` of
+    SceneWorld world ``seed`` (never a training seed), target = the true scene class.
+
+    Returns ``{method: {...scores...}, "settings": {...}}``; see the module docstring for the
+    definitions. ``batch`` images go through each method at once; ``layer`` is the CAM layer;
+    ``tolerance`` the pointing game's, in pixels; ``steps`` the deletion / insertion chunks;
+    ``upsample`` how layer maps reach pixels: ``"aligned"`` (each cell at its receptive
+    field's measured centre in the trained model, ``gandissect.receptive``) or ``"bilinear"``.
+    The headline sanity score randomises every layer; ``sanity_cascade`` gives every stage of
+    the cascade (top layer first), measured on the batches that start below ``cascade_n``
+    (0: none), because it runs each method once per stage.
+    """
+    from tqdm import tqdm
+
+    from gandissect.evaluate.metrics import check_held_out
+
+    check_held_out(seed)
+    names = list(METHODS) if methods is None else list(methods)
+    unknown = [m for m in names if m not in METHODS]
+    if unknown or not names:
+        raise ValueError(f"unknown attribution methods {unknown}; choose from {list(METHODS)}")
+    if n < 1 or batch < 1 or tolerance < 0 or steps < 1:
+        raise ValueError(f"need n >= 1, batch >= 1, tolerance >= 0 and steps >= 1 (got n={n}, "
+                         f"batch={batch}, tolerance={tolerance}, steps={steps})")
+    device = next(model.parameters()).device
+    model.eval()
+    stages = [("", model)] + cascading_randomization(model, randomization_seed)
+    bound = {m: {stage: METHODS[m].build(copy_, layer) for stage, copy_ in stages}
+             for m in names}
+    if upsample not in ("aligned", "bilinear"):
+        raise ValueError(f"upsample must be 'aligned' or 'bilinear', got {upsample!r}")
+    options = {"tolerance": tolerance, "steps": steps, "baseline": baseline, "centres": None}
+    if upsample == "aligned" and any(METHODS[m].layer for m in names):
+        options["centres"] = cell_centres(model, layer, size)
+    tallies = {m: _Tally() for m in names}
+    common = {"center": 0, "center_exact": 0, "area": 0.0, "correct": 0, "cascade_images": 0}
+    for start in tqdm(range(0, n, batch), disable=not progress, desc="attribution eval"):
+        data = _render(seed, range(start, min(start + batch, n)), size, device)
+        common["center"] += int(center_hits(data.masks, tolerance).sum())
+        common["center_exact"] += int(center_hits(data.masks, 0).sum())
+        common["area"] += float(data.masks.flatten(1).float().mean(1).sum())
+        with torch.no_grad():
+            common["correct"] += int((model(data.images).argmax(1) == data.target).sum())
+        cascade = start < cascade_n
+        common["cascade_images"] += len(data.scenes) if cascade else 0
+        for m in names:
+            _score_method(tallies[m], METHODS[m], bound[m], model, data, options, cascade)
+    results: dict = {m: tallies[m].result(n, common, METHODS[m]) for m in names}
+    results["settings"] = {
+        "n": n, "seed": seed, "size": size, "batch": batch, "layer": layer,
+        "target": "true scene class", "tolerance_px": tolerance, "steps": steps,
+        "baseline": baseline, "upsample": upsample,
+        "cell_centres": ([[round(float(c), 2) for c in axis] for axis in options["centres"]]
+                         if options["centres"] is not None else None),
+        "randomization": "all layers re-initialised (end of the cascade)",
+        "randomization_seed": randomization_seed,
+        "cascade_stages": [stage for stage, _ in stages[1:]],
+        "cascade_images": common["cascade_images"],
+        "classifier_top1": common["correct"] / n,
+        "defining_concepts": {k: list(v) for k, v in DEFINING_CONCEPTS.items()},
+        "threads": torch.get_num_threads(), "device": str(device),
+    }
+    return results
