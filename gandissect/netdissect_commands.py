@@ -167,7 +167,7 @@ def register(commands) -> None:
     """Add ``netdissect`` and ``netdissect-experiment`` to an argparse sub-parsers action."""
     parser = commands.add_parser(
         "netdissect", help="label each unit of a classifier's layers with the concept it detects",
-        description="Network Dissection: threshold each unit at its top 0.5%% level, upsample "
+        description="Network Dissection: threshold each unit at its top 0.5% level, upsample "
                     "to the probe labels and score it against every concept by IoU.")
     _common(parser, None)
     parser.add_argument("--dataset", default="sceneworld", help="sceneworld or broden:DIR")
