@@ -17,6 +17,7 @@ end values beyond the outermost centres).
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 from torch import nn
 from torch.nn import functional as F
@@ -71,8 +72,6 @@ def cell_centres(model: nn.Module, layer: str, size: tuple[int, int] | int = 64,
 
 def _cell_coordinates(centres: torch.Tensor, pixels: int) -> torch.Tensor:
     """For each pixel index, its fractional cell index (piecewise linear between centres)."""
-    import numpy as np
-
     order = np.argsort(centres.numpy(), kind="stable")
     coords = np.interp(np.arange(pixels, dtype=np.float64), centres.numpy()[order],
                        order.astype(np.float64))

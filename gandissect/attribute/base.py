@@ -14,6 +14,7 @@ uses it, so the four spellings mean the same thing everywhere.
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 
@@ -152,18 +153,18 @@ def _check_input(x: torch.Tensor) -> torch.Tensor:
     return x.detach()
 
 
-class Attribution:
+class Attribution(ABC):
     """Base class: ``Method(model).attribute(x, target=..., **options)`` -> raw signed tensor.
 
-    No normalisation ever happens here (see ``gandissect.attribution.overlay`` for display).
+    No normalisation ever happens here (see ``gandissect.visualize.overlay`` for display).
     """
 
     def __init__(self, model: nn.Module) -> None:
         self.model = model
 
+    @abstractmethod
     def attribute(self, x: torch.Tensor, target: Target = None, **options) -> torch.Tensor:
         """Attribution of ``target`` for the batch ``x``."""
-        raise NotImplementedError
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({type(self.model).__name__})"

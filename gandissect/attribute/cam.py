@@ -104,13 +104,18 @@ class GradCAM(Attribution):
 
     def attribute(self, x: torch.Tensor, target: Target = None, relu: bool = True
                   ) -> torch.Tensor:
-        """The ``(N, h, w)`` Grad-CAM map of ``target``."""
+        """The ``(N, h, w)`` map of ``target`` (channel weights from ``channel_weights``)."""
         x = _check_input(x)
         target = prepare_target(target, x.shape[0], x.device)
         with attribution_mode(self.model):
             maps, grad = layer_activations_and_gradients(self.model, self.layer, x, target)
-        cam = _weighted_sum(grad.mean((2, 3)), maps)
+        cam = _weighted_sum(self.channel_weights(maps, grad), maps)
         return cam.clamp(min=0) if relu else cam
+
+    @staticmethod
+    def channel_weights(maps: torch.Tensor, grad: torch.Tensor) -> torch.Tensor:
+        """``(N, K)`` weights of the feature maps: the spatial mean of the gradient."""
+        return grad.mean((2, 3))
 
 
 class GradCAMPlusPlus(GradCAM):
@@ -124,19 +129,14 @@ class GradCAMPlusPlus(GradCAM):
     overflows for large scores). Map: ``ReLU(sum_k w_k A_k)``.
     """
 
-    def attribute(self, x: torch.Tensor, target: Target = None, relu: bool = True
-                  ) -> torch.Tensor:
-        """The ``(N, h, w)`` Grad-CAM++ map of ``target``."""
-        x = _check_input(x)
-        target = prepare_target(target, x.shape[0], x.device)
-        with attribution_mode(self.model):
-            maps, grad = layer_activations_and_gradients(self.model, self.layer, x, target)
+    @staticmethod
+    def channel_weights(maps: torch.Tensor, grad: torch.Tensor) -> torch.Tensor:
+        """``w_k = sum_ij alpha_kij ReLU(g_kij)`` with the closed-form ``alpha`` above."""
         g2, g3 = grad.pow(2), grad.pow(3)
         denominator = 2 * g2 + maps.sum((2, 3), keepdim=True) * g3
         safe = torch.where(denominator != 0, denominator, torch.ones_like(denominator))
         alpha = torch.where(denominator != 0, g2 / safe, torch.zeros_like(g2))
-        cam = _weighted_sum((alpha * grad.clamp(min=0)).sum((2, 3)), maps)
-        return cam.clamp(min=0) if relu else cam
+        return (alpha * grad.clamp(min=0)).sum((2, 3))
 
 
 class ScoreCAM(GradCAM):

@@ -39,6 +39,7 @@ operations (functional activations, concatenations, ...) fails that check with a
 from __future__ import annotations
 
 import copy
+from abc import ABC, abstractmethod
 from collections.abc import Callable
 
 import torch
@@ -171,14 +172,14 @@ def lrp_rule(module: nn.Module, a: torch.Tensor, relevance: torch.Tensor, rule: 
 # ---------------------------------------------------------------- the layer sequence
 
 
-class _Step:
+class _Step(ABC):
     """One node of the rebuilt forward: ``forward(a)`` and ``relevance(a, R_out) -> R_in``."""
 
-    def forward(self, a: torch.Tensor) -> torch.Tensor:
-        raise NotImplementedError
+    @abstractmethod
+    def forward(self, a: torch.Tensor) -> torch.Tensor: ...
 
-    def relevance(self, a: torch.Tensor, relevance: torch.Tensor) -> torch.Tensor:
-        raise NotImplementedError
+    @abstractmethod
+    def relevance(self, a: torch.Tensor, relevance: torch.Tensor) -> torch.Tensor: ...
 
 
 class _Weighted(_Step):

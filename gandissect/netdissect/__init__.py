@@ -29,7 +29,6 @@ Command line (``gandissect/netdissect_commands.py``)::
 """
 
 from gandissect.netdissect.core import (
-    REPORT_Z_DIM,
     concept_table,
     layer_summary,
     netdissect,
@@ -43,7 +42,7 @@ from gandissect.netdissect.probe import (
     SceneWorldProbe,
     full_image_plane,
 )
-from gandissect.netdissect.report import ProbeImages, write_netdissect_report
+from gandissect.netdissect.report import probe_samples, write_netdissect_report
 from gandissect.netdissect.rotation import (
     BasisRotation,
     RotatedBasis,
@@ -52,11 +51,9 @@ from gandissect.netdissect.rotation import (
 )
 
 __all__ = [
-    "REPORT_Z_DIM",
     "BasisRotation",
     "BrodenProbe",
     "ProbeBatch",
-    "ProbeImages",
     "ProbeSet",
     "RotatedBasis",
     "SceneWorldProbe",
@@ -69,6 +66,7 @@ __all__ = [
     "preprocess_for",
     "random_rotation",
     "rescale",
+    "probe_samples",
     "unique_detectors",
     "write_netdissect_report",
 ]

@@ -34,12 +34,7 @@ from gandissect.hooks import TraceDict
 from gandissect.netdissect.inputs import Preprocess
 from gandissect.netdissect.probe import ProbeSet
 
-__all__ = ["netdissect", "layer_summary", "unique_detectors", "concept_table",
-           "REPORT_Z_DIM", "eval_mode"]
-
-# The shared report regenerates a unit's top images from latents(seed, ids, z_dim); the probe
-# adapter (``gandissect.netdissect.report``) reads the ids back from latents of this size.
-REPORT_Z_DIM = 8
+__all__ = ["netdissect", "layer_summary", "unique_detectors", "concept_table", "eval_mode"]
 
 
 def concept_table(probe: ProbeSet) -> ConceptTable:
@@ -157,7 +152,7 @@ def netdissect(
         "batch": batch, "categories": list(table.categories), "quantile_levels": levels,
         "quantile_resolution": "layer", "upsampling": "bilinear",
         "label_shape": list(label_shape), "iou_denominator": "category-conditioned",
-        "seed": described.get("seed", 0), "z_dim": REPORT_Z_DIM,
+        "seed": described.get("seed", 0),
     }
     results = [score_layer(name, shapes[name], table, first[name], second[name], None, levels,
                            settings) for name in names]

@@ -11,11 +11,14 @@ from collections import Counter
 from html import escape
 from pathlib import Path
 
-from torch import nn
-
 from gandissect.dissect.results import Dissection, LayerDissection
 from gandissect.fileio import write_text
-from gandissect.report.images import data_uri, heatmap, top_image_strips
+from gandissect.report.images import (
+    SampleSource,
+    data_uri,
+    heatmap,
+    top_image_strips,
+)
 from gandissect.report.svg import concept_bars
 
 __all__ = ["render_html", "write_html"]
@@ -59,16 +62,15 @@ def _cell(value, text: str | None = None, css: str = "") -> str:
     return f'<td{klass} data-v="{escape(str(value))}">{shown}</td>'
 
 
-def _layer_section(dissection: Dissection, layer: LayerDissection, generator: nn.Module | None,
-                   images: int) -> str:
+def _layer_section(dissection: Dissection, layer: LayerDissection,
+                   samples: SampleSource | None, images: int) -> str:
     settings = dissection.settings
     categories = list(settings.get("categories", []))
     counts = Counter((u.category, u.label) for u in layer.interpretable())
     bars = concept_bars([(c, name, k) for (c, name), k in counts.items()], categories)
     strips = {}
-    if generator is not None and images > 0:
-        strips = top_image_strips(generator, layer, settings["seed"], settings["z_dim"], images,
-                                  settings.get("batch", 32))
+    if samples is not None and images > 0:
+        strips = top_image_strips(samples, layer, images, settings.get("batch", 32))
     mean_map = layer.stats.get("mean_map")
     adaptive = any(u.iqr is not None for u in layer.units)
     head = ['<th data-sort="num">unit</th>', '<th data-sort="text">label</th>',
@@ -105,13 +107,14 @@ def _layer_section(dissection: Dissection, layer: LayerDissection, generator: nn
 TITLES = {"netdissect": "Network dissection"}  # settings["kind"] -> page title
 
 
-def render_html(dissection: Dissection, generator: nn.Module | None = None,
+def render_html(dissection: Dissection, samples: SampleSource | None = None,
                 images: int = 8) -> str:
-    """The report page as a string. With ``generator``, each unit's top ``images`` samples are
-    regenerated and shown with the unit's mask; without, their ids are listed."""
+    """The report page as a string. With a sample source (``report.images``), each unit's top
+    ``images`` samples are produced again and shown with the unit's mask; without, their ids
+    are listed."""
     settings = "".join(f"<tr><td>{escape(str(k))}</td><td>{escape(str(v))}</td></tr>"
                        for k, v in dissection.settings.items())
-    sections = "".join(_layer_section(dissection, layer, generator, images)
+    sections = "".join(_layer_section(dissection, layer, samples, images)
                        for layer in dissection.layers)
     title = TITLES.get(dissection.settings.get("kind", ""), "GAN dissection")
     return ("<!DOCTYPE html><html><head><meta charset=\"utf-8\">"
@@ -121,9 +124,9 @@ def render_html(dissection: Dissection, generator: nn.Module | None = None,
             f"<script>{_JS}</script></body></html>")
 
 
-def write_html(dissection: Dissection, path: str | Path, generator: nn.Module | None = None,
+def write_html(dissection: Dissection, path: str | Path, samples: SampleSource | None = None,
                images: int = 8) -> Path:
     """Write ``render_html`` to ``path`` (atomically)."""
     path = Path(path)
-    write_text(path, render_html(dissection, generator, images))
+    write_text(path, render_html(dissection, samples, images))
     return path

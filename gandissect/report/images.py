@@ -1,14 +1,17 @@
 """Pictures for the report: top images with the unit's mask, heatmaps, data URIs.
 
-Top images are regenerated from their latents (the dissection stores no images): each shows
-the generated image with the region where the unit's upsampled activation exceeds its
-threshold kept bright and outlined, the rest dimmed.
+Top images are produced again from their sample ids (the dissection stores no images) by a
+*sample source*, ``samples(ids, layer) -> (images, activations)``: ``generator_samples`` for a
+generator (ids -> latents -> images, the layer traced), or one for a probe set of real images
+(``gandissect.netdissect``). Each shows the image with the region where the unit's upsampled
+activation exceeds its threshold kept bright and outlined, the rest dimmed.
 """
 
 from __future__ import annotations
 
 import base64
 import io
+from collections.abc import Callable
 
 import numpy as np
 import torch
@@ -22,7 +25,11 @@ from gandissect.dissect.results import LayerDissection
 from gandissect.hooks import Trace
 from gandissect.world.dataset import tensor_to_image
 
-__all__ = ["data_uri", "colormap", "outline_mask", "heatmap", "top_image_strips"]
+__all__ = ["data_uri", "colormap", "outline_mask", "heatmap", "top_image_strips",
+           "generator_samples", "SampleSource"]
+
+# ids, layer name -> ((N, 3, H, W) images in [-1, 1], (N, C, h, w) activations of that layer)
+SampleSource = Callable[[list[int], str], tuple[torch.Tensor, torch.Tensor]]
 
 # A perceptually ordered dark-blue -> teal -> yellow ramp (anchor colours, linearly blended).
 _RAMP = np.array([[68, 1, 84], [59, 82, 139], [33, 145, 140], [94, 201, 98], [253, 231, 37]],
@@ -79,12 +86,25 @@ def _to_pixels(images: torch.Tensor) -> np.ndarray:
     return tensor_to_image(images)
 
 
+def generator_samples(generator: nn.Module, seed: int, z_dim: int) -> SampleSource:
+    """The sample source of a dissected generator: sample ``i`` is drawn from
+    ``latents(seed, [i], z_dim)``, as during dissection."""
+    device = next(generator.parameters(), torch.empty(0)).device
+
+    def samples(ids: list[int], layer: str) -> tuple[torch.Tensor, torch.Tensor]:
+        with Trace(generator, layer) as trace:
+            images = generator(latents(seed, ids, z_dim).to(device))
+        return images, trace.output
+
+    return samples
+
+
 @torch.no_grad()
-def top_image_strips(generator: nn.Module, layer: LayerDissection, seed: int, z_dim: int,
-                     count: int, batch: int = 32) -> dict[int, np.ndarray]:
+def top_image_strips(samples: SampleSource, layer: LayerDissection, count: int,
+                     batch: int = 32) -> dict[int, np.ndarray]:
     """Per unit, its ``count`` top images side by side, each masked by the unit's threshold.
 
-    Each needed sample is regenerated once (samples shared by several units are reused).
+    Each needed sample is produced once (samples shared by several units are reused).
     """
     wanted: dict[int, list[tuple[int, int]]] = {}  # sample id -> [(unit, rank)]
     for score in layer.units:
@@ -93,12 +113,10 @@ def top_image_strips(generator: nn.Module, layer: LayerDissection, seed: int, z_
     thresholds = {score.unit: score.threshold for score in layer.units}
     strips: dict[int, np.ndarray] = {}
     ids = sorted(wanted)
-    device = next(generator.parameters(), torch.empty(0)).device
     for start in range(0, len(ids), batch):
         chunk = ids[start:start + batch]
-        with Trace(generator, layer.layer) as trace:
-            images = generator(latents(seed, chunk, z_dim).to(device))
-        pixels, acts = _to_pixels(images), trace.output
+        images, acts = samples(chunk, layer.layer)
+        pixels = _to_pixels(images)
         height, width = pixels.shape[1:3]
         for i, sample in enumerate(chunk):
             for unit, rank in wanted[sample]:

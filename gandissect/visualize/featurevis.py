@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import math
 import warnings
+from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
@@ -322,7 +323,7 @@ def _pair(size: int | Sequence[int]) -> tuple[int, int]:
     return h, w
 
 
-class _ImageParam(nn.Module):
+class _ImageParam(nn.Module, ABC):
     """``forward() -> tanh(color_matrix @ raw())``: ``(B, 3, H, W)`` images in (-1, 1).
 
     ``decorrelate``: True uses ``SCENEWORLD_COLOR_MATRIX``, False the identity, or pass a
@@ -339,9 +340,9 @@ class _ImageParam(nn.Module):
             raise ValueError(f"a colour matrix is (3, 3), got {tuple(matrix.shape)}")
         self.register_buffer("color", matrix.clone())
 
+    @abstractmethod
     def raw(self) -> torch.Tensor:
         """The unsquashed, colour-decorrelated image."""
-        raise NotImplementedError
 
     def forward(self) -> torch.Tensor:
         return torch.tanh(decorrelate_colors(self.raw(), self.color))
