@@ -27,12 +27,17 @@ def _run_ace(args: argparse.Namespace) -> int:
     from gandissect.ace import ace_report
     from gandissect.causal import ConceptRef
     from gandissect.dissect import check_layers
-    from gandissect.models import registry
+    from gandissect.models.specs import (
+        resolve_generator,
+        resolve_segmenter,
+        set_truncation,
+    )
 
     if args.samples < 1 or args.units < 1:
         raise ValueError("--samples and --units must be positive")
-    generator = registry.load_generator(args.generator)
-    segmenter = registry.load_segmenter(args.segmenter)
+    generator = set_truncation(resolve_generator(args.generator),
+                               args.truncation)
+    segmenter = resolve_segmenter(args.segmenter)
     check_layers(generator, [args.layer])
     concept = ConceptRef.find(segmenter, args.concept, args.category)
     dissection = _dissection_for(args, generator, segmenter)
@@ -46,6 +51,8 @@ def _run_ace(args: argparse.Namespace) -> int:
 
 def register(commands) -> None:
     """Add ``ace``."""
+    from gandissect.models.specs import GENERATOR_SCHEMES, SEGMENTER_SCHEMES, spellings
+
     parser = commands.add_parser(
         "ace", help="fraction of a concept removed by ablating its top units (IoU and ACE)")
     parser.add_argument("--concept", required=True, help="e.g. tree, dome, door, brick, cloud")
@@ -53,8 +60,12 @@ def register(commands) -> None:
     parser.add_argument("--units", type=int, default=20, help="K, the number of units ablated")
     parser.add_argument("--samples", type=int, default=1000, help="evaluation samples")
     parser.add_argument("--seed", type=int, default=3, help="evaluation latent seed")
-    parser.add_argument("--generator", default="sceneworld")
-    parser.add_argument("--segmenter", default="sceneworld")
+    parser.add_argument("--generator", default="sceneworld",
+                        help=f"the generator: {spellings(GENERATOR_SCHEMES)}")
+    parser.add_argument("--truncation", type=float, default=None, metavar="PSI",
+                        help="truncation psi in [0, 1] for style-based generators (stylegan2:)")
+    parser.add_argument("--segmenter", default="sceneworld",
+                        help=f"the segmenter: {spellings(SEGMENTER_SCHEMES)}")
     parser.add_argument("--layer", default="layer4")
     parser.add_argument("--dissection", help="a `gandissect dissect` output folder to rank by; "
                         "default: dissect now (cached)")

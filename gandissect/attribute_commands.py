@@ -3,7 +3,7 @@ exact labels (thin: it validates and calls ``gandissect.attribute.evaluate``).
 
     gandissect evaluate-attribution [--n 1000 --seed 1001 --methods gradcam,saliency,...
         --batch 16 --tolerance 4 --steps 16 --baseline zeros|blur --layer layer4
-        --cascade-n 16 --classifier sceneworld] [--json] [--quiet]
+        --cascade-n 16 --classifier sceneworld --weights PATH] [--json] [--quiet]
 
 ``--json`` prints one JSON object, method name -> scores (``pointing_game``,
 ``center_baseline``, ``deletion_auc``, ``insertion_auc``, ``sanity_rank_corr``,
@@ -40,8 +40,9 @@ def format_table(result: dict) -> str:
         row += f"{error:11.2e}" if error is not None and not math.isnan(error) else ""
         lines.append(row)
     settings = result["settings"]
-    lines.append(f"n {settings['n']}, seed {settings['seed']}, tolerance {settings['tolerance_px']}"
-                 f" px, {settings['steps']} steps, baseline {settings['baseline']}")
+    lines.append(f"n {settings['n']}, seed {settings['seed']}, pointing on the defining concepts' "
+                 f"pixels (within {settings['tolerance_px']} px in the JSON), "
+                 f"{settings['steps']} steps, baseline {settings['baseline']}")
     return "\n".join(lines)
 
 
@@ -60,7 +61,10 @@ def _run(args: argparse.Namespace) -> int:
     from gandissect.netdissect_commands import load_classifier_spec
 
     check_held_out(args.seed)  # before loading anything
-    model, _ = load_classifier_spec(args.classifier)
+    model, preprocess = load_classifier_spec(args.classifier, args.weights)
+    if preprocess is not None:  # the scenes come in [-1, 1]: map them inside the model, so
+        # attributions stay with respect to the images themselves
+        model.register_forward_pre_hook(lambda _, inputs: (preprocess(inputs[0]), *inputs[1:]))
     result = evaluate_attribution(
         model, methods=_methods(args.methods), n=args.n, seed=args.seed, batch=args.batch,
         progress=not args.quiet, layer=args.layer, tolerance=args.tolerance, steps=args.steps,
@@ -72,6 +76,7 @@ def _run(args: argparse.Namespace) -> int:
 def register(commands) -> None:
     """Add ``evaluate-attribution`` to an argparse sub-parsers action."""
     from gandissect.attribute.evaluate import METHODS
+    from gandissect.netdissect_commands import add_classifier_arguments
 
     parser = commands.add_parser(
         "evaluate-attribution",
@@ -85,20 +90,20 @@ def register(commands) -> None:
                         help="SceneWorld world seed, never a training seed (default 1001)")
     parser.add_argument("--methods", default=None,
                         help=f"comma-separated, default all: {','.join(METHODS)}")
-    parser.add_argument("--classifier", default="sceneworld",
-                        help="sceneworld or FILE.safetensors (a SceneClassifier)")
+    add_classifier_arguments(parser)  # its classes must be SceneWorld's scene classes
     parser.add_argument("--batch", type=int, default=16, help="images per attribute call")
     parser.add_argument("--layer", default="layer4", help="layer of the CAM family")
     parser.add_argument("--tolerance", type=int, default=4,
-                        help="pointing game tolerance in pixels (default 4: VOC's 15 px at 224)")
+                        help="tolerance in pixels of the second, tolerant pointing game "
+                             "(default 4: VOC's 15 px at 224)")
     parser.add_argument("--steps", type=int, default=16, help="deletion / insertion chunks")
     parser.add_argument("--baseline", choices=["zeros", "blur"], default="zeros",
                         help="what deleted pixels become and insertion starts from")
     parser.add_argument("--cascade-n", type=int, default=16,
                         help="images for the per-stage cascading randomisation (0: none)")
-    parser.add_argument("--upsample", choices=["aligned", "bilinear"], default="aligned",
-                        help="layer maps to pixels: cells at their receptive fields' measured "
-                             "centres (default) or plain bilinear")
+    parser.add_argument("--upsample", choices=["aligned", "bilinear"], default="bilinear",
+                        help="layer maps to pixels: plain bilinear (default, as Grad-CAM's code) "
+                             "or cells at their receptive fields' measured centres")
     parser.add_argument("--json", action="store_true", help="print one JSON object on stdout")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     parser.set_defaults(run=_run)

@@ -17,11 +17,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
+from torch import nn
 from torch.nn import functional as F
 from tqdm import tqdm
 
 from gandissect.dissect.latents import latents
-from gandissect.hooks import Trace, partial_forward
+from gandissect.hooks import Trace, get_layer, partial_forward
 from gandissect.intervene import Stroke, render_edited
 
 
@@ -92,16 +93,26 @@ def _concept_probability(segmenter, images: torch.Tensor, concept: ConceptRef) -
     return F.softmax(logits, 1)[:, concept.code].mean((1, 2))
 
 
-def _run_from_layer(generator, layer: str, features: torch.Tensor) -> torch.Tensor:
-    """Finish a forward pass from ``layer``'s output ``features`` (a Sequential generator)."""
-    names = [name for name, _ in generator.named_children()]
-    if layer not in names:
-        raise ValueError(f"ACE selection needs a top-level layer of a sequential generator; "
-                         f"{layer!r} is not one of {names}")
-    x = features
-    for name in names[names.index(layer) + 1:]:
-        x = getattr(generator, name)(x)
-    return x
+def _run_from_layer(generator, layer: str, features: torch.Tensor,
+                    z: torch.Tensor) -> torch.Tensor:
+    """The image ``generator(z)`` would draw with ``layer``'s output replaced by ``features``.
+
+    A sequential generator (ProGAN) finishes the pass from ``layer`` alone; any other (e.g.
+    StyleGAN2, whose layers also take w) reruns from ``z`` with a hook that substitutes
+    ``features`` for ``layer``'s output.
+    """
+    if isinstance(generator, nn.Sequential):
+        names = [name for name, _ in generator.named_children()]
+        if layer in names:
+            x = features
+            for name in names[names.index(layer) + 1:]:
+                x = getattr(generator, name)(x)
+            return x
+    handle = get_layer(generator, layer).register_forward_hook(lambda *_: features)
+    try:
+        return generator(z)
+    finally:
+        handle.remove()
 
 
 def select_by_ace(generator, segmenter, layer: str, concept: ConceptRef,
@@ -135,8 +146,8 @@ def select_by_ace(generator, segmenter, layer: str, concept: ConceptRef,
             a = alpha.view(1, -1, 1, 1)
             edited = torch.where(present[index].view(-1, 1, 1, 1), x * (1 - a),
                                  x * (1 - a) + values * a)
-            p = _concept_probability(segmenter, _run_from_layer(generator, layer, edited),
-                                     concept)
+            image = _run_from_layer(generator, layer, edited, z[index])
+            p = _concept_probability(segmenter, image, concept)
             effect = torch.where(present[index], p, -p).mean()
             loss = effect + l2 * alpha.pow(2).sum()
             optimizer.zero_grad()

@@ -26,7 +26,11 @@ def _writable_folder(path: Path) -> None:
 
 def _run_dissect(args: argparse.Namespace) -> int:
     from gandissect.dissect import check_layers, check_settings, dissect
-    from gandissect.models import registry
+    from gandissect.models.specs import (
+        resolve_generator,
+        resolve_segmenter,
+        set_truncation,
+    )
     from gandissect.report import write_report
 
     layers = args.layer or ["layer4"]
@@ -36,8 +40,9 @@ def _run_dissect(args: argparse.Namespace) -> int:
         raise ValueError("--images must be 0 or more")
     out = Path(args.out)
     _writable_folder(out)
-    generator = registry.load_generator(args.generator, args.device)
-    segmenter = registry.load_segmenter(args.segmenter, args.device)
+    generator = set_truncation(resolve_generator(args.generator, args.device),
+                               args.truncation)
+    segmenter = resolve_segmenter(args.segmenter, args.device)
     check_layers(generator, layers)
     result = dissect(
         generator, segmenter, layers, n=args.samples, seed=args.seed, quantile=args.quantile,
@@ -57,12 +62,18 @@ def _run_dissect(args: argparse.Namespace) -> int:
 
 def register(commands) -> None:
     """Add ``dissect`` to an argparse sub-parsers action."""
+    from gandissect.models.specs import GENERATOR_SCHEMES, SEGMENTER_SCHEMES, spellings
+
     parser = commands.add_parser(
         "dissect", help="label each unit of a generator's layers with the concept it draws",
         description="GAN Dissection: threshold each unit's upsampled activation, segment the "
                     "generated images, and score every unit against every concept by IoU.")
-    parser.add_argument("--generator", default="sceneworld", help="generator name (registry)")
-    parser.add_argument("--segmenter", default="sceneworld", help="segmenter name (registry)")
+    parser.add_argument("--generator", default="sceneworld",
+                        help=f"the generator: {spellings(GENERATOR_SCHEMES)}")
+    parser.add_argument("--truncation", type=float, default=None, metavar="PSI",
+                        help="truncation psi in [0, 1] for style-based generators (stylegan2:)")
+    parser.add_argument("--segmenter", default="sceneworld",
+                        help=f"the segmenter: {spellings(SEGMENTER_SCHEMES)}")
     parser.add_argument("--layer", action="append",
                         help="layer to dissect (repeat for several; default layer4)")
     parser.add_argument("--samples", type=int, default=10000, help="number of latents")

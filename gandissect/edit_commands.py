@@ -45,12 +45,17 @@ def _run_edit(args: argparse.Namespace) -> int:
 
     from gandissect.dissect import check_layers, latents, load_dissection
     from gandissect.intervene import Stroke, render_edited
-    from gandissect.models import registry
+    from gandissect.models.specs import (
+        resolve_generator,
+        resolve_segmenter,
+        set_truncation,
+    )
     from gandissect.train.gan import image_grid
 
     if args.samples < 1:
         raise ValueError("--samples must be positive")
-    generator = registry.load_generator(args.generator)
+    generator = set_truncation(resolve_generator(args.generator),
+                               args.truncation)
     check_layers(generator, [args.layer])
     size = generator.resolution
     mask = None
@@ -68,7 +73,7 @@ def _run_edit(args: argparse.Namespace) -> int:
         from gandissect.causal import ConceptRef
 
         dissection = load_dissection(args.dissection, stats=True)
-        concept = ConceptRef.find(registry.load_segmenter(args.segmenter), args.concept)
+        concept = ConceptRef.find(resolve_segmenter(args.segmenter), args.concept)
         units = units_by_iou(dissection, args.layer, concept)[:args.k]
     if args.mode == "insert":
         if not args.dissection:
@@ -90,9 +95,15 @@ def _run_edit(args: argparse.Namespace) -> int:
 
 def register(commands) -> None:
     """Add ``edit``."""
+    from gandissect.models.specs import GENERATOR_SCHEMES, SEGMENTER_SCHEMES, spellings
+
     parser = commands.add_parser("edit", help="render samples with units ablated or inserted")
-    parser.add_argument("--generator", default="sceneworld")
-    parser.add_argument("--segmenter", default="sceneworld")
+    parser.add_argument("--generator", default="sceneworld",
+                        help=f"the generator: {spellings(GENERATOR_SCHEMES)}")
+    parser.add_argument("--truncation", type=float, default=None, metavar="PSI",
+                        help="truncation psi in [0, 1] for style-based generators (stylegan2:)")
+    parser.add_argument("--segmenter", default="sceneworld",
+                        help=f"the segmenter: {spellings(SEGMENTER_SCHEMES)}")
     parser.add_argument("--layer", default="layer4")
     parser.add_argument("--units", help="comma-separated unit ids")
     parser.add_argument("--concept", help="pick the concept's top units from --dissection")

@@ -44,15 +44,30 @@ class StopForward(Exception):
     """Raised inside a hook to end a forward pass early; the tracing context swallows it."""
 
 
+def _scripted(module: nn.Module) -> bool:
+    # TorchScript modules refuse forward hooks, or (traced submodules) accept and never call them
+    return isinstance(module, torch.jit.ScriptModule)
+
+
 def layer_names(model: nn.Module) -> list[str]:
-    """Dotted names of every submodule, in registration order (the empty root excluded)."""
-    return [name for name, _ in model.named_modules() if name]
+    """Dotted names of every traceable submodule, in registration order (the empty root
+    excluded); TorchScript modules and everything inside them are left out."""
+    names, scripted = [], []
+    for name, module in model.named_modules():
+        if not name or any(name.startswith(prefix) for prefix in scripted):
+            continue
+        if _scripted(module):
+            scripted.append(name + ".")
+        else:
+            names.append(name)
+    return names
 
 
 def get_layer(model: nn.Module, name: str) -> nn.Module:
-    """The submodule called ``name``; a clear error listing close valid names otherwise."""
+    """The submodule called ``name``; a clear error listing close valid names otherwise, or
+    saying that a TorchScript module cannot be traced."""
     try:
-        return model.get_submodule(name)
+        module = model.get_submodule(name)
     except AttributeError:
         names = layer_names(model)
         close = difflib.get_close_matches(name, names, n=5)
@@ -60,6 +75,11 @@ def get_layer(model: nn.Module, name: str) -> nn.Module:
         shown = ", ".join(names[:40]) + (" ..." if len(names) > 40 else "")
         raise ValueError(f"no layer named {name!r} in {type(model).__name__}.{hint} "
                          f"Valid layers: {shown}") from None
+    if _scripted(module):
+        raise ValueError(f"layer {name!r} is a TorchScript module, which takes no forward hooks; "
+                         "trace a Python module around it (a TorchScript generator loaded as "
+                         "torchscript:PATH has its top-level layers wrapped so)")
+    return module
 
 
 def _as_tensor_output(output: Any, layer: str) -> torch.Tensor:
@@ -266,7 +286,8 @@ def layer_shapes(model: nn.Module, *inputs: Any) -> dict[str, tuple[int, ...] | 
     """Run ``model(*inputs)`` once and return every submodule's output shape, by dotted name.
 
     Modules that do not output a single tensor report their output's type name; modules that
-    did not run are left out. All hooks are removed afterwards, even if the forward fails.
+    did not run, and TorchScript modules (no hooks), are left out. All hooks are removed
+    afterwards, even if the forward fails.
     """
     shapes: dict[str, tuple[int, ...] | str] = {}
 
@@ -278,9 +299,8 @@ def layer_shapes(model: nn.Module, *inputs: Any) -> dict[str, tuple[int, ...] | 
 
     handles = []
     try:
-        for name, module in model.named_modules():
-            if name:
-                handles.append(module.register_forward_hook(record(name)))
+        for name in layer_names(model):
+            handles.append(get_layer(model, name).register_forward_hook(record(name)))
         with torch.no_grad():
             model(*inputs)
     finally:

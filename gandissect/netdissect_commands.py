@@ -2,8 +2,8 @@
 classifiers from the command line (thin: it validates and calls ``gandissect.netdissect``).
 
     gandissect netdissect --classifier sceneworld --layer layer4 --out out/nd
-        [--dataset sceneworld|broden:DIR --n N --seed S --size PX --quantile 0.995
-         --min-iou 0.04 --top-k 12 --batch B --images 8 --no-html]
+        [--dataset sceneworld|broden:DIR|folder:DIR --segmenter sceneworld --n N --seed S
+         --size PX --quantile 0.995 --min-iou 0.04 --top-k 12 --batch B --images 8 --no-html]
     gandissect netdissect-experiment rotation|checkpoints|layers --out DIR [--n 1000 --seed 1001
         --layer L ... --classifier NAME]
         rotation: [--layer layer4 --alphas 0,0.2,...,1 --rotations 3 --rotation-seed 0]
@@ -11,7 +11,9 @@ classifiers from the command line (thin: it validates and calls ``gandissect.net
 
 ``--classifier``: ``sceneworld`` (the shipped one), a ``.safetensors`` file written by this
 project (e.g. a training snapshot), ``torchvision:ARCH`` (``--weights`` for trained weights;
-inputs ImageNet-normalised) or ``package.module:factory``. Experiments write
+inputs normalised as the model declares) or ``package.module:factory``
+(``gandissect.models.specs``). ``--dataset folder:DIR`` dissects on your own images, labelled
+by ``--segmenter`` (``gandissect.netdissect.folder``). Experiments write
 ``DIR/netdissect_<name>.json`` and ``DIR/netdissect_<name>.png``.
 
 Wire it in with ``from gandissect import netdissect_commands; netdissect_commands.register(c)``.
@@ -25,30 +27,32 @@ from pathlib import Path
 
 import torch
 
-__all__ = ["register", "load_classifier_spec", "probe_from_spec"]
+__all__ = ["register", "add_classifier_arguments", "load_classifier_spec", "probe_from_spec"]
 
 
 def load_classifier_spec(spec: str, weights: str | None = None, device: str = "cpu"):
     """``(model, preprocess)`` for a ``--classifier`` spelling (see the module docstring)."""
-    from gandissect.models import load_model
-    from gandissect.models.registry import load_classifier, load_weights_file
+    from gandissect.models.specs import resolve_classifier
     from gandissect.netdissect import preprocess_for
 
-    if weights is not None and (spec == "sceneworld" or spec.endswith(".safetensors")):
-        raise ValueError("--weights applies to torchvision: and plug-in classifiers only")
-    if spec == "sceneworld":
-        model = load_classifier(spec, device)
-    elif spec.endswith(".safetensors"):
-        model = load_weights_file(spec, device)
-    else:
-        model = load_model(spec, weights).to(device)
+    model = resolve_classifier(spec, weights, device)
     return model, preprocess_for(model, spec)
 
 
-def probe_from_spec(spec: str, n: int | None, seed: int, size: int | None):
-    """The probe set a ``--dataset`` spelling names: ``sceneworld`` or ``broden:DIR``."""
-    from gandissect.netdissect import BrodenProbe, SceneWorldProbe
+DATASETS = "sceneworld, broden:DIR or folder:DIR"
 
+
+def probe_from_spec(spec: str, n: int | None, seed: int, size: int | None,
+                    segmenter: str | None = None, device: str = "cpu",
+                    input_size: int | None = None):
+    """The probe set a ``--dataset`` spelling names: ``sceneworld``, ``broden:DIR`` or
+    ``folder:DIR`` (images labelled by ``segmenter``, default the shipped one, resized to
+    ``size``, else to the classifier's ``input_size``, else 64)."""
+    from gandissect.netdissect import BrodenProbe, FolderProbe, SceneWorldProbe
+
+    if segmenter is not None and not spec.startswith("folder:"):
+        raise ValueError("--segmenter labels a folder:DIR dataset; SceneWorld and Broden bring "
+                         "their own labels")
     if spec == "sceneworld":
         from gandissect.evaluate.metrics import check_held_out
 
@@ -57,7 +61,12 @@ def probe_from_spec(spec: str, n: int | None, seed: int, size: int | None):
     kind, _, directory = spec.partition(":")
     if kind == "broden" and directory:
         return BrodenProbe(directory, n, size)
-    raise ValueError(f"unknown dataset {spec!r}: use sceneworld or broden:DIR")
+    if kind == "folder" and directory:
+        from gandissect.models.specs import resolve_segmenter
+
+        return FolderProbe(directory, resolve_segmenter(segmenter or "sceneworld", device),
+                           size or input_size or 64, n)
+    raise ValueError(f"unknown dataset {spec!r}: use {DATASETS}")
 
 
 def _run_netdissect(args: argparse.Namespace) -> int:
@@ -73,7 +82,8 @@ def _run_netdissect(args: argparse.Namespace) -> int:
     _writable_folder(out)
     model, preprocess = load_classifier_spec(args.classifier, args.weights, args.device)
     layers = check_layers(model, args.layer or ["layer4"])
-    probe = probe_from_spec(args.dataset, args.n, args.seed, args.size)
+    probe = probe_from_spec(args.dataset, args.n, args.seed, args.size, args.segmenter,
+                            args.device, getattr(model, "input_size", None))
     result = netdissect(model, layers, probe, args.quantile, args.min_iou, args.top_k,
                         args.batch, preprocess, progress=not args.quiet)
     result.settings.update(classifier_name=args.classifier)
@@ -145,11 +155,19 @@ def _headline(result: dict) -> dict:
             for layer, s in result["summary"].items()}
 
 
-def _common(parser: argparse.ArgumentParser, n: int | None) -> None:
+def add_classifier_arguments(parser: argparse.ArgumentParser) -> None:
+    """``--classifier`` and ``--weights``, as every command that takes a classifier spells them."""
+    from gandissect.models.specs import CLASSIFIER_SCHEMES, spellings
+
     parser.add_argument("--classifier", default="sceneworld",
-                        help="sceneworld, FILE.safetensors, torchvision:ARCH or pkg.module:fn")
+                        help=f"the classifier: {spellings(CLASSIFIER_SCHEMES)}")
     parser.add_argument("--weights", default=None,
-                        help="weights for a torchvision: or plug-in classifier")
+                        help="state dict file (.pth, .pt, .safetensors) for a torchvision: or "
+                             "plug-in classifier")
+
+
+def _common(parser: argparse.ArgumentParser, n: int | None) -> None:
+    add_classifier_arguments(parser)
     parser.add_argument("--layer", action="append",
                         help="layer to dissect (repeat for several)")
     parser.add_argument("--n", type=int, default=n,
@@ -170,10 +188,16 @@ def register(commands) -> None:
         description="Network Dissection: threshold each unit at its top 0.5% level, upsample "
                     "to the probe labels and score it against every concept by IoU.")
     _common(parser, None)
-    parser.add_argument("--dataset", default="sceneworld", help="sceneworld or broden:DIR")
+    parser.add_argument("--dataset", default="sceneworld",
+                        help=f"probe images: {DATASETS} (your own .jpg / .png images, "
+                             "labelled by --segmenter)")
+    parser.add_argument("--segmenter", default=None,
+                        help="the segmenter that labels a folder: dataset (default sceneworld; "
+                             "same spellings as for gandissect dissect)")
     parser.add_argument("--size", type=int, default=None,
                         help="image size (SceneWorld: rendered at it, default 64; Broden: "
-                             "resized to it)")
+                             "resized to it; folder: resized to it, default the classifier's "
+                             "input size)")
     parser.add_argument("--top-k", type=int, default=12, help="top images kept per unit")
     parser.add_argument("--batch", type=int, default=32, help="images per batch")
     parser.add_argument("--images", type=int, default=8, help="top images shown per unit")

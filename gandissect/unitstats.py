@@ -18,7 +18,6 @@ from tqdm import tqdm
 
 from gandissect.fileio import save_state, write_json
 from gandissect.hooks import TraceDict, get_layer, layer_shapes
-from gandissect.models import load_model
 from gandissect.stats import ConditionalMean, Quantile, TopK
 from gandissect.world import concepts, render_batch
 from gandissect.world.dataset import image_to_tensor
@@ -107,8 +106,14 @@ def summarize(stats: dict[str, LayerStats], settings: dict) -> dict:
 
 
 # ---------------------------------------------------------------------- command line
+def _classifier(args: argparse.Namespace) -> torch.nn.Module:
+    from gandissect.models.specs import resolve_classifier
+
+    return resolve_classifier(args.model, args.weights)
+
+
 def _run_layers(args: argparse.Namespace) -> int:
-    model = load_model(args.model, args.weights)
+    model = _classifier(args)
     x = torch.zeros(1, 3, args.size, args.size)
     for name, shape in layer_shapes(model, x).items():
         print(f"{name:40s} {type(get_layer(model, name)).__name__:24s} {shape}")
@@ -117,7 +122,7 @@ def _run_layers(args: argparse.Namespace) -> int:
 
 def _run_unit_stats(args: argparse.Namespace) -> int:
     out = Path(args.out)
-    model = load_model(args.model, args.weights)
+    model = _classifier(args)
     stats = collect_unit_stats(model, args.layer, args.n, args.size, args.seed, args.batch,
                                args.top_k)
     settings = {"model": args.model, "weights": args.weights, "layers": args.layer, "n": args.n,
@@ -134,15 +139,18 @@ def _run_unit_stats(args: argparse.Namespace) -> int:
 
 def register(commands) -> None:
     """Add ``layers`` and ``unit-stats`` to the command line."""
+    from gandissect.models.specs import CLASSIFIER_SCHEMES, spellings
+
+    model_help = f"the model: {spellings(CLASSIFIER_SCHEMES)}"
     layers = commands.add_parser("layers", help="list a model's layers and their output shapes")
-    layers.add_argument("model", help="torchvision:ARCH or package.module:factory")
+    layers.add_argument("model", help=model_help)
     layers.add_argument("--weights", help="a state-dict file (loaded without running code)")
     layers.add_argument("--size", type=int, default=64, help="input image size for the trace")
     layers.set_defaults(run=_run_layers)
 
     unit = commands.add_parser(
         "unit-stats", help="per-unit quantiles, top scenes and object means over SceneWorld")
-    unit.add_argument("model", help="torchvision:ARCH or package.module:factory")
+    unit.add_argument("model", help=model_help)
     unit.add_argument("--layer", action="append", required=True,
                       help="dotted layer name (repeat for several layers)")
     unit.add_argument("--weights", help="a state-dict file (loaded without running code)")

@@ -624,7 +624,7 @@ def test_every_method_runs_on_the_shipped_classifier(scene_batch):
         assert result.shape == x.shape and torch.isfinite(result).all(), method
     for cls in (CAM, GradCAM, GradCAMPlusPlus, ScoreCAM):
         result = cls(model, "layer4").attribute(x, target=target)
-        assert result.shape == (2, 4, 4) and torch.isfinite(result).all(), cls
+        assert result.shape == (2, 16, 16) and torch.isfinite(result).all(), cls
         assert overlay(x[0], result[0]).shape[:2] == (64 + 1 + 8, 64)
     with torch.no_grad():
         assert torch.equal(model(x), expected)

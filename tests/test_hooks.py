@@ -185,3 +185,26 @@ def test_trace_on_torchvision_resnet_leaves_output_unchanged():
     assert len(traces["layer1.0.relu"].outputs) == 2  # BasicBlock calls its ReLU twice
     assert traces["layer4"].output.shape == (1, 512, 2, 2)
     assert no_hooks(net)
+
+
+@pytest.mark.parametrize("compile_with", ["script", "trace"])
+def test_torchscript_submodules_are_not_offered_as_layers(model, x, compile_with):
+    """Scripted modules refuse forward hooks and traced submodules silently never call them:
+    neither is listed, and asking for one says why."""
+    import warnings
+
+    from gandissect.hooks import layer_names, layer_shapes
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        compiled = (torch.jit.script(model.head) if compile_with == "script"
+                    else torch.jit.trace(model.head, torch.randn(1, 4, 8, 8)))
+    model.head = compiled
+    assert layer_names(model) == ["conv1", "conv2", "relu"]
+    for name in ("head", "head.1"):
+        with pytest.raises(ValueError, match=f"layer '{name}' is a TorchScript module"):
+            get_layer(model, name)
+    assert set(layer_shapes(model, x)) == {"conv1", "conv2", "relu"}
+    with Trace(model, "conv2") as trace:
+        model(x)
+    assert trace.output.shape == (2, 4, 8, 8) and no_hooks(model)

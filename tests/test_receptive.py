@@ -45,16 +45,25 @@ def test_aligned_upsample_interpolates_between_centres_by_a_loop():
             assert torch.allclose(out[:, y, x], expected, atol=1e-9), (y, x)
 
 
-def test_shipped_classifier_layer4_cells_sit_above_and_left_of_plain_bilinear():
+def test_shipped_classifier_layer4_centres_are_pulled_inwards_at_the_borders():
     from gandissect.models.registry import load_classifier
 
     model = load_classifier("sceneworld")
     flags = [p.requires_grad for p in model.parameters()]
     rows, columns = cell_centres(model, "layer4", 64)
     assert [p.requires_grad for p in model.parameters()] == flags
-    bilinear = torch.arange(4, dtype=torch.float64) * 16 + 7.5
-    assert (rows[1:3] < bilinear[1:3] - 3).all() and (columns[1:3] < bilinear[1:3] - 3).all()
-    maps = torch.zeros(1, 4, 4)
+    cells = len(rows)
+    stride = 64 // cells
+    bilinear = torch.arange(cells, dtype=torch.float64) * stride + (stride - 1) / 2
+    middle = slice(cells // 4, 3 * cells // 4)
+    # "same"-padded stride-2 convs centre cell i on row stride * i, above bilinear's centre;
+    # at the borders the clipped receptive field pulls the centre inwards
+    assert (rows[middle] - bilinear[middle]).mean() < 0
+    assert (columns[middle] - bilinear[middle]).mean() < 0
+    assert rows[0] > bilinear[0] + 2 and columns[0] > bilinear[0] + 2
+    assert rows[-1] < bilinear[-1] - 2 and columns[-1] < bilinear[-1] - 2
+    assert (rows.diff() > 0).all() and (columns.diff() > 0).all()
+    maps = torch.zeros(1, cells, cells)
     maps[0, 1, 2] = 1.0
     peak = pixel_maps(maps, (64, 64), centres=(rows, columns))[0]
     y, x = divmod(int(peak.argmax()), 64)

@@ -4,7 +4,7 @@ Every method here weighs the ``K`` feature maps ``A_k`` of one layer (dotted nam
 ``gandissect.hooks``) and returns a raw ``(N, h, w)`` map at that layer's resolution (not
 upsampled, not normalised: ``overlay`` does both for display). The layer must output
 ``(N, K, h, w)``. For the shipped ``SceneClassifier`` the natural layer is ``"layer4"``
-(4 x 4 at 64 px).
+(16 x 16 at 64 px).
 """
 
 from __future__ import annotations

@@ -1,10 +1,14 @@
 """The SceneWorld scene classifier: a small ResNet for 64 px images, CAM-ready.
 
 Layout as torchvision's ResNet (so layer names carry over): ``conv1`` (3x3, stride 2) + ``bn1`` +
-``relu``, ``layer1`` .. ``layer4`` (basic residual blocks; layers 2-4 halve the resolution:
-32, 16, 8, 4 px), ``avgpool`` (global average pooling) and one linear ``fc``. Because the
-pooled features feed a single linear layer, class activation maps apply: the CAM of class k is
-``fc.weight[k] @ layer4 output``. Output: 6 logits, class index i is scene code i + 1.
+``relu``, ``layer1`` .. ``layer4`` (basic residual blocks with the first conv's stride given by
+``strides``), ``avgpool`` (global average pooling) and one linear ``fc``. Because the pooled
+features feed a single linear layer, class activation maps apply: the CAM of class k is
+``fc.weight[k] @ layer4 output``. The shipped model keeps ``layer3`` and ``layer4`` at 16x16
+(strides 1, 2, 1, 1: 32, 16, 16, 16 px), as the CAM paper removes the last downsamplings of its
+networks so that the maps localise (14x14 cells of 16 px at 224 px there, 4 px cells here);
+the default strides 1, 2, 2, 2 end at 4x4. Output: 6 logits, class index i is scene code
+i + 1.
 """
 
 from __future__ import annotations
@@ -42,18 +46,23 @@ class SceneClassifier(nn.Module):
     """Images in [-1, 1] (N, 3, 64, 64) -> (N, 6) scene logits."""
 
     def __init__(self, channels: list[int] | tuple[int, ...] = (32, 64, 96, 160),
-                 blocks: int = 1, num_classes: int = 6) -> None:
+                 blocks: int = 1, num_classes: int = 6,
+                 strides: list[int] | tuple[int, ...] = (1, 2, 2, 2)) -> None:
         super().__init__()
         from gandissect.world import concepts
 
+        if len(strides) != len(channels) or any(s not in (1, 2) for s in strides):
+            raise ValueError(f"strides must give 1 or 2 for each of the {len(channels)} layers "
+                             f"(got {list(strides)})")
         self.channels, self.blocks = [int(c) for c in channels], int(blocks)
+        self.strides = [int(s) for s in strides]
         self.scene_names = [c.name for c in concepts("scene")][:num_classes]
         self.conv1 = nn.Conv2d(3, self.channels[0], 3, 2, 1, bias=False)
         self.bn1 = nn.BatchNorm2d(self.channels[0])
         self.relu = nn.ReLU(inplace=True)
         previous = self.channels[0]
         for i, width in enumerate(self.channels):
-            layer = [BasicBlock(previous, width, 1 if i == 0 else 2)]
+            layer = [BasicBlock(previous, width, self.strides[i])]
             layer += [BasicBlock(width, width) for _ in range(self.blocks - 1)]
             self.add_module(f"layer{i + 1}", nn.Sequential(*layer))
             previous = width
@@ -63,7 +72,8 @@ class SceneClassifier(nn.Module):
     def config(self) -> dict:
         """The JSON config that ``gandissect.models.registry.build`` rebuilds this from."""
         return {"architecture": "scene_classifier", "channels": self.channels,
-                "blocks": self.blocks, "num_classes": self.fc.out_features}
+                "blocks": self.blocks, "num_classes": self.fc.out_features,
+                "strides": self.strides}
 
     def features(self, images: torch.Tensor) -> torch.Tensor:
         """(N, 3, H, W) images -> (N, D) globally pooled ``layer4`` features (fc's input)."""

@@ -7,7 +7,8 @@ architecture, so loading never runs code from a file::
     segmenter = load_segmenter("sceneworld")
     classifier = load_classifier("sceneworld")
 
-Later work adds user formats (``proggan:PATH``, ``torchvision:ARCH``, ...) to these functions.
+User formats (``proggan:PATH``, ``torchvision:ARCH``, ...) resolve through
+``gandissect.models.specs``, which calls these functions for the names in ``SHIPPED``.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from torch import nn
 
 __all__ = [
     "SEEDS",
+    "SHIPPED",
     "build",
     "load_classifier",
     "load_generator",
@@ -31,6 +33,8 @@ __all__ = [
     "save_weights",
     "shipped_path",
 ]
+
+SHIPPED = ("sceneworld",)  # names of the shipped models
 
 # World seeds used for training; evaluation must use others (the eval commands refuse these).
 SEEDS = {"generator": 101, "segmenter": 102, "classifier": 103}
@@ -107,8 +111,9 @@ def load_weights_file(path: str | Path, device: str | torch.device = "cpu") -> n
 
 
 def _load(kind: str, name: str, device) -> nn.Module:
-    if name != "sceneworld":
-        raise ValueError(f"unknown {kind} {name!r}; the shipped one is 'sceneworld'")
+    if name not in SHIPPED:
+        raise ValueError(f"unknown {kind} {name!r}; shipped: {', '.join(SHIPPED)} (user models: "
+                         "see gandissect.models.specs)")
     return load_weights_file(shipped_path(kind, name), device)
 
 

@@ -14,6 +14,7 @@ category-conditioned denominator (``IoUTally``); scene labels as full-image mask
 when IoU > 0.04. The result is GAN dissection's ``Dissection`` (same JSON, same report).
 
 Modules, along the data path: ``probe`` (labelled images in batches: SceneWorld, Broden),
+``folder`` (the user's own images, labelled by a segmenter),
 ``inputs`` (mapping [-1, 1] images to a model's input), ``core`` (``netdissect``, detector
 counts), ``report`` (the shared report, with probe images), ``rotation`` (a function-preserving
 change of basis), ``experiments`` and ``plots`` (the paper's experiments as JSON + PNG).
@@ -23,6 +24,8 @@ Command line (``gandissect/netdissect_commands.py``)::
     gandissect netdissect --classifier sceneworld --layer layer3 --layer layer4 --out out/nd
     gandissect netdissect --classifier torchvision:resnet18 --weights r18.pth \\
         --dataset broden:broden1_224 --layer layer4 --out out/r18
+    gandissect netdissect --classifier torchvision:resnet18 --weights r18.pth \\
+        --dataset folder:photos/ --segmenter sceneworld --layer layer4 --out out/r18_photos
     gandissect netdissect-experiment rotation --out out/rot      # --layer, --alphas, --rotations
     gandissect netdissect-experiment checkpoints --out out/ckpt  # + a random-init baseline
     gandissect netdissect-experiment layers --out out/layers
@@ -34,6 +37,7 @@ from gandissect.netdissect.core import (
     netdissect,
     unique_detectors,
 )
+from gandissect.netdissect.folder import FolderProbe
 from gandissect.netdissect.inputs import normalize, preprocess_for, rescale
 from gandissect.netdissect.probe import (
     BrodenProbe,
@@ -53,6 +57,7 @@ from gandissect.netdissect.rotation import (
 __all__ = [
     "BasisRotation",
     "BrodenProbe",
+    "FolderProbe",
     "ProbeBatch",
     "ProbeSet",
     "RotatedBasis",

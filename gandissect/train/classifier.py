@@ -28,6 +28,9 @@ class ClassifierConfig:
     resolution: int = 64
     channels: list[int] = field(default_factory=lambda: [32, 64, 96, 160])
     blocks: int = 1
+    # first-conv stride of layer1 .. layer4: layer3 and layer4 stay at 16x16 (4 px cells) so
+    # that class activation maps localise, as in the CAM paper
+    strides: list[int] = field(default_factory=lambda: [1, 2, 1, 1])
     batch: int = 50
     lr: float = 0.003
     weight_decay: float = 1e-4
@@ -47,7 +50,8 @@ class ClassifierTrainer(SupervisedTrainer):
 
     def __init__(self, config: ClassifierConfig, run: RunFolder) -> None:
         torch.manual_seed(config.seed)
-        super().__init__(config, SceneClassifier(config.channels, config.blocks), run)
+        super().__init__(config, SceneClassifier(config.channels, config.blocks,
+                                                         strides=config.strides), run)
 
     def loss(self, batch):
         logits = self.model(batch["image"])

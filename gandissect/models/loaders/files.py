@@ -1,0 +1,114 @@
+"""Weight files read without running code from them.
+
+``.safetensors`` files go through safetensors; anything else through
+``torch.load(weights_only=True)``, which refuses a pickle that would import and call anything
+beyond tensors and plain containers. Checkpoint wrappers (``{'state_dict': ...}``,
+``{'model': ...}``) and DataParallel ``module.`` prefixes are removed.
+"""
+
+from __future__ import annotations
+
+import pickle
+import re
+from collections.abc import Mapping
+from pathlib import Path
+
+import torch
+from torch import nn
+
+__all__ = ["WRAPPER_KEYS", "UnsafeCheckpointError", "existing_file", "fit_state_dict",
+           "read_state_dict"]
+
+WRAPPER_KEYS = ("state_dict", "model", "model_state_dict")
+_SHOWN = 5  # keys named in an error message
+
+
+class UnsafeCheckpointError(ValueError):
+    """A checkpoint that would import or call Python code when unpickled."""
+
+
+def existing_file(path: str | Path, what: str = "weights file") -> Path:
+    """``path`` as a ``Path``; ``ValueError`` when no such file exists."""
+    path = Path(path).expanduser()
+    if not path.is_file():
+        raise ValueError(f"{what} {path} does not exist")
+    return path
+
+
+def _few(keys) -> str:
+    keys = list(keys)
+    return ", ".join(keys[:_SHOWN]) + (f" (and {len(keys) - _SHOWN} more)"
+                                       if len(keys) > _SHOWN else "")
+
+
+def _torch_load(path: Path) -> object:
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as error:
+        text = str(error)
+        if "weights only" not in text.lower() or "Unsupported operand" in text:
+            raise ValueError(f"cannot read {path}: not a PyTorch checkpoint, or a damaged "
+                             "one") from None
+        found = re.search(r"GLOBAL ([\w.]+)", text)
+        culprit = f" (it would import {found.group(1)})" if found else ""
+        raise UnsafeCheckpointError(
+            f"refusing to load {path}: it is a pickle that would run Python code{culprit}. "
+            "Checkpoints must hold only tensors: on a machine where you trust the file, "
+            "re-save it with torch.save(model.state_dict(), PATH) or as .safetensors"
+        ) from None
+    except (RuntimeError, EOFError, OSError) as error:
+        raise ValueError(f"cannot read {path} as a PyTorch checkpoint: {error}") from None
+
+
+def _unwrap(checkpoint: object, path: Path) -> dict[str, torch.Tensor]:
+    while isinstance(checkpoint, Mapping):
+        inner = next((checkpoint[key] for key in WRAPPER_KEYS
+                      if isinstance(checkpoint.get(key), Mapping)), None)
+        if inner is None:
+            break
+        checkpoint = inner
+    if not isinstance(checkpoint, Mapping):
+        raise ValueError(f"{path} holds a {type(checkpoint).__name__}, not a state dict")
+    other = [str(key) for key, value in checkpoint.items() if not isinstance(value, torch.Tensor)]
+    if other:
+        raise ValueError(f"{path} is not a state dict of tensors: entries {_few(other)} are not "
+                         f"tensors (wrappers understood: {', '.join(WRAPPER_KEYS)})")
+    state = {str(key): value for key, value in checkpoint.items()}
+    if state and all(key.startswith("module.") for key in state):  # DataParallel
+        state = {key.removeprefix("module."): value for key, value in state.items()}
+    return state
+
+
+def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
+    """The tensors of a ``.safetensors`` file or a plain PyTorch checkpoint, on the CPU.
+
+    Never executes code: a pickle holding anything but tensors and containers raises
+    ``UnsafeCheckpointError``.
+    """
+    path = existing_file(path)
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        try:
+            return load_file(str(path))
+        except Exception as error:  # safetensors raises its own error types
+            raise ValueError(f"cannot read {path} as safetensors: {error}") from None
+    return _unwrap(_torch_load(path), path)
+
+
+def fit_state_dict(model: nn.Module, state: Mapping[str, torch.Tensor], source: str) -> None:
+    """Load ``state`` into ``model``; ``ValueError`` naming missing, unexpected or misshapen
+    keys when it does not fit exactly."""
+    expected = model.state_dict()
+    missing = [key for key in expected if key not in state]
+    unexpected = [key for key in state if key not in expected]
+    misshapen = [f"{key} {tuple(state[key].shape)} (model: {tuple(value.shape)})"
+                 for key, value in expected.items()
+                 if key in state and state[key].shape != value.shape]
+    if missing or unexpected or misshapen:
+        problems = [f"{label}: {_few(keys)}" for label, keys in
+                    (("missing keys", missing), ("unexpected keys", unexpected),
+                     ("wrong shapes", misshapen)) if keys]
+        raise ValueError(f"{source} does not fit {type(model).__name__}; "
+                         + "; ".join(problems))
+    model.load_state_dict(state)

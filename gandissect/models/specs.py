@@ -1,0 +1,204 @@
+"""One spelling for every model on the command line and in the app, resolved to a model.
+
+    sceneworld                 a shipped model (``gandissect.models.registry``)
+    FILE.safetensors           weights written by this project (their config rebuilds them)
+    proggan:PATH               a GAN Dissection ProGAN checkpoint (.pth, .pt or .safetensors)
+    stylegan2:PATH             a StyleGAN2 checkpoint of rosinality's stylegan2-pytorch (.pt)
+    torchscript:PATH           a TorchScript generator (``torch.jit.save``)
+    torchvision:ARCH           a torchvision classifier; its weights from ``weights=PATH``
+    package.module:factory     a function returning the model, imported with importlib
+
+``resolve_generator``, ``resolve_classifier`` and ``resolve_segmenter`` check what they return
+(latent size, image shape and range, segmenter interface) so a wrong file fails here, before
+any long job. A spec is ``scheme:target`` only when the part before the first colon is a known
+scheme, so paths may hold colons (``proggan:C:\\gans\\church.pth``).
+
+To add a format, add its loader to the scheme table of its kind, e.g.
+``GENERATOR_SCHEMES["biggan"] = load_biggan`` with ``load_biggan(target, device, z_dim) ->
+nn.Module``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from gandissect.models import registry
+from gandissect.models.loaders.classifiers import torchvision_classifier
+from gandissect.models.loaders.files import existing_file, fit_state_dict, read_state_dict
+from gandissect.models.loaders.plugins import (
+    check_generator,
+    import_factory,
+    is_factory_spec,
+    load_torchscript,
+    scripted_generator,
+)
+from gandissect.models.loaders.proggan import load_proggan
+from gandissect.models.loaders.stylegan2 import load_stylegan2
+
+__all__ = [
+    "CLASSIFIER_SCHEMES",
+    "GENERATOR_SCHEMES",
+    "SEGMENTER_SCHEMES",
+    "check_segmenter",
+    "resolve_classifier",
+    "resolve_generator",
+    "resolve_segmenter",
+    "set_truncation",
+    "spellings",
+]
+
+Device = str | torch.device
+GeneratorLoader = Callable[[str, Device, int | None], nn.Module]
+ClassifierLoader = Callable[[str, str | Path | None, Device], nn.Module]
+SegmenterLoader = Callable[[str, Device], Any]
+
+
+def _proggan(target: str, device: Device, z_dim: int | None) -> nn.Module:
+    generator = load_proggan(target, device)
+    # the format fixes the range, and random or early weights may leave it: no range check
+    return check_generator(generator, z_dim, check_range=False, name=f"proggan:{target}")
+
+
+def _stylegan2(target: str, device: Device, z_dim: int | None) -> nn.Module:
+    return check_generator(load_stylegan2(target, device), z_dim, check_range=False,
+                           name=f"stylegan2:{target}")
+
+
+def _torchscript(target: str, device: Device, z_dim: int | None) -> nn.Module:
+    return scripted_generator(load_torchscript(target, device), z_dim)
+
+
+GENERATOR_SCHEMES: dict[str, GeneratorLoader] = {
+    "proggan": _proggan,
+    "stylegan2": _stylegan2,
+    "torchscript": _torchscript,
+}
+CLASSIFIER_SCHEMES: dict[str, ClassifierLoader] = {
+    "torchvision": torchvision_classifier,
+}
+SEGMENTER_SCHEMES: dict[str, SegmenterLoader] = {}
+
+_TARGET = {"torchvision": "ARCH"}  # what follows the colon, when not a PATH
+
+
+def spellings(schemes: Mapping[str, Callable]) -> str:
+    """The valid spellings for a kind of model, for error messages and help texts."""
+    return ", ".join([*registry.SHIPPED, "FILE.safetensors",
+                      *(f"{s}:{_TARGET.get(s, 'PATH')}" for s in schemes),
+                      "package.module:factory"])
+
+
+def _scheme(spec: str, schemes: Mapping[str, Callable]) -> tuple[str, str] | None:
+    scheme, colon, target = spec.partition(":")
+    if not colon or scheme not in schemes:
+        return None
+    if not target:
+        raise ValueError(f"{spec!r} names no {_TARGET.get(scheme, 'PATH')} after the colon")
+    return scheme, target
+
+
+def _unknown(kind: str, spec: str, schemes: Mapping[str, Callable]) -> ValueError:
+    return ValueError(f"unknown {kind} {spec!r}; valid spellings: {spellings(schemes)}")
+
+
+def _plugin(spec: str, kind: str) -> Any:
+    model = import_factory(spec)()
+    if kind != "segmenter" and not isinstance(model, nn.Module):
+        raise ValueError(f"{spec} returned a {type(model).__name__}, not a torch.nn.Module")
+    return model
+
+
+def _project_file(spec: str, device: Device) -> nn.Module:
+    return registry.load_weights_file(existing_file(spec), device)
+
+
+def resolve_generator(spec: str, device: Device = "cpu", z_dim: int | None = None) -> nn.Module:
+    """The generator ``spec`` names (see the module docstring), checked and in eval mode: it
+    has ``z_dim`` and ``resolution`` and returns ``(N, 3, H, W)`` images."""
+    found = _scheme(spec, GENERATOR_SCHEMES)
+    if found:
+        scheme, target = found
+        return GENERATOR_SCHEMES[scheme](target, device, z_dim)
+    if spec in registry.SHIPPED:
+        return registry.load_generator(spec, device)
+    if spec.endswith(".safetensors"):
+        return check_generator(_project_file(spec, device), z_dim, check_range=False)
+    if is_factory_spec(spec):
+        return check_generator(_plugin(spec, "generator").to(device), z_dim, name=spec)
+    raise _unknown("generator", spec, GENERATOR_SCHEMES)
+
+
+def set_truncation(generator: nn.Module, psi: float | None) -> nn.Module:
+    """Set a style generator's truncation ``psi`` in [0, 1] (None: leave it); other generators
+    have none, and asking for one is an error."""
+    if psi is None:
+        return generator
+    if not hasattr(generator, "truncation"):
+        raise ValueError(f"--truncation applies to style-based generators (stylegan2:PATH); "
+                         f"{type(generator).__name__} samples z directly")
+    if not 0 <= psi <= 1:
+        raise ValueError(f"truncation psi must lie in [0, 1], got {psi}")
+    generator.truncation = float(psi)
+    return generator
+
+
+def resolve_classifier(spec: str, weights: str | Path | None = None,
+                       device: Device = "cpu") -> nn.Module:
+    """The classifier ``spec`` names, in eval mode, with ``weights`` (a state dict file) loaded
+    into a ``torchvision:`` or plug-in architecture. Declared preprocessing stays on the
+    model (``input_mean`` / ``input_std`` / ``input_size``)."""
+    found = _scheme(spec, CLASSIFIER_SCHEMES)
+    if found:
+        scheme, target = found
+        return CLASSIFIER_SCHEMES[scheme](target, weights, device)
+    if weights is not None and not is_factory_spec(spec):
+        raise ValueError(f"weights apply to torchvision:ARCH and plug-in classifiers, not "
+                         f"{spec!r} (its file holds its weights)")
+    if spec in registry.SHIPPED:
+        return registry.load_classifier(spec, device)
+    if spec.endswith(".safetensors"):
+        return _project_file(spec, device)
+    if is_factory_spec(spec):
+        model = _plugin(spec, "classifier")
+        if weights is not None:
+            fit_state_dict(model, read_state_dict(weights), str(weights))
+        return model.to(device).eval()
+    raise _unknown("classifier", spec, CLASSIFIER_SCHEMES)
+
+
+def check_segmenter(segmenter: Any, name: str) -> Any:
+    """``segmenter`` if it has the interface dissection uses; a clear error otherwise:
+    ``segment(images) -> {category: (N, H, W) codes}``, ``categories`` and ``concepts``
+    (category -> names by code, code 0 ``"none"``)."""
+    categories = getattr(segmenter, "categories", None)
+    concepts = getattr(segmenter, "concepts", None)
+    if not callable(getattr(segmenter, "segment", None)) or not categories \
+            or not isinstance(concepts, Mapping) or any(c not in concepts for c in categories):
+        raise ValueError(f"{name} is not a segmenter: it needs segment(images) -> {{category: "
+                         "label codes}, a categories list and concepts {category: names}")
+    if isinstance(segmenter, nn.Module):
+        segmenter.eval()
+    return segmenter
+
+
+def resolve_segmenter(spec: str, device: Device = "cpu") -> Any:
+    """The segmenter ``spec`` names, checked for the segmenter interface."""
+    found = _scheme(spec, SEGMENTER_SCHEMES)
+    if found:
+        scheme, target = found
+        return check_segmenter(SEGMENTER_SCHEMES[scheme](target, device), spec)
+    if spec in registry.SHIPPED:
+        return registry.load_segmenter(spec, device)
+    if spec.endswith(".safetensors"):
+        return check_segmenter(_project_file(spec, device), spec)
+    if is_factory_spec(spec):
+        segmenter = _plugin(spec, "segmenter")
+        if isinstance(segmenter, nn.Module):
+            segmenter = segmenter.to(device)
+        return check_segmenter(segmenter, spec)
+    raise _unknown("segmenter", spec, SEGMENTER_SCHEMES)
