@@ -2,9 +2,10 @@
 
 ``units_by_iou`` ranks a layer's units by their dissection IoU with the concept;
 ``units_by_ace`` learns a soft weight per unit by average causal effect (starting from the IoU
-scores) and ranks by it. ``ace_report`` ablates the top K of each ranking on a fresh latent
-seed and reports the removed fraction and the collateral change. Learned weights are cached,
-keyed by everything that changes them.
+scores) and ranks by it; ``ranked_units`` gives the ACE ranking when its weights are cached and
+the IoU ranking otherwise (what a painting brush uses). ``ace_report`` ablates the top K of each
+ranking on a fresh latent seed and reports the removed fraction and the collateral change.
+Learned weights are cached, keyed by everything that changes them.
 """
 
 from __future__ import annotations
@@ -47,20 +48,35 @@ def units_by_iou(dissection: Dissection, layer: str, concept: ConceptRef) -> lis
     return scores.argsort(descending=True, stable=True).tolist()
 
 
-def units_by_ace(generator, segmenter, dissection: Dissection, layer: str, concept: ConceptRef,
-                 n: int = 200, seed: int = 4, epochs: int = 10, cache_dir: str | Path | None = None,
-                 progress: bool = True) -> tuple[list[int], torch.Tensor]:
-    """All units ranked by learned causal weight (cached); returns (ranking, weights)."""
-    stats = dissection.layer(layer).stats
+def _ace_setup(generator, segmenter, dissection: Dissection, layer: str, concept: ConceptRef,
+               n: int, seed: int, epochs: int) -> tuple[torch.Tensor, torch.Tensor, str]:
+    """The IoU start, the insertion values and the cache key of an ACE selection."""
     initial = iou_scores(dissection, layer, concept)
     initial = initial / initial.max().clamp(min=1e-8)
-    insert_values = stats["insertion"]
+    insert_values = dissection.layer(layer).stats["insertion"]
     key = settings_key({"generator": fingerprint(generator), "segmenter": fingerprint(segmenter),
                         "layer": layer, "concept": [concept.category, concept.name], "n": n,
                         "seed": seed, "epochs": epochs,
                         "initial": initial.tolist(), "insert": insert_values.tolist()})
-    path = Path(cache_dir) / f"ace_{layer}_{concept.category}_{concept.name}_{key}.pt" \
-        if cache_dir else None
+    return initial, insert_values, key
+
+
+def _ace_file(cache_dir: str | Path, layer: str, concept: ConceptRef, key: str) -> Path:
+    return Path(cache_dir) / f"ace_{layer}_{concept.category}_{concept.name}_{key}.pt"
+
+
+def _rank(weights: torch.Tensor, initial: torch.Tensor) -> list[int]:
+    # Ties (e.g. weights clamped to 0) fall back to the IoU order.
+    return sorted(range(len(weights)), key=lambda u: (-float(weights[u]), -float(initial[u])))
+
+
+def units_by_ace(generator, segmenter, dissection: Dissection, layer: str, concept: ConceptRef,
+                 n: int = 200, seed: int = 4, epochs: int = 10, cache_dir: str | Path | None = None,
+                 progress: bool = True) -> tuple[list[int], torch.Tensor]:
+    """All units ranked by learned causal weight (cached); returns (ranking, weights)."""
+    initial, insert_values, key = _ace_setup(generator, segmenter, dissection, layer, concept,
+                                             n, seed, epochs)
+    path = _ace_file(cache_dir, layer, concept, key) if cache_dir else None
     if path is not None and path.exists():
         weights = load_state(path)["weights"]
     else:
@@ -68,9 +84,31 @@ def units_by_ace(generator, segmenter, dissection: Dissection, layer: str, conce
                                 n=n, seed=seed, epochs=epochs, progress=progress)
         if path is not None:
             save_state(path, {"weights": weights, "key": key})
-    # Ties (e.g. weights clamped to 0) fall back to the IoU order.
-    ranking = sorted(range(len(weights)), key=lambda u: (-float(weights[u]), -float(initial[u])))
-    return ranking, weights
+    return _rank(weights, initial), weights
+
+
+def cached_ace_weights(generator, segmenter, dissection: Dissection, layer: str,
+                       concept: ConceptRef, cache_dir: str | Path, n: int = 200, seed: int = 4,
+                       epochs: int = 10) -> torch.Tensor | None:
+    """The ``(U,)`` causal weights ``units_by_ace`` learned with these arguments and cached in
+    ``cache_dir``, or None when they have not been learned yet (nothing is computed)."""
+    _, _, key = _ace_setup(generator, segmenter, dissection, layer, concept, n, seed, epochs)
+    path = _ace_file(cache_dir, layer, concept, key)
+    return load_state(path)["weights"] if path.exists() else None
+
+
+def ranked_units(generator, segmenter, dissection: Dissection, layer: str, concept: ConceptRef,
+                 cache_dir: str | Path | None = None, n: int = 200, seed: int = 4,
+                 epochs: int = 10) -> tuple[list[int], str]:
+    """All units of ``layer`` for ``concept``, best first, and how they were ranked: by learned
+    causal effect (``"ace"``) when ``units_by_ace`` has cached its weights in ``cache_dir``,
+    else by dissection IoU (``"iou"``). Never trains: a painting brush can call it per stroke."""
+    if cache_dir is not None:
+        weights = cached_ace_weights(generator, segmenter, dissection, layer, concept, cache_dir,
+                                     n, seed, epochs)
+        if weights is not None:
+            return _rank(weights, iou_scores(dissection, layer, concept)), "ace"
+    return units_by_iou(dissection, layer, concept), "iou"
 
 
 def ace_report(generator, segmenter, dissection: Dissection, layer: str, concept: ConceptRef,

@@ -51,7 +51,7 @@ def _run_ace(args: argparse.Namespace) -> int:
 
 def register(commands) -> None:
     """Add ``ace``."""
-    from gandissect.models.specs import GENERATOR_SCHEMES, SEGMENTER_SCHEMES, spellings
+    from gandissect.models.specs import add_generator_arguments
 
     parser = commands.add_parser(
         "ace", help="fraction of a concept removed by ablating its top units (IoU and ACE)")
@@ -60,12 +60,7 @@ def register(commands) -> None:
     parser.add_argument("--units", type=int, default=20, help="K, the number of units ablated")
     parser.add_argument("--samples", type=int, default=1000, help="evaluation samples")
     parser.add_argument("--seed", type=int, default=3, help="evaluation latent seed")
-    parser.add_argument("--generator", default="sceneworld",
-                        help=f"the generator: {spellings(GENERATOR_SCHEMES)}")
-    parser.add_argument("--truncation", type=float, default=None, metavar="PSI",
-                        help="truncation psi in [0, 1] for style-based generators (stylegan2:)")
-    parser.add_argument("--segmenter", default="sceneworld",
-                        help=f"the segmenter: {spellings(SEGMENTER_SCHEMES)}")
+    add_generator_arguments(parser)
     parser.add_argument("--layer", default="layer4")
     parser.add_argument("--dissection", help="a `gandissect dissect` output folder to rank by; "
                         "default: dissect now (cached)")

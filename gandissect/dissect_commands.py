@@ -62,18 +62,13 @@ def _run_dissect(args: argparse.Namespace) -> int:
 
 def register(commands) -> None:
     """Add ``dissect`` to an argparse sub-parsers action."""
-    from gandissect.models.specs import GENERATOR_SCHEMES, SEGMENTER_SCHEMES, spellings
+    from gandissect.models.specs import add_generator_arguments
 
     parser = commands.add_parser(
         "dissect", help="label each unit of a generator's layers with the concept it draws",
         description="GAN Dissection: threshold each unit's upsampled activation, segment the "
                     "generated images, and score every unit against every concept by IoU.")
-    parser.add_argument("--generator", default="sceneworld",
-                        help=f"the generator: {spellings(GENERATOR_SCHEMES)}")
-    parser.add_argument("--truncation", type=float, default=None, metavar="PSI",
-                        help="truncation psi in [0, 1] for style-based generators (stylegan2:)")
-    parser.add_argument("--segmenter", default="sceneworld",
-                        help=f"the segmenter: {spellings(SEGMENTER_SCHEMES)}")
+    add_generator_arguments(parser)
     parser.add_argument("--layer", action="append",
                         help="layer to dissect (repeat for several; default layer4)")
     parser.add_argument("--samples", type=int, default=10000, help="number of latents")

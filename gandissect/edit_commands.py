@@ -95,15 +95,10 @@ def _run_edit(args: argparse.Namespace) -> int:
 
 def register(commands) -> None:
     """Add ``edit``."""
-    from gandissect.models.specs import GENERATOR_SCHEMES, SEGMENTER_SCHEMES, spellings
+    from gandissect.models.specs import add_generator_arguments
 
     parser = commands.add_parser("edit", help="render samples with units ablated or inserted")
-    parser.add_argument("--generator", default="sceneworld",
-                        help=f"the generator: {spellings(GENERATOR_SCHEMES)}")
-    parser.add_argument("--truncation", type=float, default=None, metavar="PSI",
-                        help="truncation psi in [0, 1] for style-based generators (stylegan2:)")
-    parser.add_argument("--segmenter", default="sceneworld",
-                        help=f"the segmenter: {spellings(SEGMENTER_SCHEMES)}")
+    add_generator_arguments(parser)
     parser.add_argument("--layer", default="layer4")
     parser.add_argument("--units", help="comma-separated unit ids")
     parser.add_argument("--concept", help="pick the concept's top units from --dissection")

@@ -43,6 +43,7 @@ from gandissect.models.loaders.stylegan2 import load_stylegan2
 __all__ = [
     "CLASSIFIER_SCHEMES",
     "GENERATOR_SCHEMES",
+    "add_generator_arguments",
     "SEGMENTER_SCHEMES",
     "check_segmenter",
     "resolve_classifier",
@@ -131,6 +132,17 @@ def resolve_generator(spec: str, device: Device = "cpu", z_dim: int | None = Non
     if is_factory_spec(spec):
         return check_generator(_plugin(spec, "generator").to(device), z_dim, name=spec)
     raise _unknown("generator", spec, GENERATOR_SCHEMES)
+
+
+def add_generator_arguments(parser) -> None:
+    """``--generator``, ``--truncation`` and ``--segmenter``, as every command that draws and
+    segments samples spells them (an argparse parser)."""
+    parser.add_argument("--generator", default="sceneworld",
+                        help=f"the generator: {spellings(GENERATOR_SCHEMES)}")
+    parser.add_argument("--truncation", type=float, default=None, metavar="PSI",
+                        help="truncation psi in [0, 1] for style-based generators (stylegan2:)")
+    parser.add_argument("--segmenter", default="sceneworld",
+                        help=f"the segmenter: {spellings(SEGMENTER_SCHEMES)}")
 
 
 def set_truncation(generator: nn.Module, psi: float | None) -> nn.Module:
