@@ -87,11 +87,19 @@ def units_by_ace(generator, segmenter, dissection: Dissection, layer: str, conce
     return _rank(weights, initial), weights
 
 
+def any_cached_ace(cache_dir: str | Path, layer: str, concept: ConceptRef) -> bool:
+    """Whether ``cache_dir`` holds learned weights for ``concept`` at ``layer`` for any models
+    and settings: a quick test (no model is hashed) before ``cached_ace_weights``."""
+    return any(Path(cache_dir).glob(_ace_file("", layer, concept, "*").name))
+
+
 def cached_ace_weights(generator, segmenter, dissection: Dissection, layer: str,
                        concept: ConceptRef, cache_dir: str | Path, n: int = 200, seed: int = 4,
                        epochs: int = 10) -> torch.Tensor | None:
     """The ``(U,)`` causal weights ``units_by_ace`` learned with these arguments and cached in
     ``cache_dir``, or None when they have not been learned yet (nothing is computed)."""
+    if not any_cached_ace(cache_dir, layer, concept):
+        return None
     _, _, key = _ace_setup(generator, segmenter, dissection, layer, concept, n, seed, epochs)
     path = _ace_file(cache_dir, layer, concept, key)
     return load_state(path)["weights"] if path.exists() else None

@@ -38,7 +38,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     import gandissect.attribute_commands as attribute_commands
     import gandissect.netdissect_commands as netdissect_commands
-    from gandissect import ace_commands, dissect_commands, edit_commands, unitstats
+    from gandissect import ace_commands, app_commands, dissect_commands, edit_commands, unitstats
     from gandissect.evaluate import commands as eval_commands
     from gandissect.train import commands as train_commands
     from gandissect.world import commands as world_commands
@@ -52,6 +52,7 @@ def build_parser() -> argparse.ArgumentParser:
     attribute_commands.register(commands)
     ace_commands.register(commands)
     edit_commands.register(commands)
+    app_commands.register(commands)
     return parser
 
 
