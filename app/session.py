@@ -1,0 +1,51 @@
+"""What one browser session keeps (in ``gr.State``): its scene, its strokes, its selections.
+
+The scene's latent lives here, never only in the editor's copy of the picture: the editor's
+trash button can delete its background, and the session still knows what it is editing.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from gandissect.intervene import Stroke
+
+__all__ = ["PaintStroke", "Session"]
+
+
+@dataclass
+class PaintStroke:
+    """One applied brush stroke: the concept (``"category/name"``), the mode (``"remove"`` or
+    ``"draw"``), the painted layer cells ``(h, w)``, the units it edited and how they were
+    ranked, and its strength."""
+
+    concept: str
+    mode: str
+    cells: torch.Tensor
+    units: list[int]
+    ranking: str
+    strength: float
+
+    def stroke(self) -> Stroke:
+        """The library's edit for this stroke."""
+        return Stroke(self.units, "ablate" if self.mode == "remove" else "insert", self.cells,
+                      self.strength)
+
+
+@dataclass
+class Session:
+    """A session's scene (``seed`` and latent ``z``), its strokes in order, the canvas's paint
+    at the last press (the next press applies only paint added since), the unit selected in
+    the Units tab and the units it ablates, and the Network Dissection it is browsing."""
+
+    seed: int | None = None
+    z: torch.Tensor | None = None
+    strokes: list[PaintStroke] = field(default_factory=list)
+    painted: np.ndarray | None = None  # (H, W) bool at the canvas's resolution
+    unit: int | None = None
+    ablated: list[int] = field(default_factory=list)
+    netdissect: tuple | None = None  # (classifier, layer, n) of the result being browsed
+    classifier_unit: int | None = None

@@ -1,0 +1,135 @@
+"""Server-side latency of one paint edit in the app (median and p95).
+
+    python benchmarks/bench_app.py [--repeats 40] [--threads 1] [--canvas 512]
+
+Two figures, both for one "Remove tree" press on a painted stroke:
+
+- ``callback``: the work the server does for the press (the painted mask pooled to the layer's
+  cells, the brush's units, the scene rendered with and without the strokes, the pictures
+  enlarged and encoded), timed around ``app.paint.apply_brush``;
+- ``round trip``: the same press through the running app's API on localhost
+  (``gradio_client``): upload of the painted layer, the queue, the callback, the outputs'
+  encoding and download, as a browser pays it minus the drawing.
+
+Uses the shipped SceneWorld generator when its weights exist, else the same architecture with
+random weights (latency does not depend on the weights), with the shipped segmenter; the
+dissection behind the brushes is computed on ``--dissect-samples`` latents (it changes which
+units a brush takes, not how long an edit takes).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from app import paint
+from app.session import Session
+from app.ui import build_app, launch
+from app.workspace import AppConfig, Workspace
+from gandissect.models.proggan import ProGANGenerator
+from gandissect.models.registry import shipped_path
+
+
+def percentiles(times: list[float]) -> dict[str, float]:
+    """Median and 95th percentile, in milliseconds."""
+    ordered = sorted(times)
+    p95 = ordered[min(len(ordered) - 1, int(round(0.95 * (len(ordered) - 1))))]
+    return {"median_ms": round(statistics.median(ordered), 1), "p95_ms": round(p95, 1)}
+
+
+def painted_layer(ws: Workspace) -> np.ndarray:
+    """A stroke over the left middle of the canvas, as the editor sends it (RGBA)."""
+    side = ws.scenes.resolution * ws.scale
+    layer = np.zeros((side, side, 4), np.uint8)
+    layer[side // 3: side // 2, side // 8: side // 2] = (255, 0, 255, 255)
+    return layer
+
+
+def time_callback(ws: Workspace, repeats: int) -> list[float]:
+    session = Session()
+    paint.choose_scene(ws, session, 0)
+    canvas = {"background": None, "layers": [painted_layer(ws)], "composite": None}
+    concept = ws.scenes.brushes[0].key
+    times = []
+    for i in range(repeats + 1):
+        session.strokes.clear()
+        session.painted = None  # the same paint is new again
+        start = time.perf_counter()
+        paint.apply_brush(ws, session, canvas, concept, "remove", 1.0, 15)
+        assert len(session.strokes) == 1
+        if i:  # the first press warms the caches up
+            times.append((time.perf_counter() - start) * 1000)
+    return times
+
+
+def time_round_trip(ws: Workspace, repeats: int) -> list[float]:
+    import socket
+
+    from gradio_client import Client, handle_file
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    demo = launch(build_app(ws), "127.0.0.1", port, block=False)
+    try:
+        client = Client(demo.local_url, analytics_enabled=False, verbose=False)
+        client.predict(0, api_name="/show_scene")
+        with tempfile.TemporaryDirectory() as folder:
+            layer = Path(folder) / "layer.png"
+            Image.fromarray(painted_layer(ws), "RGBA").save(layer)
+            concept = ws.scenes.brushes[0].key
+            times = []
+            for i in range(repeats + 1):
+                client.predict(api_name="/reset")
+                start = time.perf_counter()
+                client.predict({"background": None, "layers": [handle_file(str(layer))],
+                                "composite": None}, concept, 1.0, 15, api_name="/remove")
+                if i:
+                    times.append((time.perf_counter() - start) * 1000)
+        return times
+    finally:
+        demo.close()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeats", type=int, default=40)
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--canvas", type=int, default=512)
+    parser.add_argument("--dissect-samples", type=int, default=200)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    shipped = shipped_path("generator").exists()
+    generator = None if shipped else ProGANGenerator(256, [256, 256, 128, 64, 32]).eval()
+    with tempfile.TemporaryDirectory() as cache:
+        config = AppConfig(samples=args.dissect_samples, cache=Path(cache), canvas=args.canvas,
+                           progress=False)
+        ws = Workspace.open(config, generator=generator)
+        if ws.problem:
+            raise SystemExit(ws.problem)
+        try:
+            callback = percentiles(time_callback(ws, args.repeats))
+            round_trip = percentiles(time_round_trip(ws, args.repeats))
+        finally:
+            ws.close()
+    result = {"generator": "shipped" if shipped else "random weights, shipped architecture",
+              "resolution": ws.scenes.resolution, "canvas": ws.scenes.resolution * ws.scale,
+              "threads": torch.get_num_threads(), "repeats": args.repeats,
+              "callback": callback, "round_trip": round_trip}
+    print(f"one paint edit ({result['resolution']} px scene on a {result['canvas']} px canvas, "
+          f"{result['threads']} thread(s)): callback median {callback['median_ms']} ms, p95 "
+          f"{callback['p95_ms']} ms; API round trip median {round_trip['median_ms']} ms, p95 "
+          f"{round_trip['p95_ms']} ms")
+    print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,51 @@
+"""Ranking a concept's units for a painting brush: by learned causal effect once its weights
+are cached, by IoU before (``gandissect.ace.ranked_units``), without ever training."""
+
+import pytest
+import torch
+from app_fixtures import TREE_UNITS, toy_generator, toy_segmenter
+
+from gandissect.ace import (
+    any_cached_ace,
+    cached_ace_weights,
+    ranked_units,
+    units_by_ace,
+    units_by_iou,
+)
+from gandissect.causal import ConceptRef
+from gandissect.dissect import dissect
+
+
+@pytest.fixture(scope="module")
+def toy():
+    torch.set_num_threads(1)
+    generator, segmenter = toy_generator(), toy_segmenter()
+    result = dissect(generator, segmenter, ["layer4"], n=96, seed=1, batch=32, progress=False)
+    return generator, segmenter, result, ConceptRef.find(segmenter, "tree")
+
+
+def test_iou_ranking_until_causal_weights_are_learned(toy, tmp_path):
+    generator, segmenter, result, tree = toy
+    assert not any_cached_ace(tmp_path, "layer4", tree)
+    assert cached_ace_weights(generator, segmenter, result, "layer4", tree, tmp_path) is None
+    ranking, method = ranked_units(generator, segmenter, result, "layer4", tree, tmp_path)
+    assert method == "iou" and ranking == units_by_iou(result, "layer4", tree)
+    assert set(ranking[:len(TREE_UNITS)]) == set(TREE_UNITS)
+    assert not list(tmp_path.iterdir())  # asking trains nothing
+
+
+def test_ace_ranking_once_learned_and_only_for_the_same_settings(toy, tmp_path):
+    generator, segmenter, result, tree = toy
+    learned, weights = units_by_ace(generator, segmenter, result, "layer4", tree, n=32,
+                                    epochs=2, cache_dir=tmp_path, progress=False)
+    assert any_cached_ace(tmp_path, "layer4", tree)
+    ranking, method = ranked_units(generator, segmenter, result, "layer4", tree, tmp_path,
+                                   n=32, epochs=2)
+    assert method == "ace" and ranking == learned
+    assert torch.equal(cached_ace_weights(generator, segmenter, result, "layer4", tree,
+                                          tmp_path, n=32, epochs=2), weights)
+    # other settings (here the default 200 samples) have no weights yet: IoU again
+    assert ranked_units(generator, segmenter, result, "layer4", tree, tmp_path)[1] == "iou"
+    grass = ConceptRef.find(segmenter, "grass")
+    assert not any_cached_ace(tmp_path, "layer4", grass)
+    assert ranked_units(generator, segmenter, result, "layer4", grass, tmp_path)[1] == "iou"

@@ -1,0 +1,361 @@
+"""The app's callbacks called directly: painting, units, classifiers, and bad input.
+
+Every generator-side test runs on the toy (``app_fixtures``) and on the shipped SceneWorld
+generator, the latter skipped while it is still training.
+"""
+
+import gradio as gr
+import numpy as np
+import pytest
+import torch
+from app_fixtures import (
+    EXPECT,
+    app_config,
+    edit_effect,
+    kinds,
+    rgba_layer,
+    toy_generator,
+    toy_segmenter,
+    tree_scene,
+)
+from PIL import Image
+
+from app import classifiers, paint, units
+from app.session import Session
+from app.ui import build_app
+from app.unit_table import TableQuery
+from app.workspace import Workspace
+
+
+@pytest.fixture(scope="module", params=kinds())
+def kind(request):
+    return request.param
+
+
+@pytest.fixture(scope="module")
+def ws(kind, tmp_path_factory):
+    torch.set_num_threads(1)
+    workspace = Workspace.open(app_config(kind, tmp_path_factory.mktemp("cache")))
+    assert workspace.problem is None, workspace.problem
+    yield workspace
+    workspace.close()
+
+
+def shrink(picture: np.ndarray, scale: int) -> np.ndarray:
+    """A picture enlarged by ``scale`` (nearest) back at the generator's resolution."""
+    return picture[::scale, ::scale]
+
+
+def painted(ws, mask: np.ndarray) -> dict:
+    """An editor value with ``mask`` (image resolution) painted on the canvas."""
+    return {"background": None, "layers": [rgba_layer(mask, ws.scale)], "composite": None}
+
+
+def test_brushes_cover_the_model_concepts(ws, kind):
+    names = {brush.name for brush in ws.scenes.brushes}
+    assert EXPECT[kind]["brushes"] <= names
+    assert all(brush.category not in ("color", "scene") for brush in ws.scenes.brushes)
+
+
+def test_remove_trees_under_a_stroke(ws, kind):
+    session = Session()
+    seed, tree = tree_scene(ws)
+    shown = paint.choose_scene(ws, session, seed)
+    assert session.seed == seed and session.strokes == []
+    assert shown.canvas["layers"] == [] and np.array_equal(shown.canvas["background"],
+                                                           shown.edited)
+    before = shrink(shown.edited, ws.scale)
+    out = paint.apply_brush(ws, session, painted(ws, tree), "object/tree", "remove", 1.0, 15)
+    after = shrink(out.edited, ws.scale)
+    effect = edit_effect(ws, before, after, tree)
+    assert effect["tree_before"] == tree.sum()
+    assert effect["tree_after"] <= (1 - EXPECT[kind]["removed"]) * effect["tree_before"]
+    assert effect["outside_change"] <= EXPECT[kind]["outside_change"]
+    # the canvas keeps its paint (it is not sent a new picture); the download is the edit
+    assert out.canvas == gr.skip()
+    assert np.array_equal(np.asarray(Image.open(out.download).convert("RGB")), after)
+    # the panel lists the brush's units, best first
+    stroke = session.strokes[-1]
+    assert out.used["unit"].tolist() == stroke.units == ws.scenes.brush_units("object/tree",
+                                                                               15)[0]
+    assert "1 stroke" in out.status and "remove tree" in out.status
+
+
+def test_draw_trees_where_there_were_none(ws, kind):
+    session = Session()
+    seed, tree = tree_scene(ws)
+    shown = paint.choose_scene(ws, session, seed)
+    free = ~tree
+    region = np.zeros_like(tree)
+    cell = tree.shape[0] // ws.scenes.cells[0]
+    rows, cols = np.nonzero(free[::cell, ::cell])  # a layer cell free of trees, and its right
+    region[rows[0] * cell:(rows[0] + 1) * cell, cols[0] * cell:(cols[0] + 2) * cell] = True
+    region &= free
+    out = paint.apply_brush(ws, session, painted(ws, region), "object/tree", "draw", 1.0, 15)
+    code = ws.scenes.concept("object/tree").code
+    labels = ws.scenes.segment(ws.scenes.render(session.z, [session.strokes[0].stroke()]))
+    drawn = (labels["object"][0].numpy()[region] == code).mean()
+    assert drawn >= EXPECT[kind]["drawn"]
+    assert not np.array_equal(out.edited, shown.edited)
+
+
+def test_each_press_applies_the_paint_added_since_the_last(ws):
+    session = Session()
+    seed, tree = tree_scene(ws)
+    original = paint.choose_scene(ws, session, seed).edited
+    left = tree.copy()
+    left[:, tree.shape[1] // 2:] = False
+    first = paint.apply_brush(ws, session, painted(ws, left), "object/tree", "remove", 1.0, 15)
+    with pytest.warns(UserWarning, match="new paint since the last press"):
+        paint.apply_brush(ws, session, painted(ws, left), "object/tree", "remove", 1.0, 15)
+    second = paint.apply_brush(ws, session, painted(ws, tree), "object/tree", "remove", 1.0, 15)
+    assert len(session.strokes) == 2 and "2 strokes" in second.status
+    right = ws.scenes.layer_cells(np.repeat(np.repeat(tree & ~left, ws.scale, 0), ws.scale, 1))
+    assert torch.equal(session.strokes[1].cells, right)  # the new paint only
+    undone = paint.undo(ws, session)
+    assert np.array_equal(undone.edited, first.edited)
+    assert undone.canvas["layers"] == [] and session.painted is None  # a clean canvas
+    assert np.array_equal(paint.reset(ws, session).edited, original)
+    assert session.strokes == []
+    with pytest.warns(UserWarning, match="Nothing to undo"):
+        skipped = paint.undo(ws, session)
+    assert len(skipped) == paint.OUTPUTS
+
+
+def test_an_empty_mask_is_nothing_to_do(ws):
+    session = Session()
+    paint.choose_scene(ws, session, 1)
+    transparent = np.zeros((ws.scenes.resolution * ws.scale,) * 2 + (4,), np.uint8)
+    for canvas in ({"background": None, "layers": [], "composite": None},
+                   {"background": None, "layers": [transparent], "composite": None}, None):
+        with pytest.warns(UserWarning, match="the mask is empty"):
+            out = paint.apply_brush(ws, session, canvas, "object/tree", "remove", 1.0, 15)
+        assert len(out) == paint.OUTPUTS and session.strokes == []
+
+
+@pytest.mark.parametrize("seed", [-1, 2**31, 1.5, "tree", None])
+def test_a_bad_scene_number_is_a_clear_message(ws, seed):
+    session = Session()
+    with pytest.raises(gr.Error, match="whole number from 0 to 2147483647"):
+        paint.choose_scene(ws, session, seed)
+    assert session.seed is None
+
+
+def test_bad_brush_settings_are_clear_messages(ws):
+    session = Session()
+    with pytest.raises(gr.Error, match="pick a scene first"):
+        paint.apply_brush(ws, session, None, "object/tree", "remove", 1.0, 15)
+    paint.choose_scene(ws, session, 0)
+    mask = np.ones((ws.scenes.resolution,) * 2, bool)
+    with pytest.raises(gr.Error, match="number of units"):
+        paint.apply_brush(ws, session, painted(ws, mask), "object/tree", "remove", 1.0, 0)
+    with pytest.raises(gr.Error, match="choose a brush"):
+        paint.apply_brush(ws, session, painted(ws, mask), None, "remove", 1.0, 15)
+    with pytest.raises(gr.Error, match="unknown concept"):
+        paint.apply_brush(ws, session, painted(ws, mask), "object/unicorn", "remove", 1.0, 15)
+    odd = {"background": None, "layers": [np.full((100, 100, 4), 255, np.uint8)]}
+    with pytest.raises(gr.Error, match="does not divide"):
+        paint.apply_brush(ws, session, odd, "object/tree", "remove", 1.0, 15)
+    assert session.strokes == []
+
+
+def test_the_painted_mask_maps_exactly_to_the_layer_cells(ws):
+    side = ws.scenes.resolution * ws.scale
+    h, w = ws.scenes.cells
+    for y, x in [(0, 0), (side - 1, side - 1), (side // 3, 2 * side // 3)]:
+        mask = np.zeros((side, side), bool)
+        mask[y, x] = True
+        cells = ws.scenes.layer_cells(mask)
+        expected = torch.zeros(h, w)
+        expected[y * h // side, x * w // side] = 1
+        assert torch.equal(cells, expected)
+
+
+def test_sessions_keep_their_own_scene_and_strokes(ws):
+    first, second = Session(), Session()
+    seed, tree = tree_scene(ws)
+    paint.choose_scene(ws, first, seed)
+    paint.apply_brush(ws, first, painted(ws, tree), "object/tree", "remove", 1.0, 15)
+    other = paint.choose_scene(ws, second, seed + 1)
+    assert first.seed == seed and len(first.strokes) == 1 and first.painted is not None
+    assert second.seed == seed + 1 and second.strokes == [] and second.painted is None
+    assert f"Scene {seed + 1}" in other.status
+
+
+def test_units_table_filters_sorts_and_lists_by_concept(ws):
+    layer = ws.scenes.units_dissection
+    everything = units.table(ws, TableQuery())
+    assert len(everything) == ws.scenes.n_units
+    assert everything["unit"].tolist() == list(range(ws.scenes.n_units))
+    trees = units.table(ws, TableQuery(concept="object/tree", sort="IoU", descending=True))
+    assert set(trees["label"]) == {"tree"} and list(trees["IoU"]) == sorted(trees["IoU"])[::-1]
+    detectors = units.table(ws, TableQuery(interpretable_only=True))
+    assert len(detectors) == len(layer.interpretable())
+    listed = units.table(ws, TableQuery(concept="object/tree", by_concept=True))
+    ranking, _ = ws.scenes.ranking("object/tree")
+    scores = ws.scenes.iou_with("object/tree")
+    assert listed["IoU"].tolist() == sorted(listed["IoU"].tolist(), reverse=True)
+    assert np.allclose(listed["IoU"], scores[listed["unit"].tolist()].numpy(), atol=1e-4)
+    assert listed["unit"].tolist()[:5] == ranking[:5]
+    with pytest.raises(gr.Error, match="choose a concept"):
+        units.table(ws, TableQuery(by_concept=True))
+
+
+def test_a_selected_unit_shows_its_top_images_heatmap_and_ablation(ws):
+    session = Session()
+    seed, tree = tree_scene(ws)
+    paint.choose_scene(ws, session, seed)
+    unit = ws.scenes.brush_units("object/tree", 1)[0][0]
+    session_, about, strip, heat, shown = units.select_unit(ws, session, unit)
+    assert session.unit == unit and shown == str(unit) and f"Unit {unit}" in about
+    assert strip.ndim == 3 and strip.shape[1] > strip.shape[0]  # images side by side
+    assert heat.ndim == 3 and heat.shape[1] == ws.scenes.resolution * units.SHOWN_SCALE
+    tree_units = ",".join(map(str, ws.scenes.brush_units("object/tree", 15)[0]))
+    _, plain = units.ablate(ws, session, tree_units, False)
+    _, ablated = units.ablate(ws, session, tree_units, True)
+    assert session.ablated == ws.scenes.brush_units("object/tree", 15)[0]
+    effect = edit_effect(ws, shrink(plain, units.SHOWN_SCALE),
+                         shrink(ablated, units.SHOWN_SCALE), tree)
+    assert effect["tree_after"] < effect["tree_before"]
+    with pytest.raises(gr.Error, match="not a unit number"):
+        units.ablate(ws, session, "3, tree", True)
+    with pytest.raises(gr.Error, match="does not exist"):
+        units.select_unit(ws, session, ws.scenes.n_units)
+
+
+def test_learning_the_causal_effect_reranks_the_brush(ws):
+    assert ws.scenes.ranking("object/grass")[1] == "iou"
+    assert units.table(ws, TableQuery(concept="object/grass"))["causal effect"].eq("").all()
+    message = units.learn_effect(ws, "object/grass", progress=False)
+    assert "grass" in message
+    ranking, method = ws.scenes.ranking("object/grass")
+    assert method == "ace"
+    listed = units.table(ws, TableQuery(concept="object/grass", by_concept=True))
+    assert (listed["causal effect"] != "").all()
+    session = Session()
+    paint.choose_scene(ws, session, 0)
+    mask = np.ones((ws.scenes.resolution,) * 2, bool)
+    paint.apply_brush(ws, session, painted(ws, mask), "object/grass", "remove", 1.0, 5)
+    assert session.strokes[0].units == ranking[:5] and session.strokes[0].ranking == "ace"
+    with pytest.raises(gr.Error, match="choose a concept"):
+        units.learn_effect(ws, "all")
+
+
+def test_the_page_builds_with_every_tab_and_one_model_worker(ws):
+    demo = build_app(ws)
+    public = {d["api_name"] for d in demo.config["dependencies"]
+              if d.get("api_visibility") == "public"}
+    assert public == {"show_scene", "random_scene", "remove", "draw", "undo", "reset",
+                      "list_units", "learn_effect", "select_unit", "ablate", "netdissect",
+                      "classifier_units", "classifier_unit", "explain", "visualize"}
+    # every call that runs a model waits for the one model worker; the queue is bounded
+    model = {fn.api_name for fn in demo.fns.values() if fn.concurrency_id == "model"}
+    assert public - {"classifier_units"} <= model
+    assert demo._queue.max_size == 64 and demo._queue.default_concurrency_limit == 1
+
+
+# ------------------------------------------------------------------------ problems, in words
+
+
+def test_a_missing_shipped_generator_is_explained_and_the_app_still_starts(tmp_path,
+                                                                           monkeypatch):
+    import app.workspace as workspace
+
+    monkeypatch.setattr(workspace, "shipped_path", lambda kind: tmp_path / "absent")
+    ws = Workspace.open(workspace.AppConfig(cache=tmp_path, progress=False))
+    assert ws.scenes is None
+    assert "still training" in ws.problem and "--generator" in ws.problem
+    demo = build_app(ws)  # the Classifiers tab still works
+    assert any(d.get("api_name") == "explain" for d in demo.config["dependencies"])
+    with pytest.raises(gr.Error, match="still training"):
+        paint.choose_scene(ws, Session(), 0)
+
+
+def test_a_dissection_of_another_generator_is_refused_with_a_reason(tmp_path):
+    from gandissect.dissect import dissect, save_dissection
+
+    generator, segmenter = toy_generator(), toy_segmenter()
+    save_dissection(dissect(generator, segmenter, ["layer4"], n=64, seed=1, progress=False),
+                    tmp_path / "toy")
+    config = app_config("toy", tmp_path / "cache")
+    config.dissection = str(tmp_path / "toy")
+    assert Workspace.open(config, generator, segmenter).problem is None
+    other = toy_generator()
+    with torch.no_grad():
+        other.output_64x64.gain.fill_(0.9)
+    ws = Workspace.open(config, other, segmenter)
+    assert ws.scenes is None and "computed for another generator" in ws.problem
+    config.dissection = str(tmp_path / "nowhere")
+    assert "no dissect.json" in Workspace.open(config, generator, segmenter).problem
+    config.dissection, config.layer = str(tmp_path / "toy"), "output_64x64"
+    assert "no layer 'output_64x64'" in Workspace.open(config, generator, segmenter).problem
+
+
+# ------------------------------------------------------------------------ classifiers tab
+
+
+@pytest.fixture(scope="module")
+def classifier_ws(tmp_path_factory):
+    torch.set_num_threads(1)
+    workspace = Workspace.open(app_config("toy", tmp_path_factory.mktemp("cache")))
+    yield workspace
+    workspace.close()
+
+
+def test_network_dissection_of_the_shipped_classifier(classifier_ws):
+    ws, session = classifier_ws, Session()
+    layers, layer = classifiers.default_layer(ws, "sceneworld")
+    assert layer == "layer4" and "layer3" in layers
+    out = classifiers.run_netdissect(ws, session, "sceneworld", "layer4", 50, progress=False)
+    assert session.netdissect == ("sceneworld", "layer4", 50)
+    table = out[2]
+    assert len(table) == ws.classifiers.get("sceneworld").layers["layer4"][0]
+    assert "detectors" in out[1] and out[3].startswith(("<svg", "<p"))
+    only = classifiers.table(ws, session, TableQuery(concept="object/sky", by_concept=True))
+    assert only["IoU"].tolist() == sorted(only["IoU"].tolist(), reverse=True)
+    _, about, strip, unit = classifiers.select_unit(ws, session, 5)
+    assert unit == "5" and "Unit 5" in about and strip.shape[1] > strip.shape[0]
+    with pytest.raises(gr.Error, match="whole number"):
+        classifiers.run_netdissect(ws, session, "sceneworld", "layer4", 5)
+    with pytest.raises(gr.Error, match="no convolutional layer"):
+        classifiers.run_netdissect(ws, session, "sceneworld", "fc", 50)
+
+
+def test_attribution_of_a_scene_and_of_an_upload(classifier_ws, tmp_path):
+    ws = classifier_ws
+    picture, scores, text = classifiers.explain(ws, "sceneworld", "layer4", "SceneWorld scene",
+                                                3, None, "gradcam", -1)
+    names = ws.classifiers.get("sceneworld").class_names
+    assert set(scores) == set(names) and abs(sum(scores.values()) - 1) < 1e-4
+    assert picture.ndim == 3 and "Grad-CAM" in text
+    upload = tmp_path / "scene.png"
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (90, 120, 3), np.uint8)).save(upload)
+    picture, scores, _ = classifiers.explain(ws, "sceneworld", "layer4", "Upload", 0,
+                                             str(upload), "saliency", 2)
+    assert picture.shape[1] == 64 * 4
+    text_file = tmp_path / "notes.png"
+    text_file.write_text("not a picture")
+    with pytest.raises(gr.Error, match="not an image"):
+        classifiers.explain(ws, "sceneworld", "layer4", "Upload", 0, str(text_file), "saliency",
+                            -1)
+    tiny = tmp_path / "tiny.png"
+    Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(tiny)
+    with pytest.raises(gr.Error, match="8x8 pixels"):
+        classifiers.explain(ws, "sceneworld", "layer4", "Upload", 0, str(tiny), "saliency", -1)
+    with pytest.raises(gr.Error, match="upload an image first"):
+        classifiers.explain(ws, "sceneworld", "layer4", "Upload", 0, None, "saliency", -1)
+    with pytest.raises(gr.Error, match="whole number from 0"):
+        classifiers.explain(ws, "sceneworld", "layer4", "SceneWorld scene", -4, None,
+                            "saliency", -1)
+
+
+def test_feature_visualization_beside_top_scenes(classifier_ws):
+    ws = classifier_ws
+    image, top = classifiers.feature_visualization(ws, "sceneworld", "layer4", "unit", 3, None,
+                                                   8, 20)
+    assert image.shape == (256, 256, 3) and top.shape[0] == 256 and top.shape[1] > 256
+    image, top = classifiers.feature_visualization(ws, "sceneworld", "layer4", "class", 0, 1,
+                                                   8, 20)
+    assert image.shape == (256, 256, 3)
+    with pytest.raises(gr.Error, match="does not exist"):
+        classifiers.feature_visualization(ws, "sceneworld", "layer4", "unit", 10**6, None, 8, 20)

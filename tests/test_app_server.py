@@ -1,0 +1,132 @@
+"""The app served on a free local port and driven through its API with ``gradio_client``; and
+``python -m app`` started as a user starts it."""
+
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from app_fixtures import EXPECT, app_config, edit_effect, kinds, rgba_layer, tree_scene
+from PIL import Image
+
+from app.ui import build_app, launch
+from app.workspace import Workspace
+
+gradio_client = pytest.importorskip("gradio_client")
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@pytest.fixture(scope="module", params=kinds())
+def served(request, tmp_path_factory):
+    torch.set_num_threads(1)
+    ws = Workspace.open(app_config(request.param, tmp_path_factory.mktemp("cache")))
+    assert ws.problem is None, ws.problem
+    demo = launch(build_app(ws), "127.0.0.1", free_port(), block=False)
+    yield request.param, ws, demo
+    demo.close()
+    ws.close()
+
+
+def client(demo):
+    return gradio_client.Client(demo.local_url, analytics_enabled=False, verbose=False)
+
+
+def read(path) -> np.ndarray:
+    return np.asarray(Image.open(path).convert("RGB"))
+
+
+def canvas_with(tmp_path, ws, mask) -> dict:
+    """The editor value a browser would send: the picture and one painted layer."""
+    layer = tmp_path / "layer.png"
+    Image.fromarray(rgba_layer(mask, ws.scale), "RGBA").save(layer)
+    return {"background": None, "layers": [gradio_client.handle_file(str(layer))],
+            "composite": None}
+
+
+def test_paint_and_undo_through_the_api(served, tmp_path):
+    kind, ws, demo = served
+    api = client(demo)
+    seed, tree = tree_scene(ws)
+    canvas, original, edited, used, status, download = api.predict(seed, api_name="/show_scene")
+    assert f"Scene {seed}" in status and "0 strokes" in status
+    before = read(edited)[::ws.scale, ::ws.scale]
+    out = api.predict(canvas_with(tmp_path, ws, tree), "object/tree", 1.0, 15,
+                      api_name="/remove")
+    original, edited_now, used, status, download = out  # a press leaves the canvas alone
+    after = read(edited_now)[::ws.scale, ::ws.scale]
+    effect = edit_effect(ws, before, after, tree)
+    assert effect["tree_after"] <= (1 - EXPECT[kind]["removed"]) * effect["tree_before"]
+    assert effect["outside_change"] <= EXPECT[kind]["outside_change"]
+    assert np.array_equal(read(download), after)  # the download is the edited scene
+    assert [row[0] for row in used["data"]] == ws.scenes.brush_units("object/tree", 15)[0]
+    undone = api.predict(api_name="/undo")
+    assert np.array_equal(read(undone[2]), read(edited))
+
+
+def test_each_client_has_its_own_session(served, tmp_path):
+    _, ws, demo = served
+    first, second = client(demo), client(demo)
+    seed, tree = tree_scene(ws)
+    first.predict(seed, api_name="/show_scene")
+    first.predict(canvas_with(tmp_path, ws, tree), "object/tree", 1.0, 15, api_name="/remove")
+    second.predict(seed + 1, api_name="/show_scene")
+    assert f"Scene {seed + 1}" in second.predict(api_name="/reset")[4]
+    status = first.predict(api_name="/undo")[4]
+    assert f"Scene {seed}" in status and "0 strokes" in status
+
+
+def test_bad_input_comes_back_as_a_message(served, tmp_path):
+    _, ws, demo = served
+    api = client(demo)
+    for seed in (-5, 2**31):  # refused by the number box, or by the callback
+        with pytest.raises(gradio_client.exceptions.AppError,
+                           match="(minimum|maximum) value|whole number from 0"):
+            api.predict(seed, api_name="/show_scene")
+    with pytest.raises(gradio_client.exceptions.AppError, match="pick a scene first"):
+        api.predict(canvas_with(tmp_path, ws, np.ones((ws.scenes.resolution,) * 2, bool)),
+                    "object/tree", 1.0, 15, api_name="/draw")
+    with pytest.raises(gradio_client.exceptions.AppError, match="not a unit number"):
+        api.predict("3, x", True, api_name="/ablate")
+
+
+def test_python_m_app_serves_the_page(tmp_path):
+    port = free_port()
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "tests"), "OMP_NUM_THREADS": "1"}
+    command = [sys.executable, "-m", "app", "--generator", "app_fixtures:toy_generator",
+               "--segmenter", "app_fixtures:toy_segmenter", "--samples", "64", "--cache",
+               str(tmp_path), "--port", str(port)]
+    process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.PIPE,
+                               stderr=subprocess.STDOUT, text=True)
+    try:
+        deadline, page = time.monotonic() + 60, None
+        while time.monotonic() < deadline and process.poll() is None:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=2) as reply:
+                    page = reply.read().decode()
+                break
+            except OSError:
+                time.sleep(0.5)
+        assert page is not None and "gandissect" in page, "the app did not serve its page"
+    finally:
+        process.terminate()
+        output = process.communicate(timeout=20)[0]
+    assert "computed from 64 samples" in output and f"127.0.0.1:{port}" in output
+
+
+def test_gandissect_app_refuses_bad_options_in_one_line(capsys):
+    from gandissect.cli import main
+
+    assert main(["app", "--port", "70000"]) == 2
+    assert "--port must lie in [1, 65535]" in capsys.readouterr().err
