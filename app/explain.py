@@ -84,10 +84,12 @@ class ClassifierModels:
     """The classifiers the app was started with, loaded on first use, and the Network
     Dissection results computed so far (the last few, shared by all sessions)."""
 
-    def __init__(self, specs: Sequence[str], device: str = "cpu") -> None:
+    def __init__(self, specs: Sequence[str], device: str = "cpu",
+                 weights: dict[str, str] | None = None) -> None:
         if not specs:
             raise ValueError("name at least one classifier")
         self.specs = list(dict.fromkeys(specs))
+        self.weights = dict(weights or {})  # spec -> state dict file
         self.device = device
         self.lock = threading.RLock()
         self._loaded: dict[str, Classifier] = {}
@@ -100,7 +102,8 @@ class ClassifierModels:
                              f"{', '.join(self.specs)} (add others with --classifier)")
         with self.lock:
             if spec not in self._loaded:
-                model, preprocess = load_classifier_spec(spec, device=self.device)
+                model, preprocess = load_classifier_spec(spec, self.weights.get(spec),
+                                                        device=self.device)
                 if preprocess is not None:
                     model.register_forward_pre_hook(
                         lambda _, inputs: (preprocess(inputs[0]), *inputs[1:]))

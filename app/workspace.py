@@ -34,6 +34,7 @@ class AppConfig:
     generator: str = "sceneworld"
     segmenter: str = "sceneworld"
     classifiers: list[str] = field(default_factory=lambda: ["sceneworld"])
+    classifier_weights: dict[str, str] = field(default_factory=dict)  # spec -> weights file
     layer: str = "layer4"
     dissection: str | None = None  # a `gandissect dissect` folder; None: shipped or computed
     samples: int = 1000  # latents dissected when the app computes the dissection itself
@@ -82,7 +83,8 @@ class Workspace:
              segmenter: object | None = None) -> Workspace:
         """Load what ``config`` names (``generator`` / ``segmenter`` objects, when given,
         instead of their spellings)."""
-        classifiers = ClassifierModels(config.classifiers, config.device)
+        classifiers = ClassifierModels(config.classifiers, config.device,
+                                       config.classifier_weights)
         try:
             scenes = cls._open_scenes(config, generator, segmenter)
         except (ValueError, FileNotFoundError) as error:

@@ -32,8 +32,18 @@ def config_from_args(args: argparse.Namespace):
         raise ValueError("--samples must be at least 1")
     if args.canvas < 64:
         raise ValueError("--canvas must be at least 64 pixels")
+    classifiers = args.classifier or ["sceneworld"]
+    weights = {}
+    if args.weights is not None:
+        from gandissect.models.loaders.plugins import is_factory_spec
+
+        takers = [c for c in classifiers if c.startswith("torchvision:") or is_factory_spec(c)]
+        if len(takers) != 1:
+            raise ValueError(f"--weights belongs to one torchvision:ARCH or plug-in classifier; "
+                             f"this app has {len(takers)} ({', '.join(takers) or 'none'})")
+        weights = {takers[0]: args.weights}
     return AppConfig(generator=args.generator, segmenter=args.segmenter,
-                     classifiers=args.classifier or ["sceneworld"], layer=args.layer,
+                     classifiers=classifiers, classifier_weights=weights, layer=args.layer,
                      dissection=args.dissection, samples=args.samples, seed=args.seed,
                      truncation=args.truncation, cache=Path(args.cache), device=args.device,
                      canvas=args.canvas)
@@ -72,6 +82,9 @@ def register(commands) -> None:
     parser.add_argument("--classifier", action="append",
                         help="a classifier for the Classifiers tab (repeat for several; "
                              "default sceneworld); same spellings as gandissect netdissect")
+    parser.add_argument("--weights", default=None,
+                        help="state dict file (.pth, .pt, .safetensors) for the one "
+                             "torchvision:ARCH or plug-in classifier")
     parser.add_argument("--layer", default="layer4", help="the generator layer to paint on")
     parser.add_argument("--dissection", default=None,
                         help="a `gandissect dissect` folder of this generator and layer "

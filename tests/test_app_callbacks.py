@@ -359,3 +359,28 @@ def test_feature_visualization_beside_top_scenes(classifier_ws):
     assert image.shape == (256, 256, 3)
     with pytest.raises(gr.Error, match="does not exist"):
         classifiers.feature_visualization(ws, "sceneworld", "layer4", "unit", 10**6, None, 8, 20)
+
+
+def test_classifiers_tab_takes_a_torchvision_model_with_its_weights(tmp_path):
+    import torchvision
+
+    from app.explain import ClassifierModels
+    from gandissect.app_commands import config_from_args
+    from gandissect.cli import build_parser
+
+    torch.manual_seed(0)
+    saved = torchvision.models.resnet18(num_classes=7)
+    path = tmp_path / "r18.pth"
+    torch.save({"state_dict": {f"module.{k}": v for k, v in saved.state_dict().items()}}, path)
+    models = ClassifierModels(["sceneworld", "torchvision:resnet18"], weights={
+        "torchvision:resnet18": str(path)})
+    loaded = models.get("torchvision:resnet18")
+    assert len(loaded.class_names) == 7
+    assert torch.equal(loaded.model.fc.weight, saved.fc.weight)
+    parser = build_parser()
+    config = config_from_args(parser.parse_args(
+        ["app", "--classifier", "sceneworld", "--classifier", "torchvision:resnet18",
+         "--weights", str(path)]))
+    assert config.classifier_weights == {"torchvision:resnet18": str(path)}
+    with pytest.raises(ValueError, match="one torchvision:ARCH or plug-in classifier"):
+        config_from_args(parser.parse_args(["app", "--weights", str(path)]))
