@@ -23,6 +23,7 @@ from gandissect.attribute.evaluate import METHODS, pixel_maps
 from gandissect.dissect import Dissection, LayerDissection
 from gandissect.hooks import layer_shapes
 from gandissect.netdissect import SceneWorldProbe, netdissect, probe_samples
+from gandissect.netdissect.inputs import preprocess_inside
 from gandissect.netdissect_commands import load_classifier_spec
 from gandissect.report.images import top_image_strips
 from gandissect.visualize import channel, class_logit, sceneworld_top_images, visualize
@@ -102,11 +103,8 @@ class ClassifierModels:
                              f"{', '.join(self.specs)} (add others with --classifier)")
         with self.lock:
             if spec not in self._loaded:
-                model, preprocess = load_classifier_spec(spec, self.weights.get(spec),
-                                                        device=self.device)
-                if preprocess is not None:
-                    model.register_forward_pre_hook(
-                        lambda _, inputs: (preprocess(inputs[0]), *inputs[1:]))
+                model = preprocess_inside(*load_classifier_spec(
+                    spec, self.weights.get(spec), device=self.device))
                 self._loaded[spec] = _describe(spec, model.eval())
             return self._loaded[spec]
 

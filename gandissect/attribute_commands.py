@@ -58,13 +58,11 @@ def _methods(text: str | None) -> list[str] | None:
 def _run(args: argparse.Namespace) -> int:
     from gandissect.attribute.evaluate import evaluate_attribution
     from gandissect.evaluate.metrics import check_held_out
+    from gandissect.netdissect.inputs import preprocess_inside
     from gandissect.netdissect_commands import load_classifier_spec
 
     check_held_out(args.seed)  # before loading anything
-    model, preprocess = load_classifier_spec(args.classifier, args.weights)
-    if preprocess is not None:  # the scenes come in [-1, 1]: map them inside the model, so
-        # attributions stay with respect to the images themselves
-        model.register_forward_pre_hook(lambda _, inputs: (preprocess(inputs[0]), *inputs[1:]))
+    model = preprocess_inside(*load_classifier_spec(args.classifier, args.weights))
     result = evaluate_attribution(
         model, methods=_methods(args.methods), n=args.n, seed=args.seed, batch=args.batch,
         progress=not args.quiet, layer=args.layer, tolerance=args.tolerance, steps=args.steps,

@@ -238,3 +238,12 @@ def edit_effect(ws, before: np.ndarray, after: np.ndarray, painted: np.ndarray,
     return {"tree_before": int((labels[0][painted] == code).sum()),
             "tree_after": int((labels[1][painted] == code).sum()),
             "outside_change": float(change[~near].mean()) if (~near).any() else 0.0}
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on now."""
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]

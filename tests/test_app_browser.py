@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from app_fixtures import EXPECT, app_config, edit_effect, kinds, tree_scene
+from app_fixtures import EXPECT, app_config, edit_effect, free_port, kinds, tree_scene
 from PIL import Image
 
 from app.pictures import pixels
@@ -34,14 +34,6 @@ ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-f
 SHOTS = os.environ.get("GANDISSECT_SCREENSHOTS")
 CANVAS = 512 if SHOTS else 256  # small pictures keep each round trip short
 TIMEOUT_MS = 60_000
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 @pytest.fixture(scope="module", params=kinds())

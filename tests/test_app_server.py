@@ -2,7 +2,6 @@
 ``python -m app`` started as a user starts it."""
 
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -12,7 +11,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from app_fixtures import EXPECT, app_config, edit_effect, kinds, rgba_layer, tree_scene
+from app_fixtures import (
+    EXPECT,
+    app_config,
+    edit_effect,
+    free_port,
+    kinds,
+    rgba_layer,
+    tree_scene,
+)
 from PIL import Image
 
 from app.ui import build_app, launch
@@ -20,12 +27,6 @@ from app.workspace import Workspace
 
 gradio_client = pytest.importorskip("gradio_client")
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 @pytest.fixture(scope="module", params=kinds())

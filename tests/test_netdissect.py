@@ -267,9 +267,9 @@ def test_rotation_experiment_and_plots(tmp_path):
 
 
 def test_torchvision_classifier_with_imagenet_preprocessing():
-    from gandissect.models import load_model
+    from gandissect.models.specs import resolve_classifier
 
-    model = load_model("torchvision:resnet18")
+    model = resolve_classifier("torchvision:resnet18")
     preprocess = preprocess_for(model, "torchvision:resnet18")
     white = preprocess(torch.ones(1, 3, 2, 2))
     assert torch.allclose(white[0, :, 0, 0], (1 - torch.tensor([0.485, 0.456, 0.406]))

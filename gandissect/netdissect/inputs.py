@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 __all__ = ["IMAGENET_MEAN", "IMAGENET_STD", "Preprocess", "normalize", "rescale",
-           "preprocess_for"]
+           "preprocess_for", "preprocess_inside"]
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -48,3 +48,12 @@ def preprocess_for(model: nn.Module, spec: str | None = None) -> Preprocess | No
     if spec is not None and spec.startswith("torchvision:"):
         return normalize(IMAGENET_MEAN, IMAGENET_STD)
     return None
+
+
+def preprocess_inside(model: nn.Module, preprocess: Preprocess | None) -> nn.Module:
+    """``model`` taking [-1, 1] images: ``preprocess`` runs as its first step (a forward
+    pre-hook), so that gradients and attributions stay with respect to the images themselves.
+    None leaves the model as it is."""
+    if preprocess is not None:
+        model.register_forward_pre_hook(lambda _, inputs: (preprocess(inputs[0]), *inputs[1:]))
+    return model
