@@ -13,8 +13,8 @@ drops strokes painted meanwhile, so a press leaves it as it is and paint accumul
 
 from __future__ import annotations
 
+import hashlib
 import random
-import uuid
 from typing import Any, NamedTuple
 
 import gradio as gr
@@ -96,8 +96,12 @@ def _view(ws: Workspace, session: Session, new_canvas: bool) -> PaintView:
     original = pixels(scenes.render(session.z))
     edited = pixels(scenes.render(session.z, [s.stroke() for s in session.strokes]))
     marked = tint_cells(enlarge(original, scale), [(s.cells, s.mode) for s in session.strokes])
-    path = save_png(edited, ws.downloads / uuid.uuid4().hex /
-                    f"scene{session.seed}_edited.png")
+    # named by content: a repeated view or edit reuses its file, so disk grows only with
+    # distinct pictures (Gradio's copies are pruned by the Blocks' ``delete_cache``)
+    digest = hashlib.sha256(edited.tobytes() + str(edited.shape).encode()).hexdigest()[:20]
+    path = ws.downloads / digest / f"scene{session.seed}_edited.png"
+    if not path.is_file():
+        save_png(edited, path)
     canvas = gr.skip()
     if new_canvas:
         session.painted = None

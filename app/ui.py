@@ -46,7 +46,9 @@ def _link_units_tab(ws: Workspace, paint_tab: dict[str, Any], units_tab: dict[st
 
 def build_app(ws: Workspace) -> gr.Blocks:
     """The Blocks app over ``ws`` (not launched)."""
-    with gr.Blocks(title="gandissect", analytics_enabled=False) as demo:
+    # delete_cache: every 10 minutes, Gradio removes the pictures it served over an hour ago
+    with gr.Blocks(title="gandissect", analytics_enabled=False,
+                   delete_cache=(600, 3600)) as demo:
         gr.Markdown(INTRO)
         state = gr.State(Session())
         if ws.problem:

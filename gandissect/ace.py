@@ -17,7 +17,7 @@ import torch
 from gandissect.causal import ConceptRef, removal, select_by_ace
 from gandissect.dissect import Dissection
 from gandissect.dissect.identity import fingerprint, settings_key
-from gandissect.fileio import load_state, save_state
+from gandissect.fileio import JobCheckpoint, load_state, save_state
 from gandissect.stats import IoUTally
 
 
@@ -72,18 +72,24 @@ def _rank(weights: torch.Tensor, initial: torch.Tensor) -> list[int]:
 
 def units_by_ace(generator, segmenter, dissection: Dissection, layer: str, concept: ConceptRef,
                  n: int = 200, seed: int = 4, epochs: int = 10, cache_dir: str | Path | None = None,
-                 progress: bool = True) -> tuple[list[int], torch.Tensor]:
-    """All units ranked by learned causal weight (cached); returns (ranking, weights)."""
+                 progress: bool = True, checkpoint_seconds: float = 30.0,
+                 ) -> tuple[list[int], torch.Tensor]:
+    """All units ranked by learned causal weight (cached; the learning checkpoints in
+    ``cache_dir`` and resumes); returns (ranking, weights)."""
     initial, insert_values, key = _ace_setup(generator, segmenter, dissection, layer, concept,
                                              n, seed, epochs)
     path = _ace_file(cache_dir, layer, concept, key) if cache_dir else None
     if path is not None and path.exists():
         weights = load_state(path)["weights"]
     else:
+        progress_file = path.with_name(f".{path.stem}.progress.pt") if path else None
+        checkpoint = JobCheckpoint(progress_file, key, checkpoint_seconds)
         weights = select_by_ace(generator, segmenter, layer, concept, initial, insert_values,
-                                n=n, seed=seed, epochs=epochs, progress=progress)
+                                n=n, seed=seed, epochs=epochs, progress=progress,
+                                checkpoint=checkpoint)
         if path is not None:
             save_state(path, {"weights": weights, "key": key})
+            checkpoint.remove()
     return _rank(weights, initial), weights
 
 
@@ -122,8 +128,11 @@ def ranked_units(generator, segmenter, dissection: Dissection, layer: str, conce
 def ace_report(generator, segmenter, dissection: Dissection, layer: str, concept: ConceptRef,
                k: int = 20, n: int = 1000, seed: int = 3, selection_n: int = 200,
                selection_seed: int = 4, epochs: int = 10, cache_dir: str | Path | None = None,
-               progress: bool = True) -> dict:
-    """Removed fraction and collateral for the top ``k`` units of both rankings."""
+               progress: bool = True, checkpoint_seconds: float = 30.0) -> dict:
+    """Removed fraction and collateral for the top ``k`` units of both rankings.
+
+    With a ``cache_dir`` every stage checkpoints there (the ACE weights while they are learned,
+    the removal counts batch by batch), so a killed run restarted gives the same report."""
     used = {"dissection": dissection.settings.get("seed"), "selection": selection_seed}
     if seed in used.values():
         raise ValueError(f"evaluation seed {seed} was used for selection ({used}); "
@@ -133,10 +142,20 @@ def ace_report(generator, segmenter, dissection: Dissection, layer: str, concept
         raise ValueError(f"--units must lie in [1, {units}] for layer {layer!r}")
     rankings = {"iou": units_by_iou(dissection, layer, concept)[:k]}
     ace_ranking, _ = units_by_ace(generator, segmenter, dissection, layer, concept,
-                                  selection_n, selection_seed, epochs, cache_dir, progress)
+                                  selection_n, selection_seed, epochs, cache_dir, progress,
+                                  checkpoint_seconds)
     rankings["ace"] = ace_ranking[:k]
-    results = {name: removal(generator, segmenter, layer, chosen, concept, n=n, seed=seed,
-                             progress=progress) for name, chosen in rankings.items()}
+    results = {}
+    for name, chosen in rankings.items():
+        key = settings_key({"generator": fingerprint(generator),
+                            "segmenter": fingerprint(segmenter), "layer": layer,
+                            "concept": [concept.category, concept.name], "units": chosen,
+                            "n": n, "seed": seed})
+        counts = (Path(cache_dir) / f"removal_{layer}_{concept.category}_{concept.name}_"
+                  f"{name}_{key}.pt") if cache_dir else None
+        results[name] = removal(generator, segmenter, layer, chosen, concept, n=n, seed=seed,
+                                progress=progress,
+                                checkpoint=JobCheckpoint(counts, key, checkpoint_seconds))
     return {
         "concept": concept.name,
         "category": concept.category,

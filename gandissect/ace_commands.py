@@ -20,31 +20,37 @@ def _dissection_for(args, generator, segmenter):
         return result
     return dissect(generator, segmenter, [args.layer], n=args.dissect_samples,
                    seed=args.dissect_seed, cache_dir=Path(args.cache) / "dissect",
-                   progress=not args.quiet)
+                   progress=not args.quiet, checkpoint_seconds=args.checkpoint_seconds)
 
 
 def _run_ace(args: argparse.Namespace) -> int:
     from gandissect.ace import ace_report
     from gandissect.causal import ConceptRef
     from gandissect.dissect import check_layers
+    from gandissect.fileio import FolderLock
     from gandissect.models.specs import (
         resolve_generator,
         resolve_segmenter,
         set_truncation,
     )
 
-    if args.samples < 1 or args.units < 1:
-        raise ValueError("--samples and --units must be positive")
+    if min(args.samples, args.units, args.selection_samples, args.dissect_samples) < 1:
+        raise ValueError("--samples, --units, --selection-samples and --dissect-samples must be "
+                         "positive")
+    if args.epochs < 0:
+        raise ValueError(f"--epochs must be 0 or more, got {args.epochs}")
     generator = set_truncation(resolve_generator(args.generator),
                                args.truncation)
     segmenter = resolve_segmenter(args.segmenter)
     check_layers(generator, [args.layer])
     concept = ConceptRef.find(segmenter, args.concept, args.category)
-    dissection = _dissection_for(args, generator, segmenter)
-    result = ace_report(generator, segmenter, dissection, args.layer, concept, k=args.units,
-                        n=args.samples, seed=args.seed, selection_n=args.selection_samples,
-                        selection_seed=args.selection_seed, epochs=args.epochs,
-                        cache_dir=Path(args.cache) / "ace", progress=not args.quiet)
+    with FolderLock(Path(args.cache) / "ace", what="--cache folder"):
+        dissection = _dissection_for(args, generator, segmenter)
+        result = ace_report(generator, segmenter, dissection, args.layer, concept, k=args.units,
+                            n=args.samples, seed=args.seed, selection_n=args.selection_samples,
+                            selection_seed=args.selection_seed, epochs=args.epochs,
+                            cache_dir=Path(args.cache) / "ace", progress=not args.quiet,
+                            checkpoint_seconds=args.checkpoint_seconds)
     print_result(result, args.json)
     return 0
 
@@ -71,6 +77,8 @@ def register(commands) -> None:
     parser.add_argument("--selection-seed", type=int, default=4)
     parser.add_argument("--epochs", type=int, default=10)
     parser.add_argument("--cache", default=str(DEFAULT_CACHE), help="cache folder")
+    parser.add_argument("--checkpoint-seconds", type=float, default=30.0,
+                        help="save progress at least this often (a killed run resumes)")
     parser.add_argument("--json", action="store_true", help="one JSON object on stdout")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
     parser.set_defaults(run=_run_ace)

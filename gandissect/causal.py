@@ -22,6 +22,7 @@ from torch.nn import functional as F
 from tqdm import tqdm
 
 from gandissect.dissect.latents import latents
+from gandissect.fileio import JobCheckpoint
 from gandissect.hooks import Trace, get_layer, partial_forward
 from gandissect.intervene import Stroke, render_edited
 
@@ -55,35 +56,46 @@ def _device(model: torch.nn.Module) -> torch.device:
 
 @torch.no_grad()
 def removal(generator, segmenter, layer: str, units: Sequence[int], concept: ConceptRef,
-            n: int = 1000, seed: int = 3, batch: int = 50, progress: bool = True) -> dict:
-    """Ablate ``units`` everywhere; fraction of the concept's pixels removed and collateral."""
+            n: int = 1000, seed: int = 3, batch: int = 50, progress: bool = True,
+            checkpoint: JobCheckpoint | None = None) -> dict:
+    """Ablate ``units`` everywhere; fraction of the concept's pixels removed and collateral.
+
+    ``checkpoint``: the counts so far are saved there (batch by batch, at its interval) and a
+    saved state is resumed from, so a killed run restarted ends with the same counts."""
     if n < 1:
         raise ValueError("need at least one sample")
     strokes = [Stroke(units=list(units), mode="ablate")]
-    before_total = removed = other_total = other_changed = 0
-    images_with = 0
-    for start in tqdm(range(0, n, batch), desc=f"remove {concept.name}", disable=not progress):
+    saved = checkpoint.load() if checkpoint is not None else None
+    begin, counts = (saved["next"], saved["counts"]) if saved else (0, dict.fromkeys(
+        ("before", "removed", "other", "other_changed", "images_with"), 0))
+    for start in tqdm(range(begin, n, batch), desc=f"remove {concept.name}",
+                      disable=not progress):
         z = latents(seed, range(start, min(start + batch, n)), generator.z_dim).to(
             _device(generator))
         clean = segmenter.segment(generator(z))[concept.category]
         edited = segmenter.segment(render_edited(generator, z, layer, strokes))[concept.category]
         had = clean == concept.code
         present = had.flatten(1).any(1)
-        images_with += int(present.sum())
+        counts["images_with"] += int(present.sum())
         had, clean, edited = had[present], clean[present], edited[present]
-        before_total += int(had.sum())
-        removed += int((had & (edited != concept.code)).sum()) - int(
+        counts["before"] += int(had.sum())
+        counts["removed"] += int((had & (edited != concept.code)).sum()) - int(
             (~had & (edited == concept.code)).sum())
         others = ~had
-        other_total += int(others.sum())
-        other_changed += int((others & (edited != clean)).sum())
+        counts["other"] += int(others.sum())
+        counts["other_changed"] += int((others & (edited != clean)).sum())
+        if checkpoint is not None:
+            checkpoint.save({"next": start + batch, "counts": counts})
+    if checkpoint is not None:
+        checkpoint.save({"next": n, "counts": counts}, force=True)
+    before, other = counts["before"], counts["other"]
     return {
         "concept": concept.name,
         "category": concept.category,
         "units": list(map(int, units)),
-        "images_with_concept": images_with,
-        "removed_fraction": round(removed / before_total, 4) if before_total else None,
-        "collateral": round(other_changed / other_total, 4) if other_total else None,
+        "images_with_concept": counts["images_with"],
+        "removed_fraction": round(counts["removed"] / before, 4) if before else None,
+        "collateral": round(counts["other_changed"] / other, 4) if other else None,
     }
 
 
@@ -118,14 +130,19 @@ def _run_from_layer(generator, layer: str, features: torch.Tensor,
 def select_by_ace(generator, segmenter, layer: str, concept: ConceptRef,
                   initial: torch.Tensor, insert_values: torch.Tensor, n: int = 200,
                   seed: int = 4, epochs: int = 10, lr: float = 0.01, l2: float = 0.005,
-                  batch: int = 20, progress: bool = True) -> torch.Tensor:
+                  batch: int = 20, progress: bool = True,
+                  checkpoint: JobCheckpoint | None = None) -> torch.Tensor:
     """Learn a weight in [0, 1] per unit by average causal effect; returns ``(U,)`` weights.
 
     Samples with the concept teach removal (the weighted units ablated should lower the
     concept's probability), samples without it teach insertion (the weighted units set to
     ``insert_values`` should raise it); ``l2`` penalises the weights. ``initial`` seeds the
-    weights (e.g. IoU scores).
+    weights (e.g. IoU scores). ``checkpoint``: weights, optimizer and shuffle state are saved
+    there at its interval and resumed from, so a killed run ends with the same weights.
     """
+    if n < 1 or epochs < 0:
+        raise ValueError(f"the ACE selection needs n >= 1 samples and epochs >= 0, got n={n}, "
+                         f"epochs={epochs}")
     device = _device(generator)
     with torch.no_grad():
         z = latents(seed, range(n), generator.z_dim).to(device)
@@ -140,8 +157,20 @@ def select_by_ace(generator, segmenter, layer: str, concept: ConceptRef,
     segmenter.requires_grad_(False)
     generator.requires_grad_(False)
     order = torch.Generator().manual_seed(seed)
-    for _ in tqdm(range(epochs), desc=f"ACE {concept.name}", disable=not progress):
-        for index in torch.randperm(n, generator=order).split(batch):
+    saved = checkpoint.load() if checkpoint is not None else None
+    first_epoch, first_step = 0, 0
+    if saved:
+        with torch.no_grad():
+            alpha.copy_(saved["alpha"].to(device))
+        optimizer.load_state_dict(saved["optimizer"])
+        order.set_state(saved["order"])
+        first_epoch, first_step = saved["epoch"], saved["step"]
+    for epoch in tqdm(range(first_epoch, epochs), desc=f"ACE {concept.name}",
+                      disable=not progress):
+        epoch_order = order.get_state()  # the epoch's shuffle is redrawn from it on resume
+        steps = torch.randperm(n, generator=order).split(batch)
+        for step in range(first_step if epoch == first_epoch else 0, len(steps)):
+            index = steps[step]
             x = features[index]
             a = alpha.view(1, -1, 1, 1)
             edited = torch.where(present[index].view(-1, 1, 1, 1), x * (1 - a),
@@ -155,6 +184,10 @@ def select_by_ace(generator, segmenter, layer: str, concept: ConceptRef,
             optimizer.step()
             with torch.no_grad():
                 alpha.clamp_(0, 1)
+            if checkpoint is not None:
+                checkpoint.save({"epoch": epoch, "step": step + 1, "order": epoch_order,
+                                 "alpha": alpha.detach().cpu(),
+                                 "optimizer": optimizer.state_dict()})
     return alpha.detach().cpu()
 
 
@@ -179,6 +212,8 @@ def insertion_by_context(generator, segmenter, layer: str, units: Sequence[int],
         with Trace(generator, layer) as trace:
             images = generator(z)
         h, w = trace.output.shape[2:]
+        if not 1 <= cell <= min(h, w):
+            raise ValueError(f"cell must lie in [1, {min(h, w)}] for the {h}x{w} layer {layer!r}")
         size = images.shape[-1]
         masks = torch.zeros(len(z), h, w)
         for i in range(len(z)):

@@ -1,6 +1,10 @@
 """``gandissect dissect``: the command line of the dissection (thin: it validates and calls
 ``gandissect.dissect.dissect`` and ``gandissect.report.write_report``).
 
+Sharded over processes with ``torchrun --nproc_per_node K -m gandissect dissect ...``: every
+process takes its share of the samples, the statistics are merged after each pass, and rank 0
+writes the one result (see ``gandissect.dissect.shard``).
+
 Wire it in with ``from gandissect import dissect_commands; dissect_commands.register(commands)``.
 """
 
@@ -25,13 +29,11 @@ def _writable_folder(path: Path) -> None:
 
 
 def _run_dissect(args: argparse.Namespace) -> int:
-    from gandissect.dissect import check_layers, check_settings, dissect
-    from gandissect.models.specs import (
-        resolve_generator,
-        resolve_segmenter,
-        set_truncation,
-    )
-    from gandissect.report import write_report
+    import torch.distributed as dist
+
+    from gandissect.dissect import check_settings
+    from gandissect.dissect.shard import init_from_environment
+    from gandissect.fileio import FolderLock
 
     layers = args.layer or ["layer4"]
     check_settings(args.samples, args.quantile, args.threshold, args.top_k, args.batch,
@@ -40,16 +42,40 @@ def _run_dissect(args: argparse.Namespace) -> int:
         raise ValueError("--images must be 0 or more")
     out = Path(args.out)
     _writable_folder(out)
-    generator = set_truncation(resolve_generator(args.generator, args.device),
-                               args.truncation)
-    segmenter = resolve_segmenter(args.segmenter, args.device)
+    shard, device = init_from_environment(args.device)
+    cache = Path(args.cache) if args.cache else out / "cache"
+    try:
+        if cache.resolve() == out.resolve():  # the dissection locks its cache folder itself
+            return _dissect_locked(args, layers, out, cache, shard, device)
+        with FolderLock(out, shard.lock_name(), what="--out folder"):
+            return _dissect_locked(args, layers, out, cache, shard, device)
+    finally:
+        if not shard.single and dist.is_initialized():
+            dist.destroy_process_group()
+
+
+def _dissect_locked(args: argparse.Namespace, layers: list[str], out: Path, cache: Path,
+                    shard, device: str) -> int:
+    from gandissect.dissect import check_layers, dissect
+    from gandissect.models.specs import (
+        resolve_generator,
+        resolve_segmenter,
+        set_truncation,
+    )
+    from gandissect.report import write_report
+
+    generator = set_truncation(resolve_generator(args.generator, device), args.truncation)
+    segmenter = resolve_segmenter(args.segmenter, device)
     check_layers(generator, layers)
     result = dissect(
         generator, segmenter, layers, n=args.samples, seed=args.seed, quantile=args.quantile,
         min_iou=args.min_iou, top_k=args.top_k, batch=args.batch, threshold=args.threshold,
-        cache_dir=Path(args.cache) if args.cache else out / "cache",
-        selection_seed=args.selection_seed, selection_n=args.selection_samples,
+        cache_dir=cache,
+        selection_seed=args.selection_seed, selection_n=args.selection_samples, shard=shard,
+        checkpoint_seconds=args.checkpoint_seconds,
     )
+    if shard.rank != 0:
+        return 0  # rank 0 holds the same merged result and writes it
     result.settings.update(generator_name=args.generator, segmenter_name=args.segmenter)
     path = write_report(result, out, generator=generator, html=not args.no_html,
                         images=min(args.images, args.top_k))
@@ -88,6 +114,8 @@ def register(commands) -> None:
     parser.add_argument("--out", required=True, help="output folder")
     parser.add_argument("--cache", default=None,
                         help="cache folder for labels and resumable statistics (OUT/cache)")
+    parser.add_argument("--checkpoint-seconds", type=float, default=30.0,
+                        help="save the statistics at least this often (a killed run resumes)")
     parser.add_argument("--images", type=int, default=8, help="top images shown per unit")
     parser.add_argument("--no-html", action="store_true", help="write only the JSON and stats")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")

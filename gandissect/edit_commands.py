@@ -11,14 +11,23 @@ import torch
 
 
 def _read_mask(path: str, size: int) -> torch.Tensor:
+    """The ``(size, size)`` mask in [0, 1] of a grayscale image: white edits, black keeps."""
     from PIL import Image
 
-    with Image.open(path) as image:
-        gray = image.convert("L")
-        if gray.size != (size, size):
-            raise ValueError(f"the mask {path} is {gray.size[0]}x{gray.size[1]}; paint it at the "
-                             f"generator's {size}x{size}")
-        return torch.from_numpy(np.asarray(gray).astype(np.float32) / 255)
+    if not Path(path).is_file():
+        raise ValueError(f"the mask {path} does not exist")
+    try:
+        with Image.open(path) as image:
+            gray = np.asarray(image.convert("L"))
+    except OSError as error:  # not an image, or a damaged one
+        raise ValueError(f"cannot read the mask {path} ({error}); give a grayscale PNG") from None
+    if gray.shape != (size, size):
+        raise ValueError(f"the mask {path} is {gray.shape[1]}x{gray.shape[0]}; paint it at the "
+                         f"generator's {size}x{size}")
+    if not gray.any():
+        raise ValueError(f"the mask {path} is all black, so it edits nothing; paint the region "
+                         "to edit in white")
+    return torch.from_numpy(gray.astype(np.float32) / 255)
 
 
 def _box_mask(box: str, size: int) -> torch.Tensor:
@@ -26,7 +35,9 @@ def _box_mask(box: str, size: int) -> torch.Tensor:
         y0, x0, y1, x1 = (int(v) for v in box.split(","))
     except ValueError:
         raise ValueError("--box takes four integers: top,left,bottom,right (pixels)") from None
-    if not (0 <= y0 < y1 <= size and 0 <= x0 < x1 <= size):
+    if not (y0 < y1 and x0 < x1):
+        raise ValueError(f"--box {box} is empty: bottom must exceed top and right exceed left")
+    if min(y0, x0) < 0 or max(y1, x1) > size:
         raise ValueError(f"--box must lie inside the {size}x{size} image")
     mask = torch.zeros(size, size)
     mask[y0:y1, x0:x1] = 1
@@ -40,10 +51,22 @@ def _parse_units(text: str) -> list[int]:
         raise ValueError("--units takes comma-separated unit ids, e.g. 3,17,42") from None
 
 
+def _dissection_of(folder: str, layer: str):
+    """The dissection in ``folder``, which must have dissected ``layer``."""
+    from gandissect.dissect import load_dissection
+
+    dissection = load_dissection(folder, stats=True)
+    layers = [item.layer for item in dissection.layers]
+    if layer not in layers:
+        raise ValueError(f"{folder} has no layer {layer!r} (it has {', '.join(layers)}); "
+                         f"dissect it with `gandissect dissect --layer {layer}`")
+    return dissection
+
+
 def _run_edit(args: argparse.Namespace) -> int:
     from PIL import Image
 
-    from gandissect.dissect import check_layers, latents, load_dissection
+    from gandissect.dissect import check_layers, latents
     from gandissect.intervene import Stroke, render_edited
     from gandissect.models.specs import (
         resolve_generator,
@@ -52,8 +75,8 @@ def _run_edit(args: argparse.Namespace) -> int:
     )
     from gandissect.train.gan import image_grid
 
-    if args.samples < 1:
-        raise ValueError("--samples must be positive")
+    if args.samples < 1 or args.k < 1:
+        raise ValueError("--samples and --k must be positive")
     generator = set_truncation(resolve_generator(args.generator),
                                args.truncation)
     check_layers(generator, [args.layer])
@@ -72,13 +95,13 @@ def _run_edit(args: argparse.Namespace) -> int:
         from gandissect.ace import units_by_iou
         from gandissect.causal import ConceptRef
 
-        dissection = load_dissection(args.dissection, stats=True)
+        dissection = _dissection_of(args.dissection, args.layer)
         concept = ConceptRef.find(resolve_segmenter(args.segmenter), args.concept)
         units = units_by_iou(dissection, args.layer, concept)[:args.k]
     if args.mode == "insert":
         if not args.dissection:
             raise ValueError("insertion needs --dissection DIR (each unit's 0.99 quantile)")
-        insert_values = load_dissection(args.dissection, stats=True).layer(args.layer).stats[
+        insert_values = _dissection_of(args.dissection, args.layer).layer(args.layer).stats[
             "insertion"]
     z = latents(args.seed, range(args.samples), generator.z_dim)
     with torch.no_grad():

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
@@ -54,6 +56,91 @@ def save_state(path: str | Path, state: Any) -> None:
     _atomic(Path(path), lambda stream: torch.save(state, stream))
 
 
+class DamagedFile(ValueError):
+    """A file this project wrote cannot be read back (truncated or altered since)."""
+
+
 def load_state(path: str | Path) -> Any:
-    """Load a file written by ``save_state`` with ``weights_only=True``."""
-    return torch.load(Path(path), map_location="cpu", weights_only=True)
+    """Load a file written by ``save_state`` with ``weights_only=True``; ``DamagedFile`` (a
+    ``ValueError`` naming the file) when it cannot be read."""
+    import pickle
+    import zipfile
+
+    try:
+        return torch.load(Path(path), map_location="cpu", weights_only=True)
+    except (RuntimeError, EOFError, pickle.UnpicklingError, zipfile.BadZipFile) as error:
+        raise DamagedFile(f"cannot read {path}: it is damaged or truncated ({error})") from None
+
+
+class FolderLock:
+    """An exclusive lock on a folder (``flock`` on ``folder/name``) for one job's lifetime.
+
+    A second job that would write to the same folder is refused at once with a clear error,
+    instead of interleaving its files with the first one's. The lock goes with the process:
+    a job killed with SIGKILL leaves no stale lock behind (the lock file itself stays, empty).
+    """
+
+    def __init__(self, folder: str | Path, name: str = ".lock", what: str = "folder") -> None:
+        self.folder, self.name, self.what = Path(folder), name, what
+        self._stream = None
+
+    def acquire(self) -> FolderLock:
+        self.folder.mkdir(parents=True, exist_ok=True)
+        stream = open(self.folder / self.name, "w")  # noqa: SIM115 (held until release)
+        try:
+            fcntl.flock(stream, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            stream.close()
+            raise ValueError(f"another job is writing to {self.folder}; wait for it to finish "
+                             f"or choose another {self.what}") from None
+        self._stream = stream
+        return self
+
+    def release(self) -> None:
+        if self._stream is not None:
+            fcntl.flock(self._stream, fcntl.LOCK_UN)
+            self._stream.close()
+            self._stream = None
+
+    def __enter__(self) -> FolderLock:
+        return self.acquire()
+
+    def __exit__(self, *exc) -> None:
+        self.release()
+
+
+class JobCheckpoint:
+    """A long job's state in one file, written atomically at most every ``seconds``.
+
+    ``load()`` gives back the last state saved under the same ``key`` (None for a fresh start,
+    or when the file belongs to other settings); ``save(state)`` writes it when the interval has
+    passed (``force=True``: now). A job killed at any point restarts from its last save, and a
+    job that resumes exactly (same batches, same random state) ends with the same result. No
+    file is kept when ``path`` is None.
+    """
+
+    def __init__(self, path: str | Path | None, key: str, seconds: float = 30.0) -> None:
+        self.path = Path(path) if path is not None else None
+        self.key, self.seconds = key, seconds
+        self._last = time.monotonic()
+
+    def load(self) -> Any:
+        if self.path is None or not self.path.is_file():
+            return None
+        try:
+            saved = load_state(self.path)
+        except DamagedFile:
+            return None  # progress only: start again
+        if not isinstance(saved, dict) or saved.get("key") != self.key:
+            return None
+        return saved["state"]
+
+    def save(self, state: Any, force: bool = False) -> None:
+        if self.path is None or not (force or time.monotonic() - self._last >= self.seconds):
+            return
+        save_state(self.path, {"key": self.key, "state": state})
+        self._last = time.monotonic()
+
+    def remove(self) -> None:
+        if self.path is not None:
+            self.path.unlink(missing_ok=True)

@@ -83,8 +83,8 @@ def get_layer(model: nn.Module, name: str) -> nn.Module:
 
 
 def _as_tensor_output(output: Any, layer: str) -> torch.Tensor:
-    if not isinstance(output, torch.Tensor):
-        raise TypeError(
+    if not isinstance(output, torch.Tensor):  # a ValueError: the command line reports it
+        raise ValueError(
             f"layer {layer!r} returns {type(output).__name__}, not a tensor; "
             "trace a submodule whose output is a tensor"
         )

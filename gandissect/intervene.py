@@ -13,6 +13,7 @@ everywhere) and how strongly. Strokes apply in order at the layer with the edit 
 
 from __future__ import annotations
 
+import operator
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -31,7 +32,8 @@ class Stroke:
     """One edit: ``units`` ablated or inserted under ``mask`` (None: everywhere).
 
     ``mask`` is ``(H, W)`` or ``(N, H, W)`` in [0, 1] at image resolution (or already at the
-    layer's resolution); ``strength`` scales it.
+    layer's resolution); ``strength`` scales it. No units, an all-zero mask or strength 0 edit
+    nothing (the images come out unchanged); a mask of ones is the same as None.
     """
 
     units: Sequence[int]
@@ -44,6 +46,10 @@ class Stroke:
             raise ValueError(f"stroke mode must be one of {MODES}, got {self.mode!r}")
         if not 0 <= self.strength <= 1:
             raise ValueError(f"stroke strength must lie in [0, 1], got {self.strength}")
+        try:
+            self.units = [operator.index(unit) for unit in self.units]
+        except TypeError:
+            raise ValueError(f"unit ids must be integers, got {list(self.units)}") from None
 
 
 def pool_mask(mask: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
@@ -66,8 +72,8 @@ def pool_mask(mask: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
             raise ValueError(f"a {h}x{w} mask does not divide into the layer's "
                              f"{size[0]}x{size[1]} cells; paint at a multiple of the layer size")
         pooled = F.max_pool2d(mask[:, None], (h // size[0], w // size[1]))[:, 0]
-    if bool(((pooled < 0) | (pooled > 1)).any()):
-        raise ValueError("mask values must lie in [0, 1]")
+    if not bool(((pooled >= 0) & (pooled <= 1)).all()):  # NaN fails too
+        raise ValueError("mask values must lie in [0, 1] (divide 8-bit masks by 255)")
     return pooled[0] if squeeze else pooled
 
 
@@ -102,9 +108,15 @@ def stroke_edit(strokes: Sequence[Stroke], insert_values: torch.Tensor | None):
         if output.dim() != 4:
             raise ValueError(
                 f"edits need a (N, units, h, w) layer output, got {tuple(output.shape)}")
+        if not bool(torch.isfinite(output).all()):  # no edit can repair NaN: x * 0 is NaN
+            raise ValueError("the edited layer outputs NaN or infinite values; check the "
+                             "generator's weights")
         n_units, size = output.shape[1], tuple(output.shape[2:])
         for stroke in strokes:
             alpha = stroke_alpha(stroke, n_units, size).to(output.device, output.dtype)
+            if alpha.dim() == 4 and alpha.shape[0] not in (1, output.shape[0]):
+                raise ValueError(f"{alpha.shape[0]} masks for a batch of {output.shape[0]} "
+                                 "images; give one (H, W) mask or one per image")
             if stroke.mode == "ablate":
                 output = output * (1 - alpha)
             else:
@@ -113,6 +125,8 @@ def stroke_edit(strokes: Sequence[Stroke], insert_values: torch.Tensor | None):
                 if insert_values.numel() != n_units:
                     raise ValueError(f"insert_values has {insert_values.numel()} entries for "
                                      f"{n_units} units")
+                if not bool(torch.isfinite(insert_values).all()):
+                    raise ValueError("insert_values holds NaN or infinite values")
                 value = insert_values.to(output.device, output.dtype).view(1, -1, 1, 1)
                 output = output * (1 - alpha) + value * alpha
         return output

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from contextlib import nullcontext
 from pathlib import Path
 
 import torch
@@ -72,7 +73,8 @@ def probe_from_spec(spec: str, n: int | None, seed: int, size: int | None,
 def _run_netdissect(args: argparse.Namespace) -> int:
     from gandissect.dissect import check_layers
     from gandissect.dissect_commands import _writable_folder
-    from gandissect.netdissect import netdissect, write_netdissect_report
+    from gandissect.fileio import FolderLock
+    from gandissect.netdissect import netdissect
 
     if args.n is not None and args.n < 1:
         raise ValueError(f"--n must be at least 1, got {args.n}")
@@ -84,8 +86,19 @@ def _run_netdissect(args: argparse.Namespace) -> int:
     layers = check_layers(model, args.layer or ["layer4"])
     probe = probe_from_spec(args.dataset, args.n, args.seed, args.size, args.segmenter,
                             args.device, getattr(model, "input_size", None))
-    result = netdissect(model, layers, probe, args.quantile, args.min_iou, args.top_k,
-                        args.batch, preprocess, progress=not args.quiet)
+    cache = Path(args.cache) if args.cache else out / "cache"
+    with (nullcontext() if cache.resolve() == out.resolve()  # netdissect locks its cache
+          else FolderLock(out, what="--out folder")):
+        result = netdissect(model, layers, probe, args.quantile, args.min_iou, args.top_k,
+                            args.batch, preprocess, progress=not args.quiet, cache_dir=cache,
+                            checkpoint_seconds=args.checkpoint_seconds)
+        _write_netdissect(args, result, out, model, probe, preprocess)
+    return 0
+
+
+def _write_netdissect(args, result, out: Path, model, probe, preprocess) -> None:
+    from gandissect.netdissect import write_netdissect_report
+
     result.settings.update(classifier_name=args.classifier)
     path = write_netdissect_report(result, out, model, probe, preprocess, html=not args.no_html,
                                    images=min(args.images, args.top_k))
@@ -93,7 +106,6 @@ def _run_netdissect(args: argparse.Namespace) -> int:
         print(f"{layer}: {summary['detectors']} of {summary['units']} units are detectors, "
               f"{summary['unique_detectors']} unique concepts")
     print(f"wrote {path}" + ("" if args.no_html else f" and {out / 'report.html'}"))
-    return 0
 
 
 def _run_experiment(args: argparse.Namespace) -> int:
@@ -202,6 +214,10 @@ def register(commands) -> None:
     parser.add_argument("--batch", type=int, default=32, help="images per batch")
     parser.add_argument("--images", type=int, default=8, help="top images shown per unit")
     parser.add_argument("--no-html", action="store_true", help="write only the JSON and stats")
+    parser.add_argument("--cache", default=None,
+                        help="folder for the resumable statistics (OUT/cache)")
+    parser.add_argument("--checkpoint-seconds", type=float, default=30.0,
+                        help="save the statistics at least this often (a killed run resumes)")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.set_defaults(run=_run_netdissect)
 

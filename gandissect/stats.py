@@ -145,7 +145,7 @@ class Quantile:
 
     # -- adding --------------------------------------------------------------------------
     def add(self, values: torch.Tensor) -> None:
-        """Add ``(N, U)`` values: N observations of each of U units."""
+        """Add ``(N, U)`` values: N observations of each of U units (N = 0 adds nothing)."""
         if values.dim() != 2:
             raise ValueError(f"Quantile.add expects (N, units), got shape {tuple(values.shape)}")
         self._add_rows(values.detach().t())
@@ -226,8 +226,8 @@ class Quantile:
             raise ValueError("no values added yet: call add() before asking for quantiles")
         scalar = not isinstance(q, (list, tuple, torch.Tensor))
         qs = torch.as_tensor([q] if scalar else q, dtype=torch.float64, device=self.counts.device)
-        if bool(((qs < 0) | (qs > 1)).any()):
-            raise ValueError("quantiles must lie in [0, 1]")
+        if not bool(((qs >= 0) & (qs <= 1)).all()):  # NaN fails too
+            raise ValueError(f"quantiles must lie in [0, 1], got {qs.tolist()}")
         if self._edges is None or self._edges.device != self.counts.device:
             self._edges = self._make_edges(self.counts.device)
         counts = self.counts.double()
@@ -583,7 +583,8 @@ class ConditionalMean:
                 f"spatial shape, got {tuple(activations.shape)} and {tuple(concept_masks.shape)}"
             )
         if not bool(torch.isfinite(activations).all()):
-            raise ValueError("ConditionalMean.add: activations contain NaN or infinite values")
+            raise ValueError("ConditionalMean.add: activations contain NaN or infinite values; "
+                             "check the model's activations (or clamp them)")
         values = _maps_to_rows(activations.detach()).double()  # (U, P)
         masks = _maps_to_rows(concept_masks.bool()).t().double()  # (P, C)
         if self.sums is None:

@@ -148,8 +148,18 @@ def row_chunks(total: int, size: int | None) -> Iterator[torch.Tensor]:
 
 
 def _check_input(x: torch.Tensor) -> torch.Tensor:
+    """``x`` detached, once it is a non-empty batch of finite floats (else a clear error)."""
     if not isinstance(x, torch.Tensor) or x.dim() < 2:
-        raise TypeError("attribute() takes a batched input tensor (N, ...)")
+        got = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
+        raise TypeError(f"attribute() takes a batched input tensor (N, ...), got {got}; for one "
+                        "image (C, H, W) pass x[None]")
+    if not x.is_floating_point():
+        raise TypeError(f"attribute() takes floating-point inputs, got {x.dtype}; map 8-bit "
+                        "images to the model's range first, e.g. x.float() / 127.5 - 1")
+    if x.numel() == 0:
+        raise ValueError(f"attribute() got an empty input of shape {tuple(x.shape)}")
+    if not bool(torch.isfinite(x).all()):
+        raise ValueError("attribute() got an input with NaN or infinite values")
     return x.detach()
 
 

@@ -12,6 +12,9 @@ generator at the deepest requested layer, upsamples (bilinear) to the labels' re
 thresholds, and counts intersections and category-conditioned unions. In ``threshold="iqr"``
 mode the per-(unit, concept) threshold maximising the information quality ratio is chosen on a
 separate latent sample (``selection_seed``) and then scored on the main one.
+
+Under ``torchrun`` (``shard``) each process takes every K-th batch and the passes' statistics
+are merged after each pass, so every process, and the result, sees the whole sample.
 """
 
 from __future__ import annotations
@@ -31,7 +34,9 @@ from gandissect.dissect.labels import ConceptTable, LabelStore
 from gandissect.dissect.latents import latents, z_dim_of
 from gandissect.dissect.passes import FirstPass, IoUPass, SketchPass, SweepPass
 from gandissect.dissect.results import Dissection, LayerDissection, UnitScore
+from gandissect.dissect.shard import Shard
 from gandissect.dissect.sweep import CANDIDATES, candidate_grid
+from gandissect.fileio import FolderLock
 from gandissect.hooks import TraceDict, get_layer
 
 __all__ = ["dissect", "check_settings", "check_layers", "MODES", "KEPT_QUANTILES"]
@@ -90,19 +95,22 @@ def _probe(generator: nn.Module, segmenter: Any, table: ConceptTable, layers: li
 
 
 @contextmanager
-def _cache_root(cache_dir: str | Path | None) -> Iterator[Path]:
+def _cache_root(cache_dir: str | Path | None, shard: Shard) -> Iterator[Path]:
+    """The cache folder, locked (one lock per process of a sharded run) against a second job."""
     if cache_dir is not None:
         root = Path(cache_dir)
-        root.mkdir(parents=True, exist_ok=True)
-        yield root
+        with FolderLock(root, shard.lock_name(), what="--cache folder"):
+            yield root
         return
     with tempfile.TemporaryDirectory(prefix="gandissect-dissect-") as temporary:
         yield Path(temporary)
 
 
 def _run_pass(runner: Runner, name: str, sample: Sample, caches: dict[str, LayerCache],
-              make: Callable[[str], Any], fill_labels: bool = False) -> dict[str, Any]:
-    """Run (or resume) pass ``name`` where incomplete; every layer's accumulator, loaded."""
+              make: Callable[[str], Any], shard: Shard,
+              fill_labels: bool = False) -> dict[str, Any]:
+    """Run (or resume) pass ``name`` where incomplete; every layer's accumulator, loaded and,
+    for a sharded run, merged over all processes (every process must call this)."""
     accumulators, todo = {}, {}
     for layer, cache in caches.items():
         accumulator = make(layer)
@@ -114,7 +122,18 @@ def _run_pass(runner: Runner, name: str, sample: Sample, caches: dict[str, Layer
             todo[layer] = accumulator
     if todo or (fill_labels and sample.labels.done < sample.n):
         runner.run(name, sample, caches, todo)
-    return accumulators
+    if shard.single:
+        return accumulators
+    states = shard.gather({layer: a.state_dict() for layer, a in accumulators.items()})
+    merged = {}
+    for layer in accumulators:
+        merged[layer] = make(layer)
+        merged[layer].load_state_dict(states[0][layer])
+        for other_states in states[1:]:
+            other = make(layer)
+            other.load_state_dict(other_states[layer])
+            merged[layer].merge(other)
+    return merged
 
 
 def _number(value: float) -> float:
@@ -142,6 +161,7 @@ def dissect(
     min_iqr: float = 0.01,
     checkpoint_seconds: float = 30.0,
     on_batch: Callable[[str, int], None] | None = None,
+    shard: Shard | None = None,
 ) -> Dissection:
     """Dissect ``layers`` of ``generator`` over ``n`` latents of ``seed`` against ``segmenter``.
 
@@ -163,12 +183,17 @@ def dissect(
             a temporary folder, removed afterwards.
         checkpoint_seconds: save the statistics at least this often; ``on_batch(pass, done)``
             is called after every batch (a test hook; an exception there stops the run).
+        shard: this process's place in a sharded run (default ``Shard.current()``: the
+            ``torch.distributed`` default group when one is initialised, else the only
+            process). Every process gets the whole sample's result; write it from rank 0.
 
     Memory does not grow with ``n``: activations are consumed batch by batch; label codes
     (uint8) are stored on disk.
     """
     names = check_layers(generator, layers)
     check_settings(n, quantile, threshold, top_k, batch, min_iou)
+    shard = Shard.current() if shard is None else shard
+    progress = progress and shard.rank == 0
     if candidates < 2:
         raise ValueError("need at least two candidate thresholds")
     min_iou = DEFAULT_MIN_IOU[threshold] if min_iou is None else float(min_iou)
@@ -198,14 +223,15 @@ def dissect(
                         candidates=candidates, min_iqr=min_iqr)
     concept_category, n_categories = table.concept_category, len(table.categories)
 
-    with _cache_root(cache_dir) as root, ExitStack() as open_files:
+    with _cache_root(cache_dir, shard) as root, ExitStack() as open_files:
         def sample(seed_: int, n_: int) -> Sample:
-            key = settings_key({**identity, "seed": seed_, "n": n_})
-            store = LabelStore(root / f"labels-{key}", key, n_, label_shape)
+            key = settings_key({**identity, "seed": seed_, "n": n_, **shard.key()})
+            ids = shard.ids(n_, batch)
+            store = LabelStore(root / f"labels-{key}", key, len(ids), label_shape)
             open_files.callback(store.close)
-            return Sample(seed_, n_, store)
+            return Sample(seed_, ids, store)
 
-        layer_keys = {layer: {**identity, "layer": layer, "n": n, "seed": seed,
+        layer_keys = {layer: {**identity, **shard.key(), "layer": layer, "n": n, "seed": seed,
                               "threshold": threshold, "quantile": quantile, "top_k": top_k,
                               **{k: settings.get(k) for k in ("selection_seed", "selection_n",
                                                               "candidates")}}
@@ -215,25 +241,26 @@ def dissect(
         main = sample(seed, n)
         later = "sweep" if threshold == "iqr" else "iou"
         first = _run_pass(runner, "first", main, caches, lambda _: FirstPass(top_k),
-                          fill_labels=any(c.done(later) < n for c in caches.values()))
+                          fill_labels=any(c.done(later) < main.n for c in caches.values()),
+                          shard=shard)
         if threshold == "quantile":
             thresholds = {layer: first[layer].quantile.quantiles(quantile) for layer in names}
             second = _run_pass(runner, "iou", main, caches, lambda layer: IoUPass(
-                thresholds[layer], concept_category, n_categories))
+                thresholds[layer], concept_category, n_categories), shard=shard)
             selection = None
         else:
             chosen = sample(selection_seed, selection_n)
             sketches = _run_pass(runner, "select-sketch", chosen, caches, lambda _: SketchPass(),
-                                 fill_labels=any(c.done("select-sweep") < selection_n
-                                                 for c in caches.values()))
+                                 fill_labels=any(c.done("select-sweep") < chosen.n
+                                                 for c in caches.values()), shard=shard)
             grids = {layer: candidate_grid(sketches[layer].quantile, candidates)
                      for layer in names}
 
             def sweep(layer: str) -> SweepPass:
                 return SweepPass(grids[layer], concept_category, n_categories)
 
-            selection = _run_pass(runner, "select-sweep", chosen, caches, sweep)
-            second = _run_pass(runner, "sweep", main, caches, sweep)
+            selection = _run_pass(runner, "select-sweep", chosen, caches, sweep, shard=shard)
+            second = _run_pass(runner, "sweep", main, caches, sweep, shard=shard)
         results = []
         for layer in names:
             results.append(_score_layer(layer, shapes[layer], table, first[layer],

@@ -26,7 +26,7 @@ from tqdm import tqdm
 from gandissect.dissect.labels import ConceptTable, LabelStore
 from gandissect.dissect.latents import latents
 from gandissect.dissect.passes import Accumulator
-from gandissect.fileio import load_state, save_state
+from gandissect.fileio import DamagedFile, load_state, save_state
 from gandissect.hooks import TraceDict
 
 __all__ = ["Sample", "LayerCache", "Runner"]
@@ -34,11 +34,17 @@ __all__ = ["Sample", "LayerCache", "Runner"]
 
 @dataclass
 class Sample:
-    """A latent sample: ``n`` latents of ``seed``, and the store of their label codes."""
+    """This process's share of a latent sample of ``seed``: the sample ids ``ids`` (all of
+    ``0 .. n-1`` for a single process, see ``shard``), and the store of their label codes,
+    indexed by position in ``ids``."""
 
     seed: int
-    n: int
+    ids: torch.Tensor
     labels: LabelStore
+
+    @property
+    def n(self) -> int:
+        return len(self.ids)
 
 
 @dataclass
@@ -52,10 +58,12 @@ class LayerCache:
     @classmethod
     def open(cls, folder: Path, key: dict[str, Any]) -> LayerCache:
         path = folder / "state.pt"
-        if path.is_file():
-            saved = load_state(path)
-            if saved.get("key") == key:
-                return cls(folder, key, saved["passes"])
+        try:
+            saved = load_state(path) if path.is_file() else None
+        except DamagedFile:
+            saved = None  # a cache: recomputed
+        if isinstance(saved, dict) and saved.get("key") == key:
+            return cls(folder, key, saved["passes"])
         return cls(folder, key)
 
     def done(self, name: str) -> int:
@@ -100,7 +108,10 @@ class Runner:
 
     def run(self, name: str, sample: Sample, caches: dict[str, LayerCache],
             accumulators: dict[str, Accumulator]) -> None:
-        """Run pass ``name`` for the layers in ``accumulators`` (states already loaded)."""
+        """Run pass ``name`` for the layers in ``accumulators`` (states already loaded).
+
+        Progress (``done``) counts positions in ``sample.ids``: batch ``[first, last)`` holds
+        the samples ``sample.ids[first:last]``."""
         n, store = sample.n, sample.labels
         needs_labels = any(a.needs_labels for a in accumulators.values())
         if needs_labels and store.done < n:
@@ -125,7 +136,7 @@ class Runner:
                 layers = [layer for layer in accumulators if done[layer] <= first]
                 segment = labelled < last  # labels of this batch not stored yet
                 if layers or segment:
-                    ids = torch.arange(first, last)
+                    ids = sample.ids[first:last]
                     z = latents(sample.seed, ids, self.z_dim).to(self.device)
                     acts, codes = self._forward(z, layers, segment)
                     if segment:

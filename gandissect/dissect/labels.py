@@ -82,6 +82,16 @@ class ConceptTable:
         return torch.stack(planes, 1)
 
 
+def _read_meta(path: Path) -> dict | None:
+    """A label store's ``meta.json``, or None when missing or damaged (the labels are then
+    computed again: they are a cache)."""
+    try:
+        meta = json.loads(path.read_text()) if path.is_file() else None
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        return None
+    return meta if isinstance(meta, dict) else None
+
+
 class LabelStore:
     """Label codes ``(n, K, H, W)`` uint8 in ``folder/labels.u8``; ``done`` samples are valid.
 
@@ -96,10 +106,11 @@ class LabelStore:
         self.folder.mkdir(parents=True, exist_ok=True)
         self.sample_bytes = int(np.prod(self.shape))
         meta_path = self.folder / "meta.json"
-        meta = json.loads(meta_path.read_text()) if meta_path.is_file() else None
         self.path = self.folder / "labels.u8"
-        fresh = (meta is None or meta.get("key") != key or tuple(meta["shape"]) != self.shape
-                 or not self.path.is_file())
+        meta = _read_meta(meta_path)
+        fresh = (meta is None or meta.get("key") != key
+                 or tuple(meta.get("shape", ())) != self.shape or not self.path.is_file()
+                 or not isinstance(meta.get("done"), int))
         if fresh:
             with open(self.path, "wb") as stream:
                 stream.truncate(n * self.sample_bytes)

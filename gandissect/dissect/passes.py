@@ -1,8 +1,9 @@
 """What each pass over the samples accumulates for one layer.
 
 Every accumulator has ``add(acts, ids, labels)`` (raw ``(B, U, h, w)`` activations, the samples'
-ids, their ``(B, K, H, W)`` label codes or None) and ``state_dict`` / ``load_state_dict``; the
-loop in ``engine`` knows nothing else about them.
+ids, their ``(B, K, H, W)`` label codes or None), ``state_dict`` / ``load_state_dict``, and
+``merge(other)`` (fold in the same pass run on other samples: exact for every count); the loop
+in ``engine`` knows nothing else about them.
 """
 
 from __future__ import annotations
@@ -39,6 +40,10 @@ class Accumulator(ABC):
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore a ``state_dict``."""
 
+    @abstractmethod
+    def merge(self, other: Accumulator) -> None:
+        """Fold in the same pass's statistics over other samples."""
+
 
 class FirstPass(Accumulator):
     """Per-unit quantile sketch, top images by spatial maximum, and the mean activation map."""
@@ -68,6 +73,14 @@ class FirstPass(Accumulator):
         self.top.load_state_dict(state["top"])
         self.sums, self.images = state["sums"], state["images"]
 
+    def merge(self, other: FirstPass) -> None:
+        self.quantile.merge(other.quantile)
+        self.top.merge(other.top)
+        if other.sums is not None:
+            sums = other.sums.to(self.sums.device) if self.sums is not None else other.sums
+            self.sums = sums if self.sums is None else self.sums + sums
+        self.images += other.images
+
 
 class SketchPass(Accumulator):
     """Only the quantile sketch (the selection sample's candidate thresholds come from it)."""
@@ -83,6 +96,9 @@ class SketchPass(Accumulator):
 
     def load_state_dict(self, state) -> None:
         self.quantile.load_state_dict(state["quantile"])
+
+    def merge(self, other: SketchPass) -> None:
+        self.quantile.merge(other.quantile)
 
 
 class IoUPass(Accumulator):
@@ -119,6 +135,11 @@ class IoUPass(Accumulator):
         self.thresholds = state["thresholds"]
         self.tally.load_state_dict(state["iou"])
 
+    def merge(self, other: IoUPass) -> None:
+        if not torch.equal(other.thresholds.cpu(), self.thresholds.cpu()):
+            raise ValueError("can only merge IoU counts taken at the same thresholds")
+        self.tally.merge(other.tally)
+
 
 class SweepPass(Accumulator):
     """Counts at every candidate threshold (adaptive mode), see ``ThresholdSweep``."""
@@ -140,3 +161,6 @@ class SweepPass(Accumulator):
 
     def load_state_dict(self, state) -> None:
         self.sweep.load_state_dict(state["sweep"])
+
+    def merge(self, other: SweepPass) -> None:
+        self.sweep.merge(other.sweep)

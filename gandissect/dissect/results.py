@@ -19,7 +19,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from gandissect.fileio import load_state, save_state, write_json
+from gandissect.fileio import DamagedFile, load_state, save_state, write_json
 
 __all__ = [
     "UnitScore",
@@ -122,7 +122,11 @@ def load_dissection(folder: str | Path, stats: bool = False) -> Dissection:
     path = folder / "dissect.json"
     if not path.is_file():
         raise FileNotFoundError(f"no dissect.json in {folder}; run `gandissect dissect` first")
-    dissection = Dissection.from_json(json.loads(path.read_text()))
+    try:
+        dissection = Dissection.from_json(json.loads(path.read_text()))
+    except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError) as error:
+        raise ValueError(f"{path} is damaged ({type(error).__name__}: {error}); run "
+                         "`gandissect dissect` again") from None
     if stats:
         for layer in dissection.layers:
             layer.stats = load_layer_stats(folder, layer.layer)
@@ -135,4 +139,7 @@ def load_layer_stats(folder: str | Path, layer: str) -> dict[str, Any]:
     path = _stats_path(Path(folder), layer)
     if not path.is_file():
         raise FileNotFoundError(f"no statistics for layer {layer!r} at {path}")
-    return load_state(path)
+    try:
+        return load_state(path)
+    except DamagedFile as error:
+        raise ValueError(f"{error}; run `gandissect dissect` again") from None

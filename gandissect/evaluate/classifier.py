@@ -36,6 +36,8 @@ def evaluate_classifier(model: torch.nn.Module, n: int = 2000, seed: int = 1001,
     from gandissect.world import render_batch
 
     check_held_out(seed)
+    if n < 1:
+        raise ValueError(f"need at least one scene (n >= 1), got {n}")
     device = next(model.parameters()).device
     model.eval()
     names = list(model.scene_names)

@@ -15,6 +15,8 @@ def _run_eval(args: argparse.Namespace) -> int:
     n = args.n if args.n is not None else DEFAULTS[args.model][0]
     seed = args.seed if args.seed is not None else DEFAULTS[args.model][1]
     progress = not args.quiet
+    if n < 1:
+        raise ValueError(f"--n must be at least 1, got {n}")
     if args.model == "segmenter":
         from gandissect.evaluate.segmenter import evaluate_segmenter
 
@@ -27,10 +29,10 @@ def _run_eval(args: argparse.Namespace) -> int:
         from gandissect.evaluate.generator import comparison_grid, evaluate_generator
 
         generator = load_generator(args.name)
-        if args.grid:
-            comparison_grid(generator, seed).save(args.grid)
         result = evaluate_generator(generator, load_segmenter(), load_classifier(), n, seed,
                                     progress=progress)
+        if args.grid:  # only once the evaluation has succeeded
+            comparison_grid(generator, seed).save(args.grid)
     print_result(result, args.json)
     return 0
 

@@ -48,6 +48,8 @@ def evaluate_segmenter(model: torch.nn.Module, n: int = 1000, seed: int = 1000, 
     from gandissect.world import render_batch
 
     check_held_out(seed)
+    if n < 1:
+        raise ValueError(f"need at least one scene (n >= 1), got {n}")
     device = next(model.parameters()).device
     model.eval()
     concepts = model.concepts

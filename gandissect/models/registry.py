@@ -21,6 +21,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from gandissect.models.loaders.files import fit_state_dict
+
 __all__ = [
     "SEEDS",
     "SHIPPED",
@@ -45,6 +47,8 @@ _ARCHITECTURES = {
     "segmenter": "gandissect.models.segmenter:Segmenter",
     "scene_classifier": "gandissect.models.classifier:SceneClassifier",
 }
+_KINDS = {"generator": ("proggan",), "segmenter": ("segmenter",),
+          "classifier": ("scene_classifier",)}  # what each kind of model may be built as
 
 
 def models_dir() -> Path:
@@ -85,10 +89,19 @@ def read_weights(path: str | Path) -> tuple[dict[str, torch.Tensor], dict, dict]
             f"no weights at {path}; train them with `gandissect train ...` or set "
             "GANDISSECT_MODELS to the folder that holds them"
         )
-    with safe_open(str(path), framework="pt") as f:
-        metadata = dict(f.metadata() or {})
-        state = {key: f.get_tensor(key) for key in f.keys()}  # noqa: SIM118 (not a dict)
-    config = json.loads(metadata.pop("config", "{}"))
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            metadata = dict(f.metadata() or {})
+            state = {key: f.get_tensor(key) for key in f.keys()}  # noqa: SIM118 (not a dict)
+    except Exception as error:  # safetensors raises its own error types
+        raise ValueError(f"cannot read {path} as safetensors ({error}): it is damaged or "
+                         "truncated; download or export it again") from None
+    try:
+        config = json.loads(metadata.pop("config", "{}"))
+    except json.JSONDecodeError:
+        config = None
+    if not isinstance(config, dict):
+        raise ValueError(f"{path} has a damaged model config in its metadata; export it again")
     return state, config, metadata
 
 
@@ -96,17 +109,32 @@ def build(config: dict) -> nn.Module:
     """Rebuild an architecture from the ``config`` stored with its weights."""
     config = dict(config)
     name = config.pop("architecture", None)
+    if name is None:
+        raise ValueError("the weights name no architecture: not a file written by gandissect "
+                         "(for other formats use a loader scheme such as proggan:PATH)")
     if name not in _ARCHITECTURES:
         raise ValueError(f"unknown architecture {name!r}; known: {sorted(_ARCHITECTURES)}")
     module_name, class_name = _ARCHITECTURES[name].split(":")
-    return getattr(import_module(module_name), class_name)(**config)
+    try:
+        return getattr(import_module(module_name), class_name)(**config)
+    except TypeError as error:  # settings the architecture does not take
+        raise ValueError(f"the {name} config {config} does not fit: {error}") from None
 
 
-def load_weights_file(path: str | Path, device: str | torch.device = "cpu") -> nn.Module:
-    """Build the model a weights file describes and load its weights, in eval mode."""
+def load_weights_file(path: str | Path, device: str | torch.device = "cpu",
+                      kind: str | None = None) -> nn.Module:
+    """Build the model a weights file describes and load its weights, in eval mode; with
+    ``kind`` (generator, segmenter, classifier), refuse a file of another kind."""
     state, config, _ = read_weights(path)
-    model = build(config)
-    model.load_state_dict(state)
+    name = config.get("architecture")
+    if kind is not None and name in _ARCHITECTURES and name not in _KINDS[kind]:
+        other = next(k for k, names in _KINDS.items() if name in names)
+        raise ValueError(f"{path} holds a {other}, not a {kind}")
+    try:
+        model = build(config)
+    except ValueError as error:
+        raise ValueError(f"{path}: {error}") from None
+    fit_state_dict(model, state, str(path))
     return model.to(device).eval()
 
 

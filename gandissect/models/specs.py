@@ -114,8 +114,8 @@ def _plugin(spec: str, kind: str) -> Any:
     return model
 
 
-def _project_file(spec: str, device: Device) -> nn.Module:
-    return registry.load_weights_file(existing_file(spec), device)
+def _project_file(spec: str, device: Device, kind: str) -> nn.Module:
+    return registry.load_weights_file(existing_file(spec), device, kind)
 
 
 def resolve_generator(spec: str, device: Device = "cpu", z_dim: int | None = None) -> nn.Module:
@@ -128,7 +128,7 @@ def resolve_generator(spec: str, device: Device = "cpu", z_dim: int | None = Non
     if spec in registry.SHIPPED:
         return registry.load_generator(spec, device)
     if spec.endswith(".safetensors"):
-        return check_generator(_project_file(spec, device), z_dim, check_range=False)
+        return check_generator(_project_file(spec, device, "generator"), z_dim, check_range=False)
     if is_factory_spec(spec):
         return check_generator(_plugin(spec, "generator").to(device), z_dim, name=spec)
     raise _unknown("generator", spec, GENERATOR_SCHEMES)
@@ -174,7 +174,7 @@ def resolve_classifier(spec: str, weights: str | Path | None = None,
     if spec in registry.SHIPPED:
         return registry.load_classifier(spec, device)
     if spec.endswith(".safetensors"):
-        return _project_file(spec, device)
+        return _project_file(spec, device, "classifier")
     if is_factory_spec(spec):
         model = _plugin(spec, "classifier")
         if weights is not None:
@@ -207,7 +207,7 @@ def resolve_segmenter(spec: str, device: Device = "cpu") -> Any:
     if spec in registry.SHIPPED:
         return registry.load_segmenter(spec, device)
     if spec.endswith(".safetensors"):
-        return check_segmenter(_project_file(spec, device), spec)
+        return check_segmenter(_project_file(spec, device, "segmenter"), spec)
     if is_factory_spec(spec):
         segmenter = _plugin(spec, "segmenter")
         if isinstance(segmenter, nn.Module):

@@ -9,15 +9,20 @@ Data path (Network Dissection, Bau et al. 2017)::
 
 The passes and the labelling are GAN dissection's own (``gandissect.dissect.passes`` and its
 scorer), so both dissections give the same ``Dissection`` and the same report. Memory does not
-grow with the dataset: each batch is traced, folded into the statistics and dropped; nothing is
-written to disk.
+grow with the dataset: each batch is traced, folded into the statistics and dropped. With a
+``cache_dir`` the passes' statistics are saved there atomically every ``checkpoint_seconds``
+(keyed by the model's weights, the probe set and every setting), so a run killed at any point
+and started again continues to the same counts; without one nothing is written to disk.
 """
 
 from __future__ import annotations
 
+import hashlib
+import time
 from collections import Counter
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager, nullcontext
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -26,13 +31,16 @@ from tqdm import tqdm
 
 from gandissect.dissect.core import KEPT_QUANTILES, check_layers, check_settings
 from gandissect.dissect.core import _score_layer as score_layer
-from gandissect.dissect.identity import fingerprint
+from gandissect.dissect.identity import fingerprint, settings_key
 from gandissect.dissect.labels import ConceptTable
 from gandissect.dissect.passes import Accumulator, FirstPass, IoUPass
 from gandissect.dissect.results import Dissection, LayerDissection
+from gandissect.fileio import DamagedFile, FolderLock, load_state, save_state
 from gandissect.hooks import TraceDict
 from gandissect.netdissect.inputs import Preprocess
 from gandissect.netdissect.probe import ProbeSet
+
+FORMAT = 1  # bump when checkpointed statistics change meaning
 
 __all__ = ["netdissect", "layer_summary", "unique_detectors", "concept_table", "eval_mode"]
 
@@ -75,32 +83,86 @@ def _device(model: nn.Module) -> torch.device:
     return parameter.device if parameter is not None else torch.device("cpu")
 
 
+class _Checkpoint:
+    """A netdissect run's progress in ``folder/netdissect-KEY.pt``: the pass, how many probe
+    images it has counted, and every layer's statistics so far (None: keep nothing)."""
+
+    def __init__(self, folder: Path | None, key: dict[str, Any], seconds: float) -> None:
+        self.path = folder / f"netdissect-{settings_key(key)}.pt" if folder else None
+        self.key, self.seconds, self.last = key, seconds, time.monotonic()
+        try:
+            saved = load_state(self.path) if self.path and self.path.is_file() else None
+        except DamagedFile:
+            saved = None  # progress only: start again
+        self.saved = saved if isinstance(saved, dict) and saved.get("key") == key else None
+
+    def resume(self, name: str, accumulators: dict[str, Accumulator]) -> int:
+        """Load pass ``name``'s saved statistics into ``accumulators``; images already counted
+        (0 when nothing was saved for it; the probe size when the pass is complete)."""
+        if self.saved is None or name not in self.saved["passes"]:
+            return 0
+        entry = self.saved["passes"][name]
+        for layer, state in entry["states"].items():
+            accumulators[layer].load_state_dict(state)
+        return entry["done"]
+
+    def save(self, name: str, done: int, accumulators: dict[str, Accumulator],
+             extra: dict[str, Any], force: bool = False) -> None:
+        if self.path is None or not (force or time.monotonic() - self.last >= self.seconds):
+            return
+        passes = dict(self.saved["passes"]) if self.saved else {}
+        passes[name] = {"done": done, "states": {k: a.state_dict()
+                                                 for k, a in accumulators.items()}}
+        self.saved = {"key": self.key, "passes": passes, **extra}
+        save_state(self.path, self.saved)
+        self.last = time.monotonic()
+
+
+def _preprocess_identity(preprocess: Preprocess | None) -> str | None:
+    """A hash of what ``preprocess`` does to a fixed ramp of pixels (it is a plain callable)."""
+    if preprocess is None:
+        return None
+    ramp = torch.linspace(-1, 1, 48).reshape(1, 3, 4, 4)
+    with torch.no_grad():
+        out = preprocess(ramp).detach().float().cpu().contiguous()
+    return hashlib.sha256(out.numpy().tobytes()).hexdigest()[:20]
+
+
 def _run_pass(model: nn.Module, probe: ProbeSet, names: list[str],
               accumulators: dict[str, Accumulator], preprocess: Preprocess | None, batch: int,
-              desc: str, progress: bool, shapes: dict[str, tuple] | None = None) -> tuple:
-    """One pass over the probe set; returns the label shape seen."""
-    device, label_shape = _device(model), None
-    bar = tqdm(total=len(probe), unit="img", desc=desc, disable=not progress)
+              desc: str, progress: bool, seen: dict[str, Any], start: int = 0,
+              saved: Callable[[int, bool], None] | None = None) -> None:
+    """One pass over the probe set from image ``start``, recording the layers' and the labels'
+    shapes in ``seen``; ``saved(done, force)`` is offered a checkpoint after every batch and
+    forced at the end."""
+    device = _device(model)
+    bar = tqdm(total=len(probe), initial=start, unit="img", desc=desc, disable=not progress)
+    done = start
+    # a probe set written before resumption existed takes no start (a fresh pass needs none)
+    batches = probe.batches(batch, start) if start else probe.batches(batch)
     with torch.no_grad():
-        for item in probe.batches(batch):
+        for item in batches:
             images = item.images.to(device)
             with TraceDict(model, names, stop=True) as traces:
                 model(images if preprocess is None else preprocess(images))
             labels = item.labels.to(device) if accumulators[names[0]].needs_labels else None
-            label_shape = tuple(item.labels.shape[2:])
             for name in names:
                 acts = traces[name].output
                 if acts.dim() != 4:
                     raise ValueError(f"layer {name!r} outputs shape {tuple(acts.shape)}; "
                                      "dissection needs a convolutional (N, units, H, W) output")
-                if shapes is not None:
-                    shapes.setdefault(name, tuple(acts.shape[1:]))
+                seen["shapes"].setdefault(name, tuple(acts.shape[1:]))
                 accumulators[name].add(acts.float(), item.ids.to(device), labels)
+            seen["label_shape"] = tuple(item.labels.shape[2:])
+            done += len(item.ids)
             bar.update(len(item.ids))
+            if saved is not None:
+                saved(done, False)
     bar.close()
-    if label_shape is None:
+    if done == 0:
         raise ValueError("the probe set yielded no batches")
-    return label_shape
+    if saved is not None:
+        saved(done, True)
 
 
 def netdissect(
@@ -113,6 +175,8 @@ def netdissect(
     batch: int = 32,
     preprocess: Preprocess | None = None,
     progress: bool = False,
+    cache_dir: str | Path | None = None,
+    checkpoint_seconds: float = 30.0,
 ) -> Dissection:
     """Network Dissection of ``layers`` of ``model`` over the probe set ``dataset``.
 
@@ -125,6 +189,9 @@ def netdissect(
             (at the layer's resolution) of all images: 0.995 is the top 0.5% of the reference.
         min_iou: a unit is a detector of its best concept when that IoU exceeds this.
         preprocess: maps [-1, 1] images to the model's input (see ``preprocess_for``).
+        cache_dir: where to checkpoint the passes (locked against a second job while this one
+            runs); a killed run started again with the same arguments resumes. None: nothing
+            is written.
 
     The model runs in eval mode (its training flags are restored afterwards); it is traced
     only up to the deepest requested layer. ``settings["summary"]`` holds each layer's
@@ -135,16 +202,30 @@ def netdissect(
     check_settings(n, quantile, top_k=top_k, batch=batch, min_iou=min_iou)
     table = concept_table(dataset)
     levels = sorted({*KEPT_QUANTILES, quantile})
-    with eval_mode(model):
+    key = {"format": FORMAT, "model": fingerprint(model), "dataset": dataset.describe(),
+           "layers": names, "quantile": quantile, "top_k": top_k, "batch": batch,
+           "preprocess": _preprocess_identity(preprocess)}
+    folder = Path(cache_dir) if cache_dir is not None else None
+    with (FolderLock(folder, what="cache folder") if folder else nullcontext()), \
+            eval_mode(model):
+        checkpoint = _Checkpoint(folder, key, checkpoint_seconds)
+        seen = checkpoint.saved["seen"] if checkpoint.saved else {"shapes": {},
+                                                                  "label_shape": None}
+
+        def run(name: str, accumulators: dict[str, Accumulator], desc: str) -> None:
+            start = checkpoint.resume(name, accumulators)
+            if start < n:
+                _run_pass(model, dataset, names, accumulators, preprocess, batch, desc,
+                          progress, seen, start, lambda done, force: checkpoint.save(
+                              name, done, accumulators, {"seen": seen}, force))
+
         first = {name: FirstPass(top_k) for name in names}
-        shapes: dict[str, tuple] = {}
-        _run_pass(model, dataset, names, first, preprocess, batch, "netdissect quantiles",
-                  progress, shapes)
+        run("first", first, "netdissect quantiles")
         second = {name: IoUPass(first[name].quantile.quantiles(quantile),
                                 table.concept_category, len(table.categories))
                   for name in names}
-        label_shape = _run_pass(model, dataset, names, second, preprocess, batch,
-                                "netdissect IoU", progress)
+        run("iou", second, "netdissect IoU")
+    shapes, label_shape = seen["shapes"], seen["label_shape"]
     described = dataset.describe()
     settings: dict[str, Any] = {
         "kind": "netdissect", **described, "model": fingerprint(model), "layers": names,

@@ -55,6 +55,17 @@ def _open(path: Path):
         raise ValueError(f"cannot read image {path}: {error}") from None
 
 
+def _rgb(image):
+    """An RGB copy of a PIL image of any mode; 16-bit grey is scaled to 8 bits (``convert``
+    would clip it at 255, turning it white)."""
+    from PIL import Image
+
+    if image.mode.startswith("I"):
+        grey = np.asarray(image, dtype=np.float64) / 257
+        image = Image.fromarray(grey.round().clip(0, 255).astype(np.uint8))
+    return image.convert("RGB")
+
+
 def load_image(path: str | Path, size: int) -> torch.Tensor:
     """``(3, size, size)`` float in [-1, 1]: shorter side resized to ``size`` (antialiased
     bilinear), centre cropped; images already ``size x size`` keep their exact pixels."""
@@ -63,7 +74,7 @@ def load_image(path: str | Path, size: int) -> torch.Tensor:
     path = Path(path)
     try:
         with _open(path) as image:
-            image = image.convert("RGB")
+            image = _rgb(image)
             width, height = image.size
             scale = size / min(width, height)
             if (width, height) != (size, size):
@@ -73,7 +84,8 @@ def load_image(path: str | Path, size: int) -> torch.Tensor:
                 image = image.crop((left, top, left + size, top + size))
             pixels = np.asarray(image, dtype=np.uint8)
     except OSError as error:  # a file whose header reads but whose data does not
-        raise ValueError(f"cannot read image {path}: {error}") from None
+        raise ValueError(f"cannot read image {path}: {error}; remove or convert it (JPEG or "
+                         "PNG)") from None
     return torch.from_numpy(pixels.copy()).permute(2, 0, 1).float() / 127.5 - 1.0
 
 
@@ -82,9 +94,11 @@ def _check_readable(files: Sequence[Path]) -> None:
     for path in files:
         try:
             with _open(path) as image:
-                image.size  # noqa: B018 (the header is parsed here)
+                image.verify()  # cheap checks of the data too (a truncated PNG fails here)
         except ValueError as error:
             bad.append(str(error).removeprefix("cannot read image "))
+        except (OSError, SyntaxError) as error:  # what verify() raises
+            bad.append(f"{path}: {error}")
     if bad:
         shown = "; ".join(bad[:_SHOWN]) + (f" (and {len(bad) - _SHOWN} more)"
                                            if len(bad) > _SHOWN else "")
@@ -165,18 +179,19 @@ class FolderProbe(ProbeSet):
                                                               self.label_size, self.label_size))
         return self._store
 
-    def batches(self, size: int) -> Iterator[ProbeBatch]:
+    def batches(self, size: int, start: int = 0) -> Iterator[ProbeBatch]:
         store = self._label_store()
-        for start in range(0, len(self), size):
-            stop = min(start + size, len(self))
-            images = self.images(range(start, stop))
+        for first in range(start, len(self), size):
+            stop = min(first + size, len(self))
+            images = self.images(range(first, stop))
             if store.done >= stop:
-                labels = store.read(start, stop)
+                labels = store.read(first, stop)
             else:
                 labels = self.segment(images)
-                store.write(start, labels)
-                store.commit(stop)
-            yield ProbeBatch(torch.arange(start, stop), images, labels.long())
+                store.write(first, labels)
+                if store.done >= first:  # only a contiguous prefix counts as stored
+                    store.commit(stop)
+            yield ProbeBatch(torch.arange(first, stop), images, labels.long())
 
     def close(self) -> None:
         """Close the label store and remove a temporary one (idempotent)."""

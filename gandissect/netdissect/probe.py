@@ -51,8 +51,9 @@ class ProbeSet(ABC):
         """Number of samples."""
 
     @abstractmethod
-    def batches(self, size: int) -> Iterator[ProbeBatch]:
-        """All samples in id order, ``size`` at a time; a new iterator on every call."""
+    def batches(self, size: int, start: int = 0) -> Iterator[ProbeBatch]:
+        """Samples ``start, start + 1, ...`` in id order, ``size`` at a time; a new iterator on
+        every call (``start`` lets a resumed dissection skip what it has counted)."""
 
     @abstractmethod
     def images(self, ids: Sequence[int]) -> torch.Tensor:
@@ -87,11 +88,11 @@ class SceneWorldProbe(ProbeSet):
 
         return render_batch(self.seed, list(ids), self.size)
 
-    def batches(self, size: int) -> Iterator[ProbeBatch]:
+    def batches(self, size: int, start: int = 0) -> Iterator[ProbeBatch]:
         from gandissect.world.dataset import image_to_tensor
 
-        for start in range(0, self.n, size):
-            ids = range(start, min(start + size, self.n))
+        for first in range(start, self.n, size):
+            ids = range(first, min(first + size, self.n))
             rendered = self._render(ids)
             planes = [torch.from_numpy(rendered[c]).long() for c in self.categories[:-1]]
             planes.append(full_image_plane(torch.from_numpy(rendered["scene"]),
@@ -170,9 +171,9 @@ class BrodenProbe(ProbeSet):
                           torch.stack([item["image"] for item in items]),
                           torch.stack(planes, 1))
 
-    def batches(self, size: int) -> Iterator[ProbeBatch]:
-        for start in range(0, self.n, size):
-            yield self._batch(range(start, min(start + size, self.n)))
+    def batches(self, size: int, start: int = 0) -> Iterator[ProbeBatch]:
+        for first in range(start, self.n, size):
+            yield self._batch(range(first, min(first + size, self.n)))
 
     def images(self, ids: Sequence[int]) -> torch.Tensor:
         return torch.stack([self.dataset[int(i)]["image"] for i in ids])

@@ -9,7 +9,6 @@ SIGKILL loses at most one checkpoint interval.
 
 from __future__ import annotations
 
-import fcntl
 import json
 import signal
 import time
@@ -18,7 +17,7 @@ from typing import Any
 
 import torch
 
-from gandissect.fileio import load_state, save_state
+from gandissect.fileio import FolderLock, load_state, save_state
 
 
 class RunFolder:
@@ -27,12 +26,7 @@ class RunFolder:
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
         self.path.mkdir(parents=True, exist_ok=True)
-        self._lock = open(self.path / ".lock", "w")  # noqa: SIM115 (held for the run's life)
-        try:
-            fcntl.flock(self._lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            raise ValueError(f"another job is writing to {self.path}; wait for it or choose "
-                             "another --run folder") from None
+        self._lock = FolderLock(self.path, what="--run folder").acquire()
         self.checkpoint_path = self.path / "checkpoint.pt"
         self.stop_requested = False
         self._previous_handlers: dict[int, Any] = {}
@@ -61,8 +55,7 @@ class RunFolder:
     def __exit__(self, *exc) -> None:
         for signum, handler in self._previous_handlers.items():
             signal.signal(signum, handler)
-        fcntl.flock(self._lock, fcntl.LOCK_UN)
-        self._lock.close()
+        self._lock.release()
 
 
 class Every:

@@ -52,10 +52,10 @@ def infer_num_classes(arch: str, state: dict[str, torch.Tensor]) -> int | None:
     mismatched = {key: (tuple(state[key].shape), tuple(value.shape))
                   for key, value in default.state_dict().items()
                   if key in state and tuple(state[key].shape) != tuple(value.shape)}
-    same_but_first = all(len(file) == len(model) and file[1:] == model[1:]
+    same_but_first = all(len(file) == len(model) > 0 and file[1:] == model[1:]
                          for file, model in mismatched.values())
-    counts = {file[0] for file, _ in mismatched.values()}
-    if mismatched and same_but_first and len(counts) == 1:
+    counts = {file[0] for file, _ in mismatched.values()} if same_but_first else set()
+    if mismatched and len(counts) == 1:
         return counts.pop()
     return None  # no mismatch, or one fit_state_dict will report
 

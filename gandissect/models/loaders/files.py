@@ -21,6 +21,7 @@ __all__ = ["WRAPPER_KEYS", "UnsafeCheckpointError", "existing_file", "fit_state_
 
 WRAPPER_KEYS = ("state_dict", "model", "model_state_dict")
 _SHOWN = 5  # keys named in an error message
+_AGAIN = "download it again, or re-save it with torch.save(model.state_dict(), PATH)"
 
 
 class UnsafeCheckpointError(ValueError):
@@ -48,7 +49,7 @@ def _torch_load(path: Path) -> object:
         text = str(error)
         if "weights only" not in text.lower() or "Unsupported operand" in text:
             raise ValueError(f"cannot read {path}: not a PyTorch checkpoint, or a damaged "
-                             "one") from None
+                             f"one; {_AGAIN}") from None
         found = re.search(r"GLOBAL ([\w.]+)", text)
         culprit = f" (it would import {found.group(1)})" if found else ""
         raise UnsafeCheckpointError(
@@ -57,7 +58,9 @@ def _torch_load(path: Path) -> object:
             "re-save it with torch.save(model.state_dict(), PATH) or as .safetensors"
         ) from None
     except (RuntimeError, EOFError, OSError) as error:
-        raise ValueError(f"cannot read {path} as a PyTorch checkpoint: {error}") from None
+        detail = (str(error).strip().splitlines() or ["the file ends early"])[0]
+        raise ValueError(f"cannot read {path} as a PyTorch checkpoint ({detail}): it is "
+                         f"damaged or truncated; {_AGAIN}") from None
 
 
 def _unwrap(checkpoint: object, path: Path) -> dict[str, torch.Tensor]:
@@ -92,13 +95,14 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
         try:
             return load_file(str(path))
         except Exception as error:  # safetensors raises its own error types
-            raise ValueError(f"cannot read {path} as safetensors: {error}") from None
+            raise ValueError(f"cannot read {path} as safetensors ({error}): it is damaged or "
+                             "truncated; download or export it again") from None
     return _unwrap(_torch_load(path), path)
 
 
 def fit_state_dict(model: nn.Module, state: Mapping[str, torch.Tensor], source: str) -> None:
     """Load ``state`` into ``model``; ``ValueError`` naming missing, unexpected or misshapen
-    keys when it does not fit exactly."""
+    keys when it does not fit exactly, or the weights that are NaN or infinite."""
     expected = model.state_dict()
     missing = [key for key in expected if key not in state]
     unexpected = [key for key in state if key not in expected]
@@ -111,4 +115,9 @@ def fit_state_dict(model: nn.Module, state: Mapping[str, torch.Tensor], source: 
                      ("wrong shapes", misshapen)) if keys]
         raise ValueError(f"{source} does not fit {type(model).__name__}; "
                          + "; ".join(problems))
+    broken = [key for key, value in state.items()
+              if value.is_floating_point() and not bool(torch.isfinite(value).all())]
+    if broken:
+        raise ValueError(f"{source} holds NaN or infinite weights ({_few(broken)}): a damaged "
+                         "file or a diverged training run; use an earlier checkpoint")
     model.load_state_dict(state)

@@ -52,6 +52,10 @@ def proggan_sizes(state: dict[str, torch.Tensor]) -> tuple[int, list[int]]:
         raise ValueError(
             "not a ProGAN checkpoint in the GAN Dissection layout: expected an even number of "
             f"layers layer1.conv.weight ... layerN.conv.weight; found keys {shown} ...")
+    flat = [f"layer{i}.conv.weight" for i in numbers if state[f"layer{i}.conv.weight"].dim() != 4]
+    if flat:
+        raise ValueError(f"not a ProGAN checkpoint: {', '.join(flat[:5])} should be 4-D "
+                         "convolution weights (out, in, k, k)")
     z_dim = int(state["layer1.conv.weight"].shape[1])
     channels = [int(state[f"layer{i}.conv.weight"].shape[0])
                 for i in range(2, len(numbers) + 1, 2)]

@@ -73,6 +73,13 @@ def stylegan2_sizes(state: Mapping[str, torch.Tensor]) -> dict[str, int | list[i
             "not a StyleGAN2 generator in rosinality's stylegan2-pytorch layout: expected "
             "style.1.weight ... style.N.weight, input.input, conv1.conv.weight and pairs of "
             f"convs.J.conv.weight; found keys {_shown(state)}")
+    dims = {"style.1.weight": 2, "input.input": 4, "convs.0.conv.blur.kernel": 2,
+            **{f"convs.{j}.conv.weight": 5 for j in convs}}
+    misshapen = [f"{key} {tuple(state[key].shape)}" for key, dim in dims.items()
+                 if key in state and state[key].dim() != dim]
+    if misshapen:
+        raise ValueError("not a StyleGAN2 generator in rosinality's layout: weights of the wrong "
+                         f"shape: {', '.join(misshapen[:5])}")
     channels = [int(state["input.input"].shape[1])]
     channels += [int(state[f"convs.{j}.conv.weight"].shape[1]) for j in range(0, len(convs), 2)]
     blur = state.get("convs.0.conv.blur.kernel")
