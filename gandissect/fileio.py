@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import fcntl
+import glob
 import json
 import os
 import tempfile
@@ -37,6 +38,10 @@ def _atomic(path: Path, write) -> None:
     except BaseException:
         Path(temporary).unlink(missing_ok=True)
         raise
+    # A job killed (SIGKILL) while writing this file left its temporary behind: remove it now
+    # that the file is whole again (jobs lock their folders, so no one else is writing it).
+    for stale in path.parent.glob(f".{glob.escape(path.name)}.*.tmp"):
+        stale.unlink(missing_ok=True)
 
 
 def write_json(path: str | Path, data: Any) -> None:

@@ -142,3 +142,21 @@ def test_report_opens_in_a_browser_offline(report_dir, tmp_path):
     worst = min(units, key=lambda u: u["iou"])["unit"]
     assert worst != units[0]["unit"]  # so the order on the page must come from the script
     assert int(rows[0]) == worst
+
+
+@pytest.mark.parametrize("counts", [
+    [("material", "brick", 3)],  # one bar under a legend wider than it
+    [("object", "tree", 5), ("part", "window", 2), ("material", "brick", 1)],
+])
+def test_the_bar_graph_is_wide_enough_for_its_bars_and_legend(counts):
+    from gandissect.report.svg import concept_bars
+
+    svg = concept_bars(counts, ["object", "part", "material"])
+    width = float(re.search(r'<svg[^>]* width="([\d.]+)"', svg).group(1))
+    bars = [float(x) + float(w) for x, w in re.findall(r'<rect x="([\d.]+)" y="[\d.]+" '
+                                                      r'width="([\d.]+)" height="[\d.]+" fill',
+                                                      svg)]
+    legend = re.findall(r'<text x="([\d.]+)" y="13" font-size="11">([^<]+)</text>', svg)
+    assert len(legend) == len({c for c, _, _ in counts})
+    ends = bars + [float(x) + 7 * len(name) for x, name in legend]  # 11 px text: ~7 px a char
+    assert max(ends) <= width

@@ -169,3 +169,15 @@ def test_two_dissections_on_one_folder_do_not_interleave(tmp_path):
         first.communicate()
     assert second.returncode != 0 and "another job is writing to" in second.stderr
     assert not (tmp_path / "out" / "dissect.json").exists()
+
+
+def test_a_temporary_left_by_a_killed_write_goes_with_the_next_write(tmp_path):
+    from gandissect.fileio import load_state, save_state
+
+    left = tmp_path / ".state.pt.k1ll3d.tmp"  # as a SIGKILL during save_state leaves it
+    left.write_bytes(b"half a checkpoint")
+    other = tmp_path / ".other.pt.k1ll3d.tmp"  # another file's: not ours to remove
+    other.write_bytes(b"x")
+    save_state(tmp_path / "state.pt", {"done": 3})
+    assert load_state(tmp_path / "state.pt") == {"done": 3}
+    assert not left.exists() and other.exists()

@@ -10,6 +10,12 @@ CATEGORY_COLORS = ["#4e79a7", "#f28e2b", "#59a14f", "#e15759", "#76b7b2", "#edc9
                    "#b07aa1", "#ff9da7", "#9c755f", "#bab0ac"]
 
 
+def _legend_step(category: str) -> int:
+    """Horizontal room of one legend entry: swatch, gap, name (about 7 px a character at
+    11 px), space before the next."""
+    return 24 + 7 * len(category)
+
+
 def concept_bars(counts: list[tuple[str, str, int]], categories: list[str]) -> str:
     """``counts`` is ``[(category, concept, units), ...]``; bars sorted within each category by
     count, categories in the given order. Returns an ``<svg>`` element (no external refs)."""
@@ -21,7 +27,10 @@ def concept_bars(counts: list[tuple[str, str, int]], categories: list[str]) -> s
     bar, gap, top, label_room, axis = 16, 4, 24, 90, 28
     peak = max(units for _, _, units in ordered)
     plot = 140
-    width = axis + len(ordered) * (bar + gap) + 10
+    shown = [c for c in categories if any(o[0] == c for o in ordered)]
+    legend_width = sum(_legend_step(c) for c in shown)
+    # wide enough for the bars and for the legend above them (one bar, long category names)
+    width = axis + max(len(ordered) * (bar + gap), legend_width) + 10
     height = top + plot + label_room
     parts = [f'<svg class="bars" width="{width}" height="{height}" role="img" '
              f'aria-label="interpretable units per concept">']
@@ -42,10 +51,10 @@ def concept_bars(counts: list[tuple[str, str, int]], categories: list[str]) -> s
                      f'transform="rotate(-60 {x + bar / 2} {label_y})">{escape(concept)}</text>')
         x += bar + gap
     legend_x = axis
-    for category in (c for c in categories if any(o[0] == c for o in ordered)):
+    for category in shown:
         color = CATEGORY_COLORS[categories.index(category) % len(CATEGORY_COLORS)]
         parts.append(f'<rect x="{legend_x}" y="4" width="10" height="10" fill="{color}"/>'
                      f'<text x="{legend_x + 14}" y="13" font-size="11">{escape(category)}</text>')
-        legend_x += 24 + 7 * len(category)
+        legend_x += _legend_step(category)
     parts.append("</svg>")
     return "".join(parts)
