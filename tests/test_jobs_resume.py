@@ -3,9 +3,10 @@ netdissect, ace and training finish with the same result as an uninterrupted run
 on the same output folder is refused while the first runs.
 
 Each job runs as ``python -m gandissect ...`` in a subprocess, checkpointing every 0.1 s. The
-uninterrupted run is timed; the interrupted one is killed at a moment drawn uniformly from
-20-80% of that time past its first checkpoint (seeded, so a failure can be replayed), then run
-again to the end. Both results are compared byte for byte (JSON reports, trained weights).
+uninterrupted run is timed from its first checkpoint to its end; the interrupted one is killed
+at a moment drawn uniformly from 10-60% of that time past its own first checkpoint (seeded, so
+a failure can be replayed), then run again to the end. Both results are compared byte for
+byte (JSON reports, trained weights).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import random
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -85,12 +87,26 @@ JOBS = {
 
 
 def _start(argv: list[str]) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "gandissect", *argv], env=ENV, text=True,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    """The command in a subprocess whose output goes to files (a pipe nobody reads while the
+    test polls could fill up and stall the job)."""
+    out = tempfile.TemporaryFile("w+")  # noqa: SIM115 (closed by _read)
+    err = tempfile.TemporaryFile("w+")  # noqa: SIM115
+    process = subprocess.Popen([sys.executable, "-m", "gandissect", *argv], env=ENV, text=True,
+                               stdout=out, stderr=err)
+    process.output = (out, err)
+    return process
+
+
+def _read(stream) -> str:
+    stream.seek(0)
+    text = stream.read()
+    stream.close()
+    return text
 
 
 def _finish(process: subprocess.Popen) -> str:
-    stdout, stderr = process.communicate(timeout=600)
+    process.wait(timeout=600)
+    stdout, stderr = (_read(stream) for stream in process.output)
     assert process.returncode == 0, stderr[-3000:]
     return stdout
 
@@ -107,26 +123,33 @@ def _check_real(name: str, result: bytes) -> None:
         assert len(data["layers"][0]["units"]) > 0
 
 
+def _wait_for_checkpoint(job: Job, folder: Path, process: subprocess.Popen, name: str) -> None:
+    deadline = time.monotonic() + 300
+    while not job.checkpointed(folder):
+        assert process.poll() is None, f"{name} ended before its first checkpoint"
+        assert time.monotonic() < deadline
+        time.sleep(0.02)
+
+
 @pytest.mark.parametrize("name", list(JOBS))
 def test_killed_job_resumes_to_the_uninterrupted_result(name, tmp_path):
     job = JOBS[name]
     whole, broken = tmp_path / "whole", tmp_path / "broken"
-    started = time.monotonic()
-    expected = job.result(whole, _finish(_start(job.argv(whole))))
-    duration = time.monotonic() - started
+    process = _start(job.argv(whole))
+    _wait_for_checkpoint(job, whole, process, name)
+    checkpointed = time.monotonic()
+    expected = job.result(whole, _finish(process))
+    work = time.monotonic() - checkpointed  # from the first checkpoint to the end
     _check_real(name, expected)
 
-    moment = random.Random(f"{name}-kill").uniform(0.2, 0.8)
+    # kill past the first checkpoint (a real resume), before the end
+    moment = random.Random(f"{name}-kill").uniform(0.1, 0.6)
     process = _start(job.argv(broken))
-    deadline = time.monotonic() + 300
-    while not job.checkpointed(broken):  # kill past the first checkpoint: a real resume
-        assert process.poll() is None, f"{name} ended before its first checkpoint"
-        assert time.monotonic() < deadline
-        time.sleep(0.02)
-    time.sleep(moment * duration * 0.5)
+    _wait_for_checkpoint(job, broken, process, name)
+    time.sleep(moment * work)
     assert process.poll() is None, f"{name} finished before it could be killed; make it longer"
     process.send_signal(signal.SIGKILL)
-    process.communicate()
+    process.wait()
     assert process.returncode == -signal.SIGKILL
 
     assert job.result(broken, _finish(_start(job.argv(broken)))) == expected
@@ -158,7 +181,7 @@ def test_two_dissections_on_one_folder_do_not_interleave(tmp_path):
     try:
         deadline = time.monotonic() + 300
         while not JOBS["dissect"].checkpointed(tmp_path):  # it holds its lock by now
-            assert first.poll() is None, first.communicate()[1][-2000:]
+            assert first.poll() is None, _read(first.output[1])[-2000:]
             assert time.monotonic() < deadline
             time.sleep(0.02)
         second = subprocess.run([sys.executable, "-m", "gandissect", *argv], env=ENV,
@@ -166,7 +189,9 @@ def test_two_dissections_on_one_folder_do_not_interleave(tmp_path):
         assert first.poll() is None, "the first job ended before the second was tried"
     finally:
         first.kill()
-        first.communicate()
+        first.wait()
+        for stream in first.output:
+            stream.close()
     assert second.returncode != 0 and "another job is writing to" in second.stderr
     assert not (tmp_path / "out" / "dissect.json").exists()
 
