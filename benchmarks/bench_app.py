@@ -34,8 +34,8 @@ from app import paint
 from app.session import Session
 from app.ui import build_app, launch
 from app.workspace import AppConfig, Workspace
-from gandissect.models.proggan import ProGANGenerator
 from gandissect.models.registry import shipped_path
+from gandissect.train.gan import stand_in_generator
 
 
 def percentiles(times: list[float]) -> dict[str, float]:
@@ -108,7 +108,7 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     shipped = shipped_path("generator").exists()
-    generator = None if shipped else ProGANGenerator(256, [256, 256, 128, 64, 32]).eval()
+    generator = None if shipped else stand_in_generator()
     with tempfile.TemporaryDirectory() as cache:
         config = AppConfig(samples=args.dissect_samples, cache=Path(cache), canvas=args.canvas,
                            progress=False)

@@ -63,10 +63,9 @@ def random_generator():
     random weights (``bench_app.py``'s stand-in, served as ``python -m app`` serves a model)."""
     import torch
 
-    from gandissect.models.proggan import ProGANGenerator
+    from gandissect.train.gan import stand_in_generator
 
-    torch.manual_seed(0)
-    generator = ProGANGenerator(256, [256, 256, 128, 64, 32]).eval()
+    generator = stand_in_generator()
     with torch.no_grad():  # random pixels reach about 3.4, past the plug-in loader's check
         side = generator.resolution
         getattr(generator, f"output_{side}x{side}").conv.weight.mul_(0.5)

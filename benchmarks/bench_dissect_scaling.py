@@ -35,13 +35,12 @@ import torch
 
 def generator_spec(folder: Path) -> tuple[str, str]:
     """The shipped generator, or a random one of its architecture written to ``folder``."""
-    from gandissect.models.proggan import ProGANGenerator
     from gandissect.models.registry import save_weights, shipped_path
+    from gandissect.train.gan import stand_in_generator
 
     if shipped_path("generator").is_file():
         return "sceneworld", "shipped sceneworld"
-    torch.manual_seed(0)
-    generator = ProGANGenerator(256, [256, 256, 128, 64, 32])
+    generator = stand_in_generator()
     path = folder / "stand_in_generator.safetensors"
     save_weights(generator, path, generator.config())
     return str(path), "random weights, shipped architecture"

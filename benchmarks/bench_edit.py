@@ -18,8 +18,8 @@ import time
 import torch
 
 from gandissect.intervene import Stroke, render_edited
-from gandissect.models.proggan import ProGANGenerator
 from gandissect.models.registry import load_generator, shipped_path
+from gandissect.train.gan import stand_in_generator
 
 
 def main() -> None:
@@ -32,7 +32,7 @@ def main() -> None:
     if shipped_path("generator").exists():
         generator, source = load_generator("sceneworld"), "shipped"
     else:
-        generator, source = ProGANGenerator(256, [256, 256, 128, 64, 32]).eval(), "random"
+        generator, source = stand_in_generator(), "random"
     size = generator.resolution
     z = torch.randn(1, generator.z_dim)
     mask = torch.zeros(size, size)

@@ -65,7 +65,8 @@ def removal(generator, segmenter, layer: str, units: Sequence[int], concept: Con
     if n < 1:
         raise ValueError("need at least one sample")
     strokes = [Stroke(units=list(units), mode="ablate")]
-    saved = checkpoint.load() if checkpoint is not None else None
+    checkpoint = checkpoint or JobCheckpoint(None, "")
+    saved = checkpoint.load()
     begin, counts = (saved["next"], saved["counts"]) if saved else (0, dict.fromkeys(
         ("before", "removed", "other", "other_changed", "images_with"), 0))
     for start in tqdm(range(begin, n, batch), desc=f"remove {concept.name}",
@@ -84,10 +85,9 @@ def removal(generator, segmenter, layer: str, units: Sequence[int], concept: Con
         others = ~had
         counts["other"] += int(others.sum())
         counts["other_changed"] += int((others & (edited != clean)).sum())
-        if checkpoint is not None:
+        if checkpoint.due():
             checkpoint.save({"next": start + batch, "counts": counts})
-    if checkpoint is not None:
-        checkpoint.save({"next": n, "counts": counts}, force=True)
+    checkpoint.save({"next": n, "counts": counts})
     before, other = counts["before"], counts["other"]
     return {
         "concept": concept.name,
@@ -157,7 +157,8 @@ def select_by_ace(generator, segmenter, layer: str, concept: ConceptRef,
     segmenter.requires_grad_(False)
     generator.requires_grad_(False)
     order = torch.Generator().manual_seed(seed)
-    saved = checkpoint.load() if checkpoint is not None else None
+    checkpoint = checkpoint or JobCheckpoint(None, "")
+    saved = checkpoint.load()
     first_epoch, first_step = 0, 0
     if saved:
         with torch.no_grad():
@@ -184,7 +185,7 @@ def select_by_ace(generator, segmenter, layer: str, concept: ConceptRef,
             optimizer.step()
             with torch.no_grad():
                 alpha.clamp_(0, 1)
-            if checkpoint is not None:
+            if checkpoint.due():
                 checkpoint.save({"epoch": epoch, "step": step + 1, "order": epoch_order,
                                  "alpha": alpha.detach().cpu(),
                                  "optimizer": optimizer.state_dict()})

@@ -115,13 +115,14 @@ class FolderLock:
 
 
 class JobCheckpoint:
-    """A long job's state in one file, written atomically at most every ``seconds``.
+    """A long job's state in one file, written atomically.
 
     ``load()`` gives back the last state saved under the same ``key`` (None for a fresh start,
-    or when the file belongs to other settings); ``save(state)`` writes it when the interval has
-    passed (``force=True``: now). A job killed at any point restarts from its last save, and a
-    job that resumes exactly (same batches, same random state) ends with the same result. No
-    file is kept when ``path`` is None.
+    when the file belongs to other settings, or when it is damaged); ``due()`` says whether
+    ``seconds`` have passed since the last save, so that a job builds its state only then;
+    ``save(state)`` writes it. A job killed at any point restarts from its last save, and a job
+    that resumes exactly (same batches, same random state) ends with the same result. With
+    ``path`` None nothing is kept (``due()`` is never true, ``save`` does nothing).
     """
 
     def __init__(self, path: str | Path | None, key: str, seconds: float = 30.0) -> None:
@@ -140,8 +141,11 @@ class JobCheckpoint:
             return None
         return saved["state"]
 
-    def save(self, state: Any, force: bool = False) -> None:
-        if self.path is None or not (force or time.monotonic() - self._last >= self.seconds):
+    def due(self) -> bool:
+        return self.path is not None and time.monotonic() - self._last >= self.seconds
+
+    def save(self, state: Any) -> None:
+        if self.path is None:
             return
         save_state(self.path, {"key": self.key, "state": state})
         self._last = time.monotonic()

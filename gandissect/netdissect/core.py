@@ -18,7 +18,6 @@ and started again continues to the same counts; without one nothing is written t
 from __future__ import annotations
 
 import hashlib
-import time
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, nullcontext
@@ -35,7 +34,7 @@ from gandissect.dissect.identity import fingerprint, settings_key
 from gandissect.dissect.labels import ConceptTable
 from gandissect.dissect.passes import Accumulator, FirstPass, IoUPass
 from gandissect.dissect.results import Dissection, LayerDissection
-from gandissect.fileio import DamagedFile, FolderLock, load_state, save_state
+from gandissect.fileio import FolderLock, JobCheckpoint
 from gandissect.hooks import TraceDict
 from gandissect.netdissect.inputs import Preprocess
 from gandissect.netdissect.probe import ProbeSet
@@ -83,39 +82,35 @@ def _device(model: nn.Module) -> torch.device:
     return parameter.device if parameter is not None else torch.device("cpu")
 
 
-class _Checkpoint:
-    """A netdissect run's progress in ``folder/netdissect-KEY.pt``: the pass, how many probe
-    images it has counted, and every layer's statistics so far (None: keep nothing)."""
+class _Progress:
+    """A netdissect run's progress (a ``JobCheckpoint`` in ``folder/netdissect-KEY.pt``, none
+    without a folder): per pass, the probe images counted and every layer's statistics, and the
+    shapes seen so far."""
 
     def __init__(self, folder: Path | None, key: dict[str, Any], seconds: float) -> None:
-        self.path = folder / f"netdissect-{settings_key(key)}.pt" if folder else None
-        self.key, self.seconds, self.last = key, seconds, time.monotonic()
-        try:
-            saved = load_state(self.path) if self.path and self.path.is_file() else None
-        except DamagedFile:
-            saved = None  # progress only: start again
-        self.saved = saved if isinstance(saved, dict) and saved.get("key") == key else None
+        key_text = settings_key(key)
+        self.job = JobCheckpoint(folder / f"netdissect-{key_text}.pt" if folder else None,
+                                 key_text, seconds)
+        self.saved = self.job.load() or {"passes": {}, "seen": {"shapes": {},
+                                                                "label_shape": None}}
+        self.seen = self.saved["seen"]
 
     def resume(self, name: str, accumulators: dict[str, Accumulator]) -> int:
         """Load pass ``name``'s saved statistics into ``accumulators``; images already counted
         (0 when nothing was saved for it; the probe size when the pass is complete)."""
-        if self.saved is None or name not in self.saved["passes"]:
+        entry = self.saved["passes"].get(name)
+        if entry is None:
             return 0
-        entry = self.saved["passes"][name]
         for layer, state in entry["states"].items():
             accumulators[layer].load_state_dict(state)
         return entry["done"]
 
     def save(self, name: str, done: int, accumulators: dict[str, Accumulator],
-             extra: dict[str, Any], force: bool = False) -> None:
-        if self.path is None or not (force or time.monotonic() - self.last >= self.seconds):
-            return
-        passes = dict(self.saved["passes"]) if self.saved else {}
-        passes[name] = {"done": done, "states": {k: a.state_dict()
-                                                 for k, a in accumulators.items()}}
-        self.saved = {"key": self.key, "passes": passes, **extra}
-        save_state(self.path, self.saved)
-        self.last = time.monotonic()
+             force: bool) -> None:
+        if force or self.job.due():
+            self.saved["passes"][name] = {"done": done, "states": {
+                layer: a.state_dict() for layer, a in accumulators.items()}}
+            self.job.save(self.saved)
 
 
 def _preprocess_identity(preprocess: Preprocess | None) -> str | None:
@@ -208,16 +203,15 @@ def netdissect(
     folder = Path(cache_dir) if cache_dir is not None else None
     with (FolderLock(folder, what="cache folder") if folder else nullcontext()), \
             eval_mode(model):
-        checkpoint = _Checkpoint(folder, key, checkpoint_seconds)
-        seen = checkpoint.saved["seen"] if checkpoint.saved else {"shapes": {},
-                                                                  "label_shape": None}
+        saved = _Progress(folder, key, checkpoint_seconds)
+        seen = saved.seen
 
         def run(name: str, accumulators: dict[str, Accumulator], desc: str) -> None:
-            start = checkpoint.resume(name, accumulators)
+            start = saved.resume(name, accumulators)
             if start < n:
                 _run_pass(model, dataset, names, accumulators, preprocess, batch, desc,
-                          progress, seen, start, lambda done, force: checkpoint.save(
-                              name, done, accumulators, {"seen": seen}, force))
+                          progress, seen, start, lambda done, force: saved.save(
+                              name, done, accumulators, force))
 
         first = {name: FirstPass(top_k) for name in names}
         run("first", first, "netdissect quantiles")

@@ -69,6 +69,14 @@ class GANConfig:
     seed: int = 0
 
 
+def stand_in_generator(seed: int = 0) -> ProGANGenerator:
+    """The shipped generator's architecture (``GANConfig``'s defaults) with fixed random
+    weights, in eval mode: for benchmarks, whose costs do not depend on the weights."""
+    config = GANConfig()
+    torch.manual_seed(seed)
+    return ProGANGenerator(config.z_dim, config.channels).eval()
+
+
 class SceneBatches(IterableDataset):
     """Endless batches of SceneWorld images in [-1, 1], scenes ``start, start + 1, ...``."""
 
