@@ -13,7 +13,17 @@ from gandissect.evaluate.generator import (
 )
 from gandissect.models.proggan import ProGANGenerator, proggan_channels
 from gandissect.models.registry import build, read_weights, save_weights
-from gandissect.train.gan import GANConfig, GrowingGenerator, growth_stage, train_generator
+from gandissect.models.discriminator import Discriminator
+from gandissect.train.gan import (
+    GANConfig,
+    GANTrainer,
+    GrowingGenerator,
+    class_names,
+    growth_stage,
+    image_classes,
+    latent_class_offsets,
+    train_generator,
+)
 
 
 def test_proggan_layout_matches_the_released_checkpoints():
@@ -57,7 +67,8 @@ def test_weights_round_trip_through_safetensors(tmp_path):
     assert torch.equal(rebuilt(z), g(z))
 
 
-TINY = dict(resolution=16, z_dim=8, channels=[8, 8, 8], d_channels=[8, 8, 8], batch=4)
+TINY = dict(resolution=16, z_dim=8, channels=[8, 8, 8], d_channels=[8, 8, 8], batch=4,
+            condition_kimg=None)
 
 
 def test_training_resumes_exactly(tmp_path):
@@ -72,6 +83,185 @@ def test_training_resumes_exactly(tmp_path):
         assert torch.equal(a, b)
     assert (tmp_path / "split" / "sceneworld_generator.safetensors").exists()
     assert (tmp_path / "split" / "samples.png").exists()
+
+
+PRIOR = [0.2, 0.2, 0.12, 0.16, 0.16, 0.16]
+
+
+def test_latent_class_regions_have_the_prior_frequencies():
+    prior = [0.4, 0.1, 0.3, 0.2]
+    offsets = latent_class_offsets(prior)
+    generator = ProGANGenerator(z_dim=7, channels=[4], class_offsets=offsets.tolist())
+    z = torch.randn(400_000, 7, generator=torch.Generator().manual_seed(3))
+    # The definition by a loop: class k where z_k + b_k beats every other class.
+    for k in range(4):
+        wins = torch.ones(len(z), dtype=torch.bool)
+        for j in range(4):
+            if j != k:
+                wins &= z[:, k] + offsets[k] > z[:, j] + offsets[j]
+        assert float(wins.float().mean()) == pytest.approx(prior[k], abs=0.004)  # ~5 sd
+        assert torch.equal(generator.latent_classes(z) == k, wins)
+    equal = latent_class_offsets([1, 1, 1])
+    torch.testing.assert_close(equal, torch.zeros(3))
+    for bad in ([1.0], [0.5, 0.0, 0.5], [[0.5, 0.5]]):
+        with pytest.raises(ValueError, match="class_prior"):
+            latent_class_offsets(bad)
+
+
+def test_projection_discriminator_adds_the_class_term():
+    torch.manual_seed(0)
+    d = Discriminator(16, [8, 8, 8], classes=3)
+    images, labels = torch.randn(4, 3, 16, 16), torch.tensor([0, 2, 1, 2])
+    torch.testing.assert_close(d(images, labels=labels), d(images))  # starts unconditional
+    with torch.no_grad():
+        d.class_embedding.normal_()
+    hidden = {}
+    d.final_dense.register_forward_hook(lambda m, i, o: hidden.setdefault("h", o))
+    plain = d(images)
+    h = torch.nn.functional.leaky_relu(hidden["h"], 0.2)
+    expected = plain + torch.stack([d.class_embedding[c] @ h[i] for i, c in
+                                    enumerate(labels.tolist())]) / math.sqrt(8)
+    torch.testing.assert_close(d(images, labels=labels), expected)
+    with pytest.raises(ValueError, match="classes"):
+        Discriminator(16, [8, 8, 8])(images, labels=labels)
+
+
+def test_latent_class_vectors_are_added_to_z():
+    torch.manual_seed(0)
+    g = ProGANGenerator(z_dim=8, channels=[6, 5], class_offsets=[0.5, 0.0, -0.5])
+    plain = ProGANGenerator(z_dim=8, channels=[6, 5])
+    plain.load_state_dict({k: v for k, v in g.state_dict().items() if "class" not in k})
+    z = torch.randn(5, 8)
+    torch.testing.assert_close(g(z), plain(z))  # zero vectors: the unconditional generator
+    with torch.no_grad():
+        g.class_embedding.normal_()
+    shifted = torch.stack([z[i] + g.class_embedding[int(torch.argmax(
+        z[i, :3] + torch.tensor([0.5, 0.0, -0.5])))] for i in range(5)])
+    torch.testing.assert_close(g(z), plain(shifted))
+    rebuilt = build(g.config())
+    rebuilt.load_state_dict(g.state_dict())
+    torch.testing.assert_close(rebuilt(z), g(z))
+    with pytest.raises(ValueError, match="no latent classes"):
+        plain.latent_classes(z)
+
+
+def test_conditioning_continues_an_unconditional_checkpoint(tmp_path):
+    """A checkpoint from before conditioning (no class vectors in either network) loads into
+    a conditional trainer: everything it held is kept, the new vectors start at zero and
+    then learn."""
+    torch.set_num_threads(1)
+    old = train_generator(str(tmp_path / "old"), GANConfig(**TINY),
+                          kimg=0.008)
+    state = old.state_dict()
+    assert "class_embedding" not in state["discriminator"]
+    from gandissect.train.common import RunFolder
+
+    with RunFolder(tmp_path / "new") as run:
+        new = GANTrainer(GANConfig(**dict(TINY, condition_kimg=0.008, class_prior=PRIOR)), run)
+        new.load_state_dict(state)
+        for name, value in state["discriminator"].items():
+            assert torch.equal(new.discriminator.state_dict()[name], value)
+        for name, value in state["ema"].items():
+            assert torch.equal(new.ema.state_dict()[name], value)
+        assert not new.discriminator.class_embedding.any()
+        assert not new.generator.generator.class_embedding.any()
+        for optimizer, key in ((new.d_optimizer, "d_optimizer"), (new.g_optimizer, "g_optimizer")):
+            moments = optimizer.state_dict()["state"]
+            for index, values in state[key]["state"].items():
+                assert torch.equal(moments[index]["exp_avg"], values["exp_avg"])
+        assert new.conditioned()
+        with pytest.raises(ValueError, match="labels"):
+            new.train_step(torch.randn(4, 3, 16, 16))
+        new.train_step(torch.randn(4, 3, 16, 16), torch.tensor([0, 1, 2, 3]))
+        assert new.discriminator.class_embedding.any()
+        assert new.generator.generator.class_embedding.any()
+
+
+def test_conditional_training_resumes_exactly(tmp_path):
+    torch.set_num_threads(1)
+    tiny = dict(TINY, grow_kimg=0, condition_kimg=0.008, class_prior=PRIOR)
+    whole = train_generator(str(tmp_path / "whole"), GANConfig(**tiny), kimg=0.024)
+    train_generator(str(tmp_path / "split"), GANConfig(**tiny), kimg=0.012)
+    resumed = train_generator(str(tmp_path / "split"), kimg=0.024)
+    assert resumed.images_seen == whole.images_seen == 24
+    assert whole.discriminator.class_embedding.any()
+    for a, b in zip(whole.state_dict()["discriminator"].values(),
+                    resumed.state_dict()["discriminator"].values()):
+        assert torch.equal(a, b)
+    for a, b in zip(whole.ema.state_dict().values(), resumed.ema.state_dict().values()):
+        assert torch.equal(a, b)
+
+
+FACADE_PRIOR = [0.05] * 12 + [0.4 / 3] * 3
+
+
+def test_image_classes_split_built_scenes_by_main_facade():
+    import numpy as np
+
+    from gandissect.world import render_batch
+    from gandissect.world.concepts import code_of, concepts
+
+    batch = render_batch(101, range(40), 32)
+    names, scenes = class_names(True), [c.name for c in concepts("scene")]
+    assert len(names) == 15 and class_names(False) == scenes
+    got = image_classes(batch["scene"], batch["material"], True)
+    for i in range(40):  # the definition, by counting
+        scene = scenes[batch["scene"][i] - 1]
+        if scene in ("church", "house", "street"):
+            counts = {f: int((batch["material"][i] == code_of(f, "material")).sum())
+                      for f in ("brick", "plaster", "stone", "glass")}
+            best = max(counts.values())
+            scene += "/" + next(f for f, n in counts.items() if n == best)
+        assert names[got[i]] == scene
+    assert np.array_equal(image_classes(batch["scene"], batch["material"], False),
+                          batch["scene"] - 1)
+
+
+def test_splitting_classes_starts_each_from_its_scene(tmp_path):
+    torch.set_num_threads(1)
+    from gandissect.train.common import RunFolder
+
+    config = GANConfig(**dict(TINY, z_dim=16, condition_kimg=0, class_prior=PRIOR,
+                              facade_kimg=0.004, facade_class_prior=FACADE_PRIOR))
+    with RunFolder(tmp_path / "run") as run:
+        trainer = GANTrainer(config, run)
+        trainer.train_step(torch.randn(4, 3, 16, 16), torch.tensor([0, 1, 2, 3]))
+        g = trainer.generator.generator
+        before = g.class_embedding.detach().clone()
+        assert not trainer.is_split() and trainer.split_due()
+        trainer.split_classes()
+        assert trainer.is_split()
+        assert trainer.d_parameters[-1] is trainer.discriminator.class_embedding
+        for optimizer, module in ((trainer.d_optimizer, trainer.discriminator),
+                                  (trainer.g_optimizer, g)):
+            assert optimizer.param_groups[-1]["params"][-1] is module.class_embedding
+            assert module.class_embedding not in optimizer.state  # no moments yet
+        parents = [class_names(False).index(n.split("/")[0]) for n in class_names(True)]
+        for module in (g, trainer.ema.generator, trainer.discriminator):
+            assert len(module.class_embedding) == 15
+        torch.testing.assert_close(g.class_embedding, before[parents])
+        z = torch.randn(6, 16)
+        plain = ProGANGenerator(z_dim=16, channels=[8, 8, 8])
+        plain.load_state_dict({k: v for k, v in g.state_dict().items() if "class" not in k})
+        shifted = z + before[[parents[int(k)] for k in g.latent_classes(z)]]
+        with torch.no_grad():
+            torch.testing.assert_close(g(z), plain(shifted))
+        trainer.train_step(torch.randn(4, 3, 16, 16), torch.tensor([0, 5, 13, 14]))
+        assert trainer.discriminator.class_embedding[14].any()
+
+
+def test_training_resumes_exactly_across_the_split(tmp_path):
+    torch.set_num_threads(1)
+    tiny = dict(TINY, z_dim=16, grow_kimg=0, condition_kimg=0.004, class_prior=PRIOR,
+                facade_kimg=0.012, facade_class_prior=FACADE_PRIOR)
+    whole = train_generator(str(tmp_path / "whole"), GANConfig(**tiny), kimg=0.020)
+    train_generator(str(tmp_path / "split"), GANConfig(**tiny), kimg=0.008)
+    train_generator(str(tmp_path / "split"), kimg=0.016)  # stops after the split
+    resumed = train_generator(str(tmp_path / "split"), kimg=0.020)
+    assert whole.is_split() and resumed.is_split()
+    for key in ("generator", "discriminator", "ema"):
+        for a, b in zip(whole.state_dict()[key].values(), resumed.state_dict()[key].values()):
+            assert torch.equal(a, b)
 
 
 def test_run_folder_refuses_a_second_writer(tmp_path):

@@ -64,10 +64,15 @@ class Discriminator(nn.Module):
 
     ``spectral_norm=True`` uses spectrally normalised plain layers (for the hinge loss);
     otherwise equalised-learning-rate layers (for the logistic loss with R1).
+
+    ``classes > 0`` adds a projection term (Miyato & Koyama 2018): given ``labels``, the score
+    gains ``<e[label], h>`` with ``h`` the last hidden features and ``e`` a learnt embedding
+    per class, zero at the start (so the discriminator starts as the unconditional one) and
+    scaled at run time like the other equalised layers.
     """
 
     def __init__(self, resolution: int = 64, channels: list[int] | None = None,
-                 spectral_norm: bool = False) -> None:
+                 spectral_norm: bool = False, classes: int = 0) -> None:
         super().__init__()
         steps = int(math.log2(resolution)) - 2  # resolutions above 4x4
         channels = list(channels or [32, 64, 128, 256, 256][-steps - 1:])
@@ -85,12 +90,19 @@ class Discriminator(nn.Module):
         self.final_conv = conv(last + 1, last, 3, 1)
         self.final_dense = linear(last * 16, last)
         self.score = linear(last, 1, gain=1.0)
-        self.channels, self.resolution = channels, resolution
+        self.channels, self.resolution, self.classes = channels, resolution, classes
+        if classes:
+            self.class_embedding = nn.Parameter(torch.zeros(classes, last))
+            self.class_scale = 1 / math.sqrt(last)
 
-    def forward(self, image: torch.Tensor, alpha: float = 1.0) -> torch.Tensor:
+    def forward(self, image: torch.Tensor, alpha: float = 1.0,
+                labels: torch.Tensor | None = None) -> torch.Tensor:
         """Score images at the full resolution or, while growing, at ``R / 2**k``; ``alpha < 1``
         fades in the lowest block used (ProGAN): its input is mixed with the image halved and
-        passed through the next from-RGB layer."""
+        passed through the next from-RGB layer. ``labels`` (N,) class indices, for a
+        discriminator built with ``classes``: the class-conditional score."""
+        if labels is not None and not self.classes:
+            raise ValueError("this discriminator has no classes; build it with classes=K")
         k = round(math.log2(self.resolution / image.shape[-1]))
         if image.shape[-1] * 2 ** k != self.resolution or not 0 <= k < len(self.channels):
             raise ValueError(f"image size {image.shape[-1]} is not {self.resolution} / 2**k")
@@ -107,7 +119,10 @@ class Discriminator(nn.Module):
         x = minibatch_stddev(x)
         x = F.leaky_relu(self.final_conv(x), 0.2)
         x = F.leaky_relu(self.final_dense(x.flatten(1)), 0.2)
-        return self.score(x).squeeze(1)
+        score = self.score(x).squeeze(1)
+        if labels is not None:
+            score = score + (self.class_embedding[labels] * x).sum(1) * self.class_scale
+        return score
 
 
 class ProjectedDiscriminator(nn.Module):

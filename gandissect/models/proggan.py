@@ -8,6 +8,12 @@ applied to z reshaped to ``(N, D, 1, 1)``; pixel norm is applied to z as well. S
 ``layer{i}.conv.weight``, ``layer{i}.wscale.b``, ``output_{R}x{R}.conv.weight`` and
 ``output_{R}x{R}.wscale.b``, exactly as the released LSUN models, so the same class loads
 them and the generator the project trains on SceneWorld.
+
+Optional latent classes (the SceneWorld generator; the released models have none): with
+``class_offsets`` b (K values), a latent's class is ``argmax_k(z_k + b_k)`` over its first K
+values, and a learnt vector per class (``class_embedding``, K x z_dim) is added to z before
+``layer1``. Every latent is still a standard normal draw; the offsets set how often each class
+comes up. Two more state-dict keys, ``class_embedding`` and ``class_offsets``.
 """
 
 from __future__ import annotations
@@ -92,7 +98,8 @@ class ProGANGenerator(nn.Sequential):
     resolution, so ``layer4`` is the second 8x8 layer (the painting layer of GANPaint).
     """
 
-    def __init__(self, z_dim: int = 512, channels: list[int] | None = None) -> None:
+    def __init__(self, z_dim: int = 512, channels: list[int] | None = None,
+                 class_offsets: list[float] | None = None) -> None:
         channels = list(channels or proggan_channels(256))
         layers: OrderedDict[str, nn.Module] = OrderedDict()
         layers["layer1"] = Block(z_dim, channels[0], kernel_size=4, padding=3)
@@ -107,15 +114,41 @@ class ProGANGenerator(nn.Sequential):
         self.z_dim = z_dim
         self.channels = channels
         self.resolution = resolution
+        if class_offsets is None:
+            self.register_buffer("class_offsets", None)
+            self.register_parameter("class_embedding", None)
+        else:
+            if not 2 <= len(class_offsets) <= z_dim:
+                raise ValueError(f"need 2 to z_dim={z_dim} class offsets, "
+                                 f"got {len(class_offsets)}")
+            self.register_buffer("class_offsets", torch.tensor(class_offsets,
+                                                               dtype=torch.float32))
+            self.class_embedding = nn.Parameter(torch.zeros(len(class_offsets), z_dim))
 
-    def forward(self, z: torch.Tensor) -> torch.Tensor:
+    def latent_classes(self, z: torch.Tensor) -> torch.Tensor:
+        """``(N,)`` class of each latent ``(N, z_dim[, 1, 1])``: ``argmax_k(z_k + b_k)``."""
+        if self.class_offsets is None:
+            raise ValueError("this generator has no latent classes")
+        return (z.flatten(1)[:, :len(self.class_offsets)] + self.class_offsets).argmax(1)
+
+    def condition(self, z: torch.Tensor) -> torch.Tensor:
+        """``(N, z_dim, 1, 1)``: z checked and, with latent classes, plus its class's vector;
+        the input of ``layer1``."""
         if z.dim() == 2:
             z = z[:, :, None, None]
         if z.dim() != 4 or z.shape[1:] != (self.z_dim, 1, 1):
             raise ValueError(f"latent must be (N, {self.z_dim}) or (N, {self.z_dim}, 1, 1), "
                              f"got {tuple(z.shape)}")
-        return super().forward(z)
+        if self.class_offsets is not None:
+            z = z + self.class_embedding[self.latent_classes(z)][:, :, None, None]
+        return z
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        return super().forward(self.condition(z))
 
     def config(self) -> dict:
         """What it takes to rebuild this architecture."""
-        return {"architecture": "proggan", "z_dim": self.z_dim, "channels": self.channels}
+        config = {"architecture": "proggan", "z_dim": self.z_dim, "channels": self.channels}
+        if self.class_offsets is not None:
+            config["class_offsets"] = [float(b) for b in self.class_offsets]
+        return config

@@ -16,6 +16,21 @@ Without growing, the pixel discriminators fell behind or the generator collapsed
 images on the CPU, and the projected one overpowered the generator (all samples alike); with
 growing, the logistic pair drew varied 8 px scenes within 10,000 images.
 
+Latent classes: the unconditional pair drew churches less and less (10.7% of scenes at 172,000
+images, 5.6% at 307,000, against 19.5%). So the latent space is cut into one region per scene
+class, ``argmax_k(z_k + b_k)`` over the first K coordinates, with offsets ``b`` solved so that a
+standard-normal z falls in class k as often as real scenes are of class k
+(``latent_class_offsets``); the generator adds a learnt vector per class to z
+(``ProGANGenerator(class_offsets=...)``), and from ``GANConfig.condition_kimg`` on the
+discriminator also sees each image's class (projection, ``Discriminator(classes=K)``):
+SceneWorld's exact label for a real image, its latent's class for a generated one. The
+generator keeps its interface (a standard-normal z in, an image out), and the class mixture
+of its images is pinned to the real one as far as it honours the regions. From
+``GANConfig.facade_kimg`` on, church, house and street are each split by the main facade
+material in view (brick, plaster, stone, glass: 15 classes; ``split_classes``), each new class
+starting from its scene's vectors: with scene classes alone the generator still put brick on
+twice as many images as SceneWorld does, blending brick into walls of other materials.
+
 Adam with beta1 = 0; an exponential moving average of the generator's weights is what gets
 shipped. Real images are SceneWorld scenes rendered on the fly from world ``SEEDS['generator']``,
 scene indices continuing where the last checkpoint stopped.
@@ -67,6 +82,107 @@ class GANConfig:
     grow_start: int = 8
     world_seed: int = SEEDS["generator"]
     seed: int = 0
+    # Latent classes, and a class-conditional discriminator from this many thousand images on
+    # (None: neither). The shipped run switched it on at its saved state of 311,712 images.
+    condition_kimg: float | None = 311.712
+    # Scene-class frequencies of the real images (``scene_prior`` of the world when None),
+    # fixed for the run so that the latent regions never move.
+    class_prior: list[float] | None = None
+    # Split built scenes by facade material from this many thousand images on (None: never);
+    # the shipped run split at 390,208 images. Frequencies of the 15 classes as above.
+    facade_kimg: float | None = 390.208
+    facade_class_prior: list[float] | None = None
+
+
+BUILT_SCENES = ("church", "house", "street")
+FACADES = ("brick", "plaster", "stone", "glass")
+
+
+def class_names(facades: bool) -> list[str]:
+    """The latent classes: the scene classes in ``concepts("scene")`` order, with each built
+    scene split into ``scene/facade`` classes when ``facades``."""
+    from gandissect.world.concepts import concepts
+
+    names = []
+    for scene in (c.name for c in concepts("scene")):
+        split = facades and scene in BUILT_SCENES
+        names += [f"{scene}/{facade}" for facade in FACADES] if split else [scene]
+    return names
+
+
+def image_classes(scenes: np.ndarray, materials: np.ndarray, facades: bool) -> np.ndarray:
+    """Class indices (into ``class_names(facades)``) of rendered scenes: 1-based scene codes
+    ``(N,)`` and material label maps ``(N, H, W)``; a built scene's facade is the facade
+    material with the most pixels (ties and no facade in view: the first)."""
+    from gandissect.world.concepts import code_of, concepts
+
+    scene_names = [c.name for c in concepts("scene")]
+    names = class_names(facades)
+    codes = [code_of(f, "material") for f in FACADES]
+    out = np.empty(len(scenes), dtype=np.int64)
+    for i, (scene, labels) in enumerate(zip(scenes, materials)):
+        name = scene_names[int(scene) - 1]
+        if facades and name in BUILT_SCENES:
+            pixels = [(labels == code).sum() for code in codes]
+            name = f"{name}/{FACADES[int(np.argmax(pixels))]}"
+        out[i] = names.index(name)
+    return out
+
+
+def scene_prior(world_seed: int, n: int = 20_000) -> list[float]:
+    """Scene-class frequencies of ``n`` SceneWorld layouts (scene indices from 10**9 on, which
+    training never reaches), in the order of ``concepts("scene")``."""
+    from gandissect.world.compose import compose
+    from gandissect.world.concepts import concepts
+    from gandissect.world.render import scene_rng
+
+    names = [c.name for c in concepts("scene")]
+    counts = np.zeros(len(names))
+    for index in range(10**9, 10**9 + n):
+        counts[names.index(compose(scene_rng(world_seed, index), 1 / 64).scene)] += 1
+    return (counts / n).tolist()
+
+
+def facade_class_prior(world_seed: int, size: int, n: int = 20_000) -> list[float]:
+    """Frequencies of ``class_names(True)`` over ``n`` rendered scenes (indices from 10**9 on);
+    a class never seen gets half a count, so that every latent region exists."""
+    from gandissect.world import render_batch
+
+    counts = np.zeros(len(class_names(True)))
+    for start in tqdm(range(10**9, 10**9 + n, 500), desc="class frequencies", leave=False):
+        batch = render_batch(world_seed, range(start, min(start + 500, 10**9 + n)), size)
+        counts += np.bincount(image_classes(batch["scene"], batch["material"], True),
+                              minlength=len(counts))
+    counts = np.maximum(counts, 0.5)
+    return (counts / counts.sum()).tolist()
+
+
+def _argmax_probabilities(offsets: torch.Tensor, grid: torch.Tensor) -> torch.Tensor:
+    """P(argmax_k (z_k + b_k) = k) for z ~ N(0, I): the integral over t of
+    phi(t) * prod_{j != k} Phi(t + b_k - b_j), by the trapezoid rule (float64)."""
+    density = torch.exp(-grid**2 / 2) / math.sqrt(2 * math.pi)
+    gaps = offsets[:, None] - offsets[None, :]  # b_k - b_j
+    cdf = torch.special.ndtr(grid[None, None, :] + gaps[:, :, None])  # (k, j, t)
+    cdf = cdf + torch.eye(len(offsets), dtype=cdf.dtype)[:, :, None] * (1 - cdf)  # j = k: 1
+    return torch.trapezoid(density * cdf.prod(1), grid)
+
+
+def latent_class_offsets(prior: list[float]) -> torch.Tensor:
+    """Offsets ``b`` such that ``argmax_k(z_k + b_k)`` over a standard normal z is class k with
+    probability ``prior[k]`` (fixed-point iteration on log p / q; float64, to 1e-9)."""
+    target = torch.tensor(prior, dtype=torch.float64)
+    if target.dim() != 1 or len(target) < 2 or (target <= 0).any():
+        raise ValueError(f"class_prior needs two or more positive frequencies, got {prior}")
+    target = target / target.sum()
+    grid = torch.linspace(-12, 12, 6001, dtype=torch.float64)
+    offsets = torch.zeros_like(target)
+    for _ in range(500):
+        achieved = _argmax_probabilities(offsets, grid)
+        if (achieved - target).abs().max() < 1e-9:
+            break
+        offsets = offsets + torch.log(target / achieved)
+        offsets = offsets - offsets.mean()
+    return offsets.float()
 
 
 def stand_in_generator(seed: int = 0) -> ProGANGenerator:
@@ -78,7 +194,9 @@ def stand_in_generator(seed: int = 0) -> ProGANGenerator:
 
 
 class SceneBatches(IterableDataset):
-    """Endless batches of SceneWorld images in [-1, 1], scenes ``start, start + 1, ...``."""
+    """Endless (images in [-1, 1], scene classes, scene/facade classes) batches of SceneWorld
+    scenes ``start, start + 1, ...`` (classes index ``class_names(False)`` and
+    ``class_names(True)``)."""
 
     def __init__(self, seed: int, size: int, batch: int, start: int) -> None:
         self.seed, self.size, self.batch, self.start = seed, size, batch, start
@@ -88,8 +206,9 @@ class SceneBatches(IterableDataset):
 
         index = self.start
         while True:
-            images = render_batch(self.seed, range(index, index + self.batch), self.size)["image"]
-            yield image_to_tensor(images)
+            batch = render_batch(self.seed, range(index, index + self.batch), self.size)
+            yield (image_to_tensor(batch["image"]), torch.from_numpy(batch["scene"] - 1),
+                   torch.from_numpy(image_classes(batch["scene"], batch["material"], True)))
             index += self.batch
 
 
@@ -132,7 +251,7 @@ class GrowingGenerator(nn.Module):
         if level == top and alpha >= 1:
             return self.generator(z)
         blocks = list(self.generator.children())
-        x, before = z[:, :, None, None], None
+        x, before = self.generator.condition(z), None
         for i in range(level + 1):
             before = x
             x = blocks[2 * i + 1](blocks[2 * i](x))
@@ -161,13 +280,35 @@ def growth_stage(config: GANConfig, images_seen: int) -> tuple[int, float]:
     return level, min(within, 1.0)
 
 
+def _embedding_last(module: nn.Module, name: str) -> list[nn.Parameter]:
+    """``module``'s trainable parameters with ``name`` (a class embedding, if present) moved
+    last, so that the optimiser indices of checkpoints from before it existed still hold."""
+    named = dict(module.named_parameters())
+    embedding = named.pop(name, None)
+    return [p for p in named.values() if p.requires_grad] + ([embedding] if embedding is not
+                                                             None else [])
+
+
+def _with_one_more_parameter(optimizer_state: dict) -> dict:
+    """An optimiser state dict with one parameter (no moments yet) appended to its group."""
+    (group,) = optimizer_state["param_groups"]
+    group = {**group, "params": [*group["params"], max(group["params"]) + 1]}
+    return {"state": optimizer_state["state"], "param_groups": [group]}
+
+
 class GANTrainer:
     """Holds the networks and optimisers; ``train`` runs until ``config.kimg`` thousand images."""
 
     def __init__(self, config: GANConfig, run: RunFolder) -> None:
         self.config, self.run = config, run
         torch.manual_seed(config.seed)
-        self.generator = GrowingGenerator(ProGANGenerator(config.z_dim, config.channels))
+        offsets = None
+        if config.condition_kimg is not None:
+            if config.class_prior is None:
+                config.class_prior = scene_prior(config.world_seed)
+            offsets = latent_class_offsets(config.class_prior).tolist()
+        self.generator = GrowingGenerator(ProGANGenerator(config.z_dim, config.channels,
+                                                          class_offsets=offsets))
         if self.generator.generator.resolution != config.resolution:
             raise ValueError("channels do not match the resolution")
         if config.loss not in ("hinge", "logistic", "projected"):
@@ -179,13 +320,22 @@ class GANTrainer:
 
             self.discriminator = segmenter_projected_discriminator(
                 load_segmenter("sceneworld"), config.resolution, seed=config.seed)
+            if config.condition_kimg is not None:
+                raise ValueError("class conditioning needs a pixel discriminator: set "
+                                 "condition_kimg=None or loss='logistic' or 'hinge'")
         else:
+            from gandissect.world.concepts import concepts
+
+            classes = len(concepts("scene")) if config.condition_kimg is not None else 0
             self.discriminator = Discriminator(config.resolution, config.d_channels,
-                                               spectral_norm=hinge)
-        self.d_parameters = [p for p in self.discriminator.parameters() if p.requires_grad]
+                                               spectral_norm=hinge, classes=classes)
+        # The class embedding last, so that checkpoints from before it existed keep their
+        # optimiser indices (``load_state_dict``).
+        self.d_parameters = _embedding_last(self.discriminator, "class_embedding")
         self.ema = copy.deepcopy(self.generator).eval().requires_grad_(False)
-        self.g_optimizer = torch.optim.Adam(self.generator.parameters(), config.lr,
-                                            betas=(0.0, 0.99))
+        self.g_optimizer = torch.optim.Adam(
+            _embedding_last(self.generator, "generator.class_embedding"), config.lr,
+            betas=(0.0, 0.99))
         if hinge:
             self.d_optimizer = torch.optim.Adam(self.d_parameters, config.d_lr,
                                                 betas=(0.0, 0.9))
@@ -213,11 +363,29 @@ class GANTrainer:
         }
 
     def load_state_dict(self, state: dict) -> None:
-        self.generator.load_state_dict(state["generator"])
-        self.discriminator.load_state_dict(state["discriminator"])
-        self.ema.load_state_dict(state["ema"])
-        self.g_optimizer.load_state_dict(state["g_optimizer"])
-        self.d_optimizer.load_state_dict(state["d_optimizer"])
+        """Continue from ``state``; a checkpoint from before the class embeddings existed gets
+        them at zero (so the networks start where it stopped), with fresh Adam moments."""
+        g = self.generator.generator
+        g_state, ema_state = state["generator"], state["ema"]
+        saved = g_state.get("generator.class_embedding")
+        if saved is not None and len(saved) == len(class_names(True)) and not self.is_split():
+            self.config.facade_class_prior = state["config"]["facade_class_prior"]
+            self.split_classes()
+        g_optimizer = state["g_optimizer"]
+        if g.class_embedding is not None and "generator.class_embedding" not in g_state:
+            added = {"generator.class_embedding": g.class_embedding.detach(),
+                     "generator.class_offsets": g.class_offsets}
+            g_state, ema_state = {**g_state, **added}, {**ema_state, **added}
+            g_optimizer = _with_one_more_parameter(g_optimizer)
+        d_state, d_optimizer = state["discriminator"], state["d_optimizer"]
+        if getattr(self.discriminator, "classes", 0) and "class_embedding" not in d_state:
+            d_state = {**d_state, "class_embedding": self.discriminator.class_embedding.detach()}
+            d_optimizer = _with_one_more_parameter(d_optimizer)
+        self.generator.load_state_dict(g_state)
+        self.discriminator.load_state_dict(d_state)
+        self.ema.load_state_dict(ema_state)
+        self.g_optimizer.load_state_dict(g_optimizer)
+        self.d_optimizer.load_state_dict(d_optimizer)
         self.images_seen, self.step = state["images_seen"], state["step"]
         self.seconds = state["seconds"]
         self.latents.set_state(state["latents"])
@@ -226,18 +394,74 @@ class GANTrainer:
     def _z(self, n: int) -> torch.Tensor:
         return torch.randn(n, self.config.z_dim, generator=self.latents)
 
-    def _score(self, images: torch.Tensor, alpha: float) -> torch.Tensor:
-        """The discriminator's scores; images below full size are upsampled (nearest) for the
-        projected discriminator, and scored at their size by the growing pixel one."""
+    def _score(self, images: torch.Tensor, alpha: float,
+               labels: torch.Tensor | None = None) -> torch.Tensor:
+        """The discriminator's scores (class-conditional given ``labels``); images below full
+        size are upsampled (nearest) for the projected discriminator, and scored at their size
+        by the growing pixel one."""
         if self.config.loss == "projected":
             size = self.config.resolution
             if images.shape[-1] != size:
                 images = F.interpolate(images, size=(size, size), mode="nearest")
             return self.discriminator(images)
-        return self.discriminator(images, alpha)
+        return self.discriminator(images, alpha, labels)
 
-    def train_step(self, real: torch.Tensor) -> dict[str, float]:
+    def is_split(self) -> bool:
+        """Whether the latent classes are split by facade already."""
+        embedding = self.generator.generator.class_embedding
+        return embedding is not None and len(embedding) == len(class_names(True))
+
+    def split_due(self) -> bool:
+        at = self.config.facade_kimg
+        return (self.conditioned() and at is not None and self.images_seen >= at * 1000
+                and not self.is_split())
+
+    @torch.no_grad()
+    def split_classes(self) -> None:
+        """Split the latent classes of built scenes by facade: new offsets from the 15 classes'
+        frequencies, each new class's vectors (generator, its average, discriminator) copied
+        from its scene's; the optimisers forget the old vectors' moments."""
+        c = self.config
+        if len(class_names(True)) > c.z_dim:
+            raise ValueError(f"{len(class_names(True))} latent classes need z_dim >= "
+                             f"{len(class_names(True))}; set facade_kimg=None")
+        if c.facade_class_prior is None:
+            c.facade_class_prior = facade_class_prior(c.world_seed, c.resolution)
+        offsets = latent_class_offsets(c.facade_class_prior)
+        scenes = class_names(False)
+        parent = torch.tensor([scenes.index(name.split("/")[0]) for name in class_names(True)])
+        pairs = ((self.generator.generator, self.g_optimizer), (self.ema.generator, None),
+                 (self.discriminator, self.d_optimizer))
+        for module, optimizer in pairs:
+            old = module.class_embedding
+            new = nn.Parameter(old.detach()[parent].clone(), requires_grad=old.requires_grad)
+            module.class_embedding = new
+            if isinstance(module, ProGANGenerator):
+                module.class_offsets = offsets.to(old.device)
+            else:
+                module.classes = len(parent)
+            if optimizer is not None:
+                group = optimizer.param_groups[-1]
+                if group["params"][-1] is not old:
+                    raise RuntimeError("the class embedding is not the optimiser's last parameter")
+                optimizer.state.pop(old, None)
+                group["params"][-1] = new
+        self.d_parameters[-1] = self.discriminator.class_embedding
+
+    def conditioned(self) -> bool:
+        """Whether the discriminator sees scene classes at this point of training."""
+        at = self.config.condition_kimg
+        return at is not None and self.images_seen >= at * 1000
+
+    def train_step(self, real: torch.Tensor,
+                   labels: torch.Tensor | None = None) -> dict[str, float]:
+        """One discriminator and one generator step on a batch of real images and, once
+        conditioned, their scene classes (0 .. K-1)."""
         c, n = self.config, real.shape[0]
+        conditioned = self.conditioned()
+        if conditioned and labels is None:
+            raise ValueError("class-conditional training needs the real images' labels")
+        real_labels = labels if conditioned else None
         G = self.generator
         level, alpha = growth_stage(c, self.images_seen)
         size = 4 * 2**level
@@ -247,13 +471,15 @@ class GANTrainer:
             low = F.interpolate(F.avg_pool2d(real, 2), scale_factor=2, mode="nearest")
             real = torch.lerp(low, real, alpha)
         # Discriminator
+        z = self._z(n)
         with torch.no_grad():
-            fake = G(self._z(n), level, alpha)
+            fake = G(z, level, alpha)
+        fake_labels = G.generator.latent_classes(z) if conditioned else None
         hinge = c.loss != "logistic"
         regularise = not hinge and self.step % c.r1_every == 0
         real.requires_grad_(regularise)
-        real_score = self._score(real, alpha)
-        fake_score = self._score(fake, alpha)
+        real_score = self._score(real, alpha, real_labels)
+        fake_score = self._score(fake, alpha, fake_labels)
         if hinge:
             d_loss = F.relu(1 + fake_score).mean() + F.relu(1 - real_score).mean()
         else:
@@ -269,7 +495,9 @@ class GANTrainer:
         # Generator
         for p in self.d_parameters:
             p.requires_grad_(False)
-        fake_score = self._score(G(self._z(n), level, alpha), alpha)
+        z = self._z(n)
+        fake_labels = G.generator.latent_classes(z) if conditioned else None
+        fake_score = self._score(G(z, level, alpha), alpha, fake_labels)
         g_loss = -fake_score.mean() if hinge else F.softplus(-fake_score).mean()
         self.g_optimizer.zero_grad(set_to_none=True)
         g_loss.backward()
@@ -316,10 +544,12 @@ class GANTrainer:
         bar = tqdm(total=total, initial=self.images_seen, unit="img", disable=not progress,
                    desc="generator", smoothing=0.05)
         started, seconds_before = time.monotonic(), self.seconds
-        for real in batches:
+        for real, scenes, facades in batches:
             if self.images_seen >= total or self.run.stop_requested:
                 break
-            losses = self.train_step(real)
+            if self.split_due():
+                self.split_classes()
+            losses = self.train_step(real, facades if self.is_split() else scenes)
             self.seconds = seconds_before + time.monotonic() - started
             bar.update(real.shape[0])
             if log():
