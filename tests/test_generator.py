@@ -11,9 +11,9 @@ from gandissect.evaluate.generator import (
     quantize,
     total_variation,
 )
+from gandissect.models.discriminator import Discriminator
 from gandissect.models.proggan import ProGANGenerator, proggan_channels
 from gandissect.models.registry import build, read_weights, save_weights
-from gandissect.models.discriminator import Discriminator
 from gandissect.train.gan import (
     GANConfig,
     GANTrainer,
