@@ -101,6 +101,12 @@ def test_latent_class_regions_have_the_prior_frequencies():
                 wins &= z[:, k] + offsets[k] > z[:, j] + offsets[j]
         assert float(wins.float().mean()) == pytest.approx(prior[k], abs=0.004)  # ~5 sd
         assert torch.equal(generator.latent_classes(z) == k, wins)
+    rare = [0.002] + [0.998 / 14] * 14  # 15 classes, one rare: the damped solve converges
+    offsets = latent_class_offsets(rare)
+    z = torch.randn(1_000_000, 15, generator=torch.Generator().manual_seed(4))
+    share = torch.bincount((z + offsets).argmax(1), minlength=15).double() / len(z)
+    torch.testing.assert_close(share, torch.tensor(rare, dtype=torch.float64), atol=0.0015,
+                               rtol=0)
     equal = latent_class_offsets([1, 1, 1])
     torch.testing.assert_close(equal, torch.zeros(3))
     for bad in ([1.0], [0.5, 0.0, 0.5], [[0.5, 0.5]]):

@@ -144,8 +144,8 @@ def scene_prior(world_seed: int, n: int = 20_000) -> list[float]:
 
 
 def facade_class_prior(world_seed: int, size: int, n: int = 20_000) -> list[float]:
-    """Frequencies of ``class_names(True)`` over ``n`` rendered scenes (indices from 10**9 on);
-    a class never seen gets half a count, so that every latent region exists."""
+    """Frequencies of ``class_names(True)`` over ``n`` rendered scenes (indices from 10**9 on),
+    each at least 0.002 so that every latent region exists (churches have no glass facades)."""
     from gandissect.world import render_batch
 
     counts = np.zeros(len(class_names(True)))
@@ -153,18 +153,21 @@ def facade_class_prior(world_seed: int, size: int, n: int = 20_000) -> list[floa
         batch = render_batch(world_seed, range(start, min(start + 500, 10**9 + n)), size)
         counts += np.bincount(image_classes(batch["scene"], batch["material"], True),
                               minlength=len(counts))
-    counts = np.maximum(counts, 0.5)
-    return (counts / counts.sum()).tolist()
+    frequencies = np.maximum(counts / n, 0.002)
+    return (frequencies / frequencies.sum()).tolist()
 
 
-def _argmax_probabilities(offsets: torch.Tensor, grid: torch.Tensor) -> torch.Tensor:
-    """P(argmax_k (z_k + b_k) = k) for z ~ N(0, I): the integral over t of
-    phi(t) * prod_{j != k} Phi(t + b_k - b_j), by the trapezoid rule (float64)."""
-    density = torch.exp(-grid**2 / 2) / math.sqrt(2 * math.pi)
+def _log_argmax_probabilities(offsets: torch.Tensor, grid: torch.Tensor) -> torch.Tensor:
+    """log P(argmax_k (z_k + b_k) = k) for z ~ N(0, I): the log of the integral over t of
+    phi(t) * prod_{j != k} Phi(t + b_k - b_j), by the trapezoid rule in log space (float64,
+    so that rare classes do not underflow)."""
+    log_density = -grid**2 / 2 - 0.5 * math.log(2 * math.pi)
     gaps = offsets[:, None] - offsets[None, :]  # b_k - b_j
-    cdf = torch.special.ndtr(grid[None, None, :] + gaps[:, :, None])  # (k, j, t)
-    cdf = cdf + torch.eye(len(offsets), dtype=cdf.dtype)[:, :, None] * (1 - cdf)  # j = k: 1
-    return torch.trapezoid(density * cdf.prod(1), grid)
+    log_cdf = torch.special.log_ndtr(grid[None, None, :] + gaps[:, :, None])  # (k, j, t)
+    log_cdf = log_cdf * (1 - torch.eye(len(offsets), dtype=log_cdf.dtype))[:, :, None]
+    weights = torch.full_like(grid, float(grid[1] - grid[0]))
+    weights[0] = weights[-1] = weights[0] / 2
+    return torch.logsumexp(log_density + log_cdf.sum(1) + weights.log(), dim=1)
 
 
 def latent_class_offsets(prior: list[float]) -> torch.Tensor:
@@ -173,15 +176,17 @@ def latent_class_offsets(prior: list[float]) -> torch.Tensor:
     target = torch.tensor(prior, dtype=torch.float64)
     if target.dim() != 1 or len(target) < 2 or (target <= 0).any():
         raise ValueError(f"class_prior needs two or more positive frequencies, got {prior}")
-    target = target / target.sum()
+    target = (target / target.sum()).log()
     grid = torch.linspace(-12, 12, 6001, dtype=torch.float64)
     offsets = torch.zeros_like(target)
-    for _ in range(500):
-        achieved = _argmax_probabilities(offsets, grid)
-        if (achieved - target).abs().max() < 1e-9:
+    for _ in range(1000):
+        gap = target - _log_argmax_probabilities(offsets, grid)
+        if gap.abs().max() < 1e-9:
             break
-        offsets = offsets + torch.log(target / achieved)
+        offsets = offsets + 0.5 * gap  # damped: full steps overshoot with rare classes
         offsets = offsets - offsets.mean()
+    if not torch.isfinite(offsets).all():
+        raise ValueError(f"could not place latent classes of frequencies {prior}")
     return offsets.float()
 
 
