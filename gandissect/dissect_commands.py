@@ -77,6 +77,9 @@ def _dissect_locked(args: argparse.Namespace, layers: list[str], out: Path, cach
     if shard.rank != 0:
         return 0  # rank 0 holds the same merged result and writes it
     result.settings.update(generator_name=args.generator, segmenter_name=args.segmenter)
+    if args.no_sketch:
+        for layer in result.layers:
+            layer.stats.pop("quantile", None)
     path = write_report(result, out, generator=generator, html=not args.no_html,
                         images=min(args.images, args.top_k))
     for layer in result.layers:
@@ -118,5 +121,9 @@ def register(commands) -> None:
                         help="save the statistics at least this often (a killed run resumes)")
     parser.add_argument("--images", type=int, default=8, help="top images shown per unit")
     parser.add_argument("--no-html", action="store_true", help="write only the JSON and stats")
+    parser.add_argument("--no-sketch", action="store_true",
+                        help="leave the activation quantile sketches out of stats_<layer>.pt "
+                             "(tens of MB; needed only by passes that continue this run, "
+                             "which keep their own copy under --cache)")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.set_defaults(run=_run_dissect)

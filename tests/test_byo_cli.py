@@ -101,3 +101,25 @@ def test_evaluate_attribution_feeds_a_torchvision_classifier_its_normalisation(t
     with torch.no_grad():
         assert torch.allclose(seen[0](images),
                               model(normalize(IMAGENET_MEAN, IMAGENET_STD)(images)), atol=1e-5)
+
+
+def test_dissect_without_sketches_writes_the_same_result_in_a_small_file(tmp_path):
+    """--no-sketch (how the shipped generator's dissection is written) drops only the quantile
+    sketches; the app and the other commands read the folder as before."""
+    from app.dissection import check_dissection
+    from app_fixtures import toy_generator, toy_segmenter
+
+    from gandissect.dissect import load_dissection
+
+    toy = ["--generator", "app_fixtures:toy_generator", "--segmenter",
+           "app_fixtures:toy_segmenter", "--samples", "64", "--batch", "16", "--no-html"]
+    assert main(["dissect", *toy, "--out", str(tmp_path / "full")]) == 0
+    assert main(["dissect", *toy, "--no-sketch", "--out", str(tmp_path / "small")]) == 0
+    full, small = tmp_path / "full", tmp_path / "small"
+    assert (small / "dissect.json").read_text() == (full / "dissect.json").read_text()
+    stats = torch.load(small / "stats_layer4.pt", weights_only=True)
+    whole = torch.load(full / "stats_layer4.pt", weights_only=True)
+    assert "quantile" not in stats and set(whole) - set(stats) == {"quantile"}
+    assert (small / "stats_layer4.pt").stat().st_size < (full / "stats_layer4.pt").stat().st_size
+    result = load_dissection(small, stats=True)
+    check_dissection(result, toy_generator(), toy_segmenter(), "layer4", str(small))
