@@ -106,9 +106,9 @@ def test_evaluate_attribution_feeds_a_torchvision_classifier_its_normalisation(t
 def test_dissect_without_sketches_writes_the_same_result_in_a_small_file(tmp_path):
     """--no-sketch (how the shipped generator's dissection is written) drops only the quantile
     sketches; the app and the other commands read the folder as before."""
-    from app.dissection import check_dissection
     from app_fixtures import toy_generator, toy_segmenter
 
+    from app.dissection import check_dissection
     from gandissect.dissect import load_dissection
 
     toy = ["--generator", "app_fixtures:toy_generator", "--segmenter",
