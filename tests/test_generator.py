@@ -18,9 +18,7 @@ from gandissect.train.gan import (
     GANConfig,
     GANTrainer,
     GrowingGenerator,
-    class_names,
     growth_stage,
-    image_classes,
     latent_class_offsets,
     train_generator,
 )
@@ -183,6 +181,15 @@ def test_conditioning_continues_an_unconditional_checkpoint(tmp_path):
         assert new.generator.generator.class_embedding.any()
 
 
+def test_conditioning_with_the_projected_discriminator_is_refused_first(tmp_path):
+    from gandissect.train.common import RunFolder
+
+    with RunFolder(tmp_path / "run") as run, pytest.raises(ValueError,
+                                                           match="pixel discriminator"):
+        GANTrainer(GANConfig(**dict(TINY, loss="projected", condition_kimg=0,
+                                    class_prior=PRIOR)), run)
+
+
 def test_conditional_training_resumes_exactly(tmp_path):
     torch.set_num_threads(1)
     tiny = dict(TINY, grow_kimg=0, condition_kimg=0.008, class_prior=PRIOR)
@@ -196,78 +203,6 @@ def test_conditional_training_resumes_exactly(tmp_path):
         assert torch.equal(a, b)
     for a, b in zip(whole.ema.state_dict().values(), resumed.ema.state_dict().values()):
         assert torch.equal(a, b)
-
-
-FACADE_PRIOR = [0.05] * 12 + [0.4 / 3] * 3
-
-
-def test_image_classes_split_built_scenes_by_main_facade():
-    import numpy as np
-
-    from gandissect.world import render_batch
-    from gandissect.world.concepts import code_of, concepts
-
-    batch = render_batch(101, range(40), 32)
-    names, scenes = class_names(True), [c.name for c in concepts("scene")]
-    assert len(names) == 15 and class_names(False) == scenes
-    got = image_classes(batch["scene"], batch["material"], True)
-    for i in range(40):  # the definition, by counting
-        scene = scenes[batch["scene"][i] - 1]
-        if scene in ("church", "house", "street"):
-            counts = {f: int((batch["material"][i] == code_of(f, "material")).sum())
-                      for f in ("brick", "plaster", "stone", "glass")}
-            best = max(counts.values())
-            scene += "/" + next(f for f, n in counts.items() if n == best)
-        assert names[got[i]] == scene
-    assert np.array_equal(image_classes(batch["scene"], batch["material"], False),
-                          batch["scene"] - 1)
-
-
-def test_splitting_classes_starts_each_from_its_scene(tmp_path):
-    torch.set_num_threads(1)
-    from gandissect.train.common import RunFolder
-
-    config = GANConfig(**dict(TINY, z_dim=16, condition_kimg=0, class_prior=PRIOR,
-                              facade_kimg=0.004, facade_class_prior=FACADE_PRIOR))
-    with RunFolder(tmp_path / "run") as run:
-        trainer = GANTrainer(config, run)
-        trainer.train_step(torch.randn(4, 3, 16, 16), torch.tensor([0, 1, 2, 3]))
-        g = trainer.generator.generator
-        before = g.class_embedding.detach().clone()
-        assert not trainer.is_split() and trainer.split_due()
-        trainer.split_classes()
-        assert trainer.is_split()
-        assert trainer.d_parameters[-1] is trainer.discriminator.class_embedding
-        for optimizer, module in ((trainer.d_optimizer, trainer.discriminator),
-                                  (trainer.g_optimizer, g)):
-            assert optimizer.param_groups[-1]["params"][-1] is module.class_embedding
-            assert module.class_embedding not in optimizer.state  # no moments yet
-        parents = [class_names(False).index(n.split("/")[0]) for n in class_names(True)]
-        for module in (g, trainer.ema.generator, trainer.discriminator):
-            assert len(module.class_embedding) == 15
-        torch.testing.assert_close(g.class_embedding, before[parents])
-        z = torch.randn(6, 16)
-        plain = ProGANGenerator(z_dim=16, channels=[8, 8, 8])
-        plain.load_state_dict({k: v for k, v in g.state_dict().items() if "class" not in k})
-        shifted = z + before[[parents[int(k)] for k in g.latent_classes(z)]]
-        with torch.no_grad():
-            torch.testing.assert_close(g(z), plain(shifted))
-        trainer.train_step(torch.randn(4, 3, 16, 16), torch.tensor([0, 5, 13, 14]))
-        assert trainer.discriminator.class_embedding[14].any()
-
-
-def test_training_resumes_exactly_across_the_split(tmp_path):
-    torch.set_num_threads(1)
-    tiny = dict(TINY, z_dim=16, grow_kimg=0, condition_kimg=0.004, class_prior=PRIOR,
-                facade_kimg=0.012, facade_class_prior=FACADE_PRIOR)
-    whole = train_generator(str(tmp_path / "whole"), GANConfig(**tiny), kimg=0.020)
-    train_generator(str(tmp_path / "split"), GANConfig(**tiny), kimg=0.008)
-    train_generator(str(tmp_path / "split"), kimg=0.016)  # stops after the split
-    resumed = train_generator(str(tmp_path / "split"), kimg=0.020)
-    assert whole.is_split() and resumed.is_split()
-    for key in ("generator", "discriminator", "ema"):
-        for a, b in zip(whole.state_dict()[key].values(), resumed.state_dict()[key].values()):
-            assert torch.equal(a, b)
 
 
 def test_run_folder_refuses_a_second_writer(tmp_path):

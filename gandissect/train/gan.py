@@ -25,12 +25,9 @@ standard-normal z falls in class k as often as real scenes are of class k
 discriminator also sees each image's class (projection, ``Discriminator(classes=K)``):
 SceneWorld's exact label for a real image, its latent's class for a generated one. The
 generator keeps its interface (a standard-normal z in, an image out), and the class mixture
-of its images is pinned to the real one as far as it honours the regions. From
-``GANConfig.facade_kimg`` on, church, house and street are each split by the main facade
-material in view (brick, plaster, stone, glass: 15 classes; ``split_classes``), each new class
-starting from its scene's vectors: with scene classes alone the generator still put brick on
-twice as many images as SceneWorld does. (Off by default: 80,000 images of it did not change
-that.)
+of its images is pinned to the real one as far as it honours the regions. (Splitting church,
+house and street further by main facade material, 15 classes, was tried for 80,000 images
+against the brick excess and did not lower it; see the generator's model card.)
 
 Adam with beta1 = 0; an exponential moving average of the generator's weights is what gets
 shipped. Real images are SceneWorld scenes rendered on the fly from world ``SEEDS['generator']``,
@@ -89,47 +86,6 @@ class GANConfig:
     # Scene-class frequencies of the real images (``scene_prior`` of the world when None),
     # fixed for the run so that the latent regions never move.
     class_prior: list[float] | None = None
-    # Split built scenes by facade material from this many thousand images on (None: never).
-    # Tried on a branch of the shipped run from 390,208 to 469,792 images: brick still showed
-    # on 2.0-2.4 times as many images as in SceneWorld, so the shipped weights predate it.
-    # Frequencies of the 15 classes as above.
-    facade_kimg: float | None = None
-    facade_class_prior: list[float] | None = None
-
-
-BUILT_SCENES = ("church", "house", "street")
-FACADES = ("brick", "plaster", "stone", "glass")
-
-
-def class_names(facades: bool) -> list[str]:
-    """The latent classes: the scene classes in ``concepts("scene")`` order, with each built
-    scene split into ``scene/facade`` classes when ``facades``."""
-    from gandissect.world.concepts import concepts
-
-    names = []
-    for scene in (c.name for c in concepts("scene")):
-        split = facades and scene in BUILT_SCENES
-        names += [f"{scene}/{facade}" for facade in FACADES] if split else [scene]
-    return names
-
-
-def image_classes(scenes: np.ndarray, materials: np.ndarray, facades: bool) -> np.ndarray:
-    """Class indices (into ``class_names(facades)``) of rendered scenes: 1-based scene codes
-    ``(N,)`` and material label maps ``(N, H, W)``; a built scene's facade is the facade
-    material with the most pixels (ties and no facade in view: the first)."""
-    from gandissect.world.concepts import code_of, concepts
-
-    scene_names = [c.name for c in concepts("scene")]
-    names = class_names(facades)
-    codes = [code_of(f, "material") for f in FACADES]
-    out = np.empty(len(scenes), dtype=np.int64)
-    for i, (scene, labels) in enumerate(zip(scenes, materials)):
-        name = scene_names[int(scene) - 1]
-        if facades and name in BUILT_SCENES:
-            pixels = [(labels == code).sum() for code in codes]
-            name = f"{name}/{FACADES[int(np.argmax(pixels))]}"
-        out[i] = names.index(name)
-    return out
 
 
 def scene_prior(world_seed: int, n: int = 20_000) -> list[float]:
@@ -144,20 +100,6 @@ def scene_prior(world_seed: int, n: int = 20_000) -> list[float]:
     for index in range(10**9, 10**9 + n):
         counts[names.index(compose(scene_rng(world_seed, index), 1 / 64).scene)] += 1
     return (counts / n).tolist()
-
-
-def facade_class_prior(world_seed: int, size: int, n: int = 20_000) -> list[float]:
-    """Frequencies of ``class_names(True)`` over ``n`` rendered scenes (indices from 10**9 on),
-    each at least 0.002 so that every latent region exists (churches have no glass facades)."""
-    from gandissect.world import render_batch
-
-    counts = np.zeros(len(class_names(True)))
-    for start in tqdm(range(10**9, 10**9 + n, 500), desc="class frequencies", leave=False):
-        batch = render_batch(world_seed, range(start, min(start + 500, 10**9 + n)), size)
-        counts += np.bincount(image_classes(batch["scene"], batch["material"], True),
-                              minlength=len(counts))
-    frequencies = np.maximum(counts / n, 0.002)
-    return (frequencies / frequencies.sum()).tolist()
 
 
 def _log_argmax_probabilities(offsets: torch.Tensor, grid: torch.Tensor) -> torch.Tensor:
@@ -202,9 +144,8 @@ def stand_in_generator(seed: int = 0) -> ProGANGenerator:
 
 
 class SceneBatches(IterableDataset):
-    """Endless (images in [-1, 1], scene classes, scene/facade classes) batches of SceneWorld
-    scenes ``start, start + 1, ...`` (classes index ``class_names(False)`` and
-    ``class_names(True)``)."""
+    """Endless (images in [-1, 1], scene classes 0..K-1) batches of SceneWorld scenes
+    ``start, start + 1, ...``."""
 
     def __init__(self, seed: int, size: int, batch: int, start: int) -> None:
         self.seed, self.size, self.batch, self.start = seed, size, batch, start
@@ -215,8 +156,7 @@ class SceneBatches(IterableDataset):
         index = self.start
         while True:
             batch = render_batch(self.seed, range(index, index + self.batch), self.size)
-            yield (image_to_tensor(batch["image"]), torch.from_numpy(batch["scene"] - 1),
-                   torch.from_numpy(image_classes(batch["scene"], batch["material"], True)))
+            yield image_to_tensor(batch["image"]), torch.from_numpy(batch["scene"] - 1)
             index += self.batch
 
 
@@ -309,6 +249,9 @@ class GANTrainer:
 
     def __init__(self, config: GANConfig, run: RunFolder) -> None:
         self.config, self.run = config, run
+        if config.loss == "projected" and config.condition_kimg is not None:
+            raise ValueError("class conditioning needs a pixel discriminator: set "
+                             "condition_kimg=None or loss='logistic' or 'hinge'")
         torch.manual_seed(config.seed)
         offsets = None
         if config.condition_kimg is not None:
@@ -328,9 +271,6 @@ class GANTrainer:
 
             self.discriminator = segmenter_projected_discriminator(
                 load_segmenter("sceneworld"), config.resolution, seed=config.seed)
-            if config.condition_kimg is not None:
-                raise ValueError("class conditioning needs a pixel discriminator: set "
-                                 "condition_kimg=None or loss='logistic' or 'hinge'")
         else:
             from gandissect.world.concepts import concepts
 
@@ -375,10 +315,6 @@ class GANTrainer:
         them at zero (so the networks start where it stopped), with fresh Adam moments."""
         g = self.generator.generator
         g_state, ema_state = state["generator"], state["ema"]
-        saved = g_state.get("generator.class_embedding")
-        if saved is not None and len(saved) == len(class_names(True)) and not self.is_split():
-            self.config.facade_class_prior = state["config"]["facade_class_prior"]
-            self.split_classes()
         g_optimizer = state["g_optimizer"]
         if g.class_embedding is not None and "generator.class_embedding" not in g_state:
             added = {"generator.class_embedding": g.class_embedding.detach(),
@@ -413,48 +349,6 @@ class GANTrainer:
                 images = F.interpolate(images, size=(size, size), mode="nearest")
             return self.discriminator(images)
         return self.discriminator(images, alpha, labels)
-
-    def is_split(self) -> bool:
-        """Whether the latent classes are split by facade already."""
-        embedding = self.generator.generator.class_embedding
-        return embedding is not None and len(embedding) == len(class_names(True))
-
-    def split_due(self) -> bool:
-        at = self.config.facade_kimg
-        return (self.conditioned() and at is not None and self.images_seen >= at * 1000
-                and not self.is_split())
-
-    @torch.no_grad()
-    def split_classes(self) -> None:
-        """Split the latent classes of built scenes by facade: new offsets from the 15 classes'
-        frequencies, each new class's vectors (generator, its average, discriminator) copied
-        from its scene's; the optimisers forget the old vectors' moments."""
-        c = self.config
-        if len(class_names(True)) > c.z_dim:
-            raise ValueError(f"{len(class_names(True))} latent classes need z_dim >= "
-                             f"{len(class_names(True))}; set facade_kimg=None")
-        if c.facade_class_prior is None:
-            c.facade_class_prior = facade_class_prior(c.world_seed, c.resolution)
-        offsets = latent_class_offsets(c.facade_class_prior)
-        scenes = class_names(False)
-        parent = torch.tensor([scenes.index(name.split("/")[0]) for name in class_names(True)])
-        pairs = ((self.generator.generator, self.g_optimizer), (self.ema.generator, None),
-                 (self.discriminator, self.d_optimizer))
-        for module, optimizer in pairs:
-            old = module.class_embedding
-            new = nn.Parameter(old.detach()[parent].clone(), requires_grad=old.requires_grad)
-            module.class_embedding = new
-            if isinstance(module, ProGANGenerator):
-                module.class_offsets = offsets.to(old.device)
-            else:
-                module.classes = len(parent)
-            if optimizer is not None:
-                group = optimizer.param_groups[-1]
-                if group["params"][-1] is not old:
-                    raise RuntimeError("the class embedding is not the optimiser's last parameter")
-                optimizer.state.pop(old, None)
-                group["params"][-1] = new
-        self.d_parameters[-1] = self.discriminator.class_embedding
 
     def conditioned(self) -> bool:
         """Whether the discriminator sees scene classes at this point of training."""
@@ -552,12 +446,10 @@ class GANTrainer:
         bar = tqdm(total=total, initial=self.images_seen, unit="img", disable=not progress,
                    desc="generator", smoothing=0.05)
         started, seconds_before = time.monotonic(), self.seconds
-        for real, scenes, facades in batches:
+        for real, labels in batches:
             if self.images_seen >= total or self.run.stop_requested:
                 break
-            if self.split_due():
-                self.split_classes()
-            losses = self.train_step(real, facades if self.is_split() else scenes)
+            losses = self.train_step(real, labels)
             self.seconds = seconds_before + time.monotonic() - started
             bar.update(real.shape[0])
             if log():
