@@ -68,9 +68,9 @@ def _read(folder: Path, generator: nn.Module, segmenter: Any, layer: str) -> Dis
 def open_dissection(generator: nn.Module, segmenter: Any, layer: str, *,
                     folder: str | Path | None = None, shipped: bool = False,
                     samples: int = 1000, seed: int = 1, cache_dir: str | Path,
-                    progress: bool = True) -> tuple[Dissection, str]:
-    """The dissection of ``layer`` (with its statistics) and a few words saying where it came
-    from (for the page).
+                    progress: bool = True) -> tuple[Dissection, str, Path]:
+    """The dissection of ``layer`` (with its statistics), a few words saying where it came
+    from (for the page), and its folder (where causal weights shipped with it lie, in ``ace/``).
 
     ``folder``: read it from there (checked against the models); else, when ``shipped`` and a
     shipped dissection of this very generator exists, that one; else the cached one for these
@@ -78,19 +78,21 @@ def open_dissection(generator: nn.Module, segmenter: Any, layer: str, *,
     ``progress``), resumably, and cache it under ``cache_dir``.
     """
     if folder is not None:
-        return _read(Path(folder), generator, segmenter, layer), f"read from {folder}"
+        return (_read(Path(folder), generator, segmenter, layer), f"read from {folder}",
+                Path(folder))
     if shipped and (shipped_dissection_dir() / "dissect.json").is_file():
         try:
             return (_read(shipped_dissection_dir(), generator, segmenter, layer),
-                    "shipped with the generator")
+                    "shipped with the generator", shipped_dissection_dir())
         except ValueError:
             pass  # shipped for other weights (e.g. a retrained generator): compute below
     key = settings_key({"generator": fingerprint(generator), "segmenter": fingerprint(segmenter),
                         "layer": layer, "samples": samples, "seed": seed})
     cached = Path(cache_dir) / f"dissection-{key}"
     if (cached / "dissect.json").is_file():
-        return load_dissection(cached, stats=True), f"of {samples} samples, from the cache"
+        return (load_dissection(cached, stats=True), f"of {samples} samples, from the cache",
+                cached)
     result = dissect(generator, segmenter, [layer], n=samples, seed=seed,
                      cache_dir=Path(cache_dir) / "statistics", progress=progress)
     save_dissection(result, cached)
-    return result, f"computed from {samples} samples (cached)"
+    return result, f"computed from {samples} samples (cached)", cached

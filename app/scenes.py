@@ -9,7 +9,6 @@ run the generator at the same time.
 from __future__ import annotations
 
 import threading
-from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,7 +18,13 @@ import numpy as np
 import torch
 from torch import nn
 
-from gandissect.ace import cached_ace_weights, iou_scores, ranked_units, units_by_ace
+from gandissect.ace import (
+    best_in_category,
+    cached_ace_weights,
+    iou_scores,
+    ranked_units,
+    units_by_ace,
+)
 from gandissect.causal import ConceptRef
 from gandissect.dissect import Dissection, LayerDissection, latents
 from gandissect.hooks import Trace
@@ -30,12 +35,13 @@ __all__ = ["Brush", "SceneModels", "MAX_SEED", "BRUSH_EXCLUDED"]
 
 MAX_SEED = 2**31 - 1  # scene numbers: 0 .. MAX_SEED
 BRUSH_EXCLUDED = ("color", "scene")  # categories that are not things one paints
+GANPAINT_BRUSHES = ("tree", "grass", "door", "sky", "cloud", "brick", "dome")
 
 
 @dataclass(frozen=True)
 class Brush:
     """A concept one can paint: ``key`` is ``"category/name"``; ``units`` how many units of the
-    layer it labels (their best concept)."""
+    layer have it as their best concept of its category (``gandissect.ace.best_in_category``)."""
 
     key: str
     category: str
@@ -51,11 +57,13 @@ class SceneModels:
     """A generator, its segmenter and the dissection of its painting ``layer``."""
 
     def __init__(self, generator: nn.Module, segmenter: Any, dissection: Dissection, layer: str,
-                 source: str, cache_dir: str | Path, min_brush_units: int = 1) -> None:
+                 source: str, cache_dir: str | Path, min_brush_units: int = 1,
+                 dissection_dir: str | Path | None = None) -> None:
         self.generator, self.segmenter = generator, segmenter
         self.dissection, self.layer = dissection, layer
         self.source = source  # where the dissection came from, for the page
         self.cache_dir = Path(cache_dir)
+        self.dissection_dir = Path(dissection_dir) if dissection_dir is not None else None
         self.lock = threading.RLock()
         self.units_dissection: LayerDissection = dissection.layer(layer)
         self.n_units, *cells = self.units_dissection.shape
@@ -72,10 +80,12 @@ class SceneModels:
     # ------------------------------------------------------------------ concepts and brushes
 
     def _brushes(self, min_units: int) -> list[Brush]:
-        counts = Counter((u.category, u.label) for u in self.units_dissection.units
-                         if u.iou > 0 and u.category not in BRUSH_EXCLUDED)
-        brushes = [Brush(f"{c}/{n}", c, n, k) for (c, n), k in counts.items() if k >= min_units]
-        return sorted(brushes, key=lambda b: (-b.units, b.name))
+        counts = best_in_category(self.dissection, self.layer)
+        brushes = [Brush(f"{c}/{n}", c, n, k) for (c, n), k in counts.items()
+                   if k >= min_units and c not in BRUSH_EXCLUDED]
+        # GANPaint's brushes first, in its order (tree is the page's default), then the others
+        first = {name: i for i, name in enumerate(GANPAINT_BRUSHES)}
+        return sorted(brushes, key=lambda b: (first.get(b.name, len(first)), -b.units, b.name))
 
     def concept(self, key: str) -> ConceptRef:
         """The segmenter's concept for a ``"category/name"`` key."""
@@ -83,7 +93,15 @@ class SceneModels:
         return ConceptRef.find(self.segmenter, name, category or None)
 
     def ace_dir(self) -> Path:
+        """Where causal weights learned here are cached."""
         return self.cache_dir / "ace"
+
+    def ace_dirs(self) -> list[Path]:
+        """Where learned causal weights are looked for: the cache, then ``ace/`` beside the
+        dissection (the shipped generator's brushes come with theirs). A file there is used
+        only when its key matches these very models, dissection and settings."""
+        shipped = [self.dissection_dir / "ace"] if self.dissection_dir is not None else []
+        return [self.ace_dir(), *shipped]
 
     def ranking(self, key: str) -> tuple[list[int], str]:
         """All units for the concept, best first, and ``"ace"`` or ``"iou"`` (see
@@ -92,7 +110,7 @@ class SceneModels:
             with self.lock:
                 self._rankings[key] = ranked_units(self.generator, self.segmenter,
                                                    self.dissection, self.layer,
-                                                   self.concept(key), self.ace_dir())
+                                                   self.concept(key), self.ace_dirs())
         return self._rankings[key]
 
     def brush_units(self, key: str, k: int) -> tuple[list[int], str]:
@@ -106,7 +124,7 @@ class SceneModels:
             with self.lock:
                 self._weights[key] = cached_ace_weights(self.generator, self.segmenter,
                                                         self.dissection, self.layer,
-                                                        self.concept(key), self.ace_dir())
+                                                        self.concept(key), self.ace_dirs())
         return self._weights[key]
 
     def effects(self, keys) -> dict[str, torch.Tensor | None]:
@@ -114,14 +132,18 @@ class SceneModels:
         return {key: self.causal_weights(key) for key in dict.fromkeys(keys)}
 
     def learn_causal_weights(self, key: str, progress: bool = True) -> torch.Tensor:
-        """Learn (or read back) the concept's causal weights (``units_by_ace``); brushes of this
-        concept rank by them from now on."""
+        """Learn the concept's causal weights (``units_by_ace``), or read them back where they
+        are cached or shipped; brushes of this concept rank by them from now on."""
         with self.lock:
-            ranking, weights = units_by_ace(self.generator, self.segmenter, self.dissection,
-                                            self.layer, self.concept(key),
-                                            cache_dir=self.ace_dir(), progress=progress)
-        self._weights[key] = weights
-        self._rankings[key] = (ranking, "ace")
+            if self.causal_weights(key) is None:
+                units_by_ace(self.generator, self.segmenter, self.dissection, self.layer,
+                             self.concept(key), cache_dir=self.ace_dir(), progress=progress)
+                del self._weights[key]
+            self._rankings.pop(key, None)
+            weights = self.causal_weights(key)
+        if weights is None:
+            raise RuntimeError(f"the causal weights of {key} were learned but are not in "
+                               f"{self.ace_dir()}: is the cache folder writable?")
         return weights
 
     def iou_with(self, key: str) -> torch.Tensor:

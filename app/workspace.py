@@ -2,7 +2,7 @@
 
 ``Workspace.open(AppConfig(...))`` loads the generator, the segmenter and the dissection (read,
 shipped, cached, or computed once with a progress bar) and prepares the classifiers. A problem
-with the generator side (the shipped generator not there yet, a dissection folder made for
+with the generator side (the shipped generator missing, a dissection folder made for
 another generator) does not stop the app: the page says what is wrong and how to fix it, and
 the Classifiers tab still works.
 """
@@ -52,8 +52,9 @@ def _missing_shipped_generator(spec: str) -> bool:
 
 
 MISSING_GENERATOR = (
-    "The shipped SceneWorld generator is not here yet: `models/sceneworld_generator.safetensors` "
-    "is still training. Start the app with a generator of your own, e.g. "
+    "The shipped SceneWorld generator is missing: `models/sceneworld_generator.safetensors` is "
+    "not in this install (reinstall gandissect from a full checkout: `pip install -e .`), or "
+    "start the app with a generator of your own, e.g. "
     "`gandissect app --generator proggan:church.pth` (or `stylegan2:PATH`, "
     "`torchscript:PATH`, `package.module:factory`). The Classifiers tab works without one.")
 
@@ -106,11 +107,12 @@ class Workspace:
         check_layers(generator, [config.layer])
         if config.samples < 1:
             raise ValueError("--samples must be at least 1")
-        dissection, source = open_dissection(
+        dissection, source, folder = open_dissection(
             generator, segmenter, config.layer, folder=config.dissection,
             shipped=config.generator == "sceneworld", samples=config.samples, seed=config.seed,
             cache_dir=Path(config.cache), progress=config.progress)
-        return SceneModels(generator, segmenter, dissection, config.layer, source, config.cache)
+        return SceneModels(generator, segmenter, dissection, config.layer, source, config.cache,
+                           dissection_dir=folder)
 
     def close(self) -> None:
         """Remove the download folder."""

@@ -10,6 +10,8 @@ Learned weights are cached, keyed by everything that changes them.
 
 from __future__ import annotations
 
+from collections import Counter
+from collections.abc import Sequence
 from pathlib import Path
 
 import torch
@@ -42,6 +44,30 @@ def iou_scores(dissection: Dissection, layer: str, concept: ConceptRef) -> torch
     return tally.result()[:, concept_index(dissection, layer, concept)].float()
 
 
+def best_in_category(dissection: Dissection, layer: str) -> Counter:
+    """How many units of ``layer`` have each concept as their best of its category (IoU > 0):
+    ``{(category, name): units}``. A unit's overall label is one concept, usually a colour or a
+    material; this counts, e.g., the units whose best object is sky even when their best
+    concept overall is blue (what a painting brush needs: units that draw the object)."""
+    stats = dissection.layer(layer).stats
+    if "iou" not in stats:
+        raise ValueError("unit selection needs a dissection run with --threshold quantile")
+    tally = IoUTally([0])
+    tally.load_state_dict(stats["iou"])
+    iou = tally.result().float()
+    categories = list(dissection.settings["categories"])
+    owner = stats["concept_category"]
+    counts: Counter = Counter()
+    for index, category in enumerate(categories):
+        columns = (owner == index).nonzero().flatten()
+        if len(columns) == 0:
+            continue
+        best, where = iou[:, columns].max(1)
+        for column in where[best > 0].tolist():
+            counts[(category, stats["concepts"][int(columns[column])])] += 1
+    return counts
+
+
 def units_by_iou(dissection: Dissection, layer: str, concept: ConceptRef) -> list[int]:
     """All units of ``layer``, best IoU with ``concept`` first (ties: lower unit first)."""
     scores = iou_scores(dissection, layer, concept)
@@ -56,7 +82,7 @@ def _ace_setup(generator, segmenter, dissection: Dissection, layer: str, concept
     insert_values = dissection.layer(layer).stats["insertion"]
     key = settings_key({"generator": fingerprint(generator), "segmenter": fingerprint(segmenter),
                         "layer": layer, "concept": [concept.category, concept.name], "n": n,
-                        "seed": seed, "epochs": epochs,
+                        "seed": seed, "epochs": epochs, "sample": "top-up",
                         "initial": initial.tolist(), "insert": insert_values.tolist()})
     return initial, insert_values, key
 
@@ -93,6 +119,12 @@ def units_by_ace(generator, segmenter, dissection: Dissection, layer: str, conce
     return _rank(weights, initial), weights
 
 
+def _folders(cache_dirs: str | Path | Sequence[str | Path]) -> list[Path]:
+    if isinstance(cache_dirs, (str, Path)):
+        return [Path(cache_dirs)]
+    return [Path(folder) for folder in cache_dirs]
+
+
 def any_cached_ace(cache_dir: str | Path, layer: str, concept: ConceptRef) -> bool:
     """Whether ``cache_dir`` holds learned weights for ``concept`` at ``layer`` for any models
     and settings: a quick test (no model is hashed) before ``cached_ace_weights``."""
@@ -100,23 +132,31 @@ def any_cached_ace(cache_dir: str | Path, layer: str, concept: ConceptRef) -> bo
 
 
 def cached_ace_weights(generator, segmenter, dissection: Dissection, layer: str,
-                       concept: ConceptRef, cache_dir: str | Path, n: int = 200, seed: int = 4,
-                       epochs: int = 10) -> torch.Tensor | None:
+                       concept: ConceptRef, cache_dir: str | Path | Sequence[str | Path],
+                       n: int = 200, seed: int = 4, epochs: int = 10) -> torch.Tensor | None:
     """The ``(U,)`` causal weights ``units_by_ace`` learned with these arguments and cached in
-    ``cache_dir``, or None when they have not been learned yet (nothing is computed)."""
-    if not any_cached_ace(cache_dir, layer, concept):
+    ``cache_dir`` (or the first of several folders that has them, e.g. the app's cache and the
+    weights shipped beside a dissection), or None when they have not been learned yet (nothing
+    is computed). The file name holds the key of the models, the dissection and the settings,
+    so weights learned for anything else are never used."""
+    folders = [f for f in _folders(cache_dir) if any_cached_ace(f, layer, concept)]
+    if not folders:
         return None
     _, _, key = _ace_setup(generator, segmenter, dissection, layer, concept, n, seed, epochs)
-    path = _ace_file(cache_dir, layer, concept, key)
-    return load_state(path)["weights"] if path.exists() else None
+    for folder in folders:
+        path = _ace_file(folder, layer, concept, key)
+        if path.exists():
+            return load_state(path)["weights"]
+    return None
 
 
 def ranked_units(generator, segmenter, dissection: Dissection, layer: str, concept: ConceptRef,
-                 cache_dir: str | Path | None = None, n: int = 200, seed: int = 4,
-                 epochs: int = 10) -> tuple[list[int], str]:
+                 cache_dir: str | Path | Sequence[str | Path] | None = None, n: int = 200,
+                 seed: int = 4, epochs: int = 10) -> tuple[list[int], str]:
     """All units of ``layer`` for ``concept``, best first, and how they were ranked: by learned
-    causal effect (``"ace"``) when ``units_by_ace`` has cached its weights in ``cache_dir``,
-    else by dissection IoU (``"iou"``). Never trains: a painting brush can call it per stroke."""
+    causal effect (``"ace"``) when ``units_by_ace`` has cached its weights in ``cache_dir`` (a
+    folder or several, searched in order), else by dissection IoU (``"iou"``). Never trains: a
+    painting brush can call it per stroke."""
     if cache_dir is not None:
         weights = cached_ace_weights(generator, segmenter, dissection, layer, concept, cache_dir,
                                      n, seed, epochs)

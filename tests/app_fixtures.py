@@ -147,11 +147,11 @@ def toy_segmenter() -> ToySegmenter:
 
 
 # ---------------------------------------------------------------------------------------------
-# Helpers of the app's tests: the same test runs on the toy and, once it is shipped, on the
+# Helpers of the app's tests: the same test runs on the toy and on the shipped
 # SceneWorld generator.
 
-SHIPPED_REASON = ("the SceneWorld generator is still training "
-                  "(models/sceneworld_generator.safetensors is not there yet)")
+SHIPPED_REASON = ("the shipped SceneWorld generator is missing "
+                  "(models/sceneworld_generator.safetensors)")
 
 
 def shipped_generator_missing() -> bool:
@@ -172,12 +172,15 @@ def kinds():
 # What each generator must do. Toy: its edits touch exactly the painted cells (nearest
 # upsampling), so removal is complete and nothing else moves. Shipped: GAN Dissection's figures
 # (tree: 0.598 of the pixels removed by ablating the top 20 units everywhere) and the
-# convolutions after the layer, which spread an edit about one cell.
+# convolutions after the layer, which spread an edit about one cell. "removed": the tree mask
+# painted whole; "painted": the tree painted over with the editor's brush in strokes 4 px apart
+# (fewer of its cells; the shipped model's 15 tree units then remove about 0.3 of it on the test
+# scene, and one thin stroke alone about 0.2, as the units around the stroke draw the tree back).
 EXPECT = {
-    "toy": {"brushes": {"tree", "grass", "sky"}, "removed": 0.95, "outside_change": 0.5,
-            "drawn": 0.5},
+    "toy": {"brushes": {"tree", "grass", "sky"}, "removed": 0.95, "painted": 0.95,
+            "outside_change": 0.5, "drawn": 0.5},
     "shipped": {"brushes": {"tree", "grass", "door", "sky", "cloud", "brick", "dome"},
-                "removed": 0.3, "outside_change": 8.0, "drawn": 0.1},
+                "removed": 0.3, "painted": 0.2, "outside_change": 8.0, "drawn": 0.1},
 }
 
 
@@ -199,10 +202,15 @@ def tree_label(ws) -> int:
 
 def tree_scene(ws, seeds=range(64), least: float = 0.06) -> tuple[int, np.ndarray]:
     """The first scene whose tree covers at least ``least`` of the image, and its ``(H, W)``
-    tree mask (segmented)."""
+    tree mask (segmented in the picture the app shows, 8 bits a channel, as ``edit_effect``
+    segments it: a real generator's float image can differ there by a pixel or two)."""
+    from app.pictures import pixels
+    from gandissect.world.dataset import image_to_tensor
+
     code = tree_label(ws)
     for seed in seeds:
-        labels = ws.scenes.segment(ws.scenes.render(ws.scenes.latent(seed)))["object"][0]
+        shown = image_to_tensor(pixels(ws.scenes.render(ws.scenes.latent(seed))))[None]
+        labels = ws.scenes.segment(shown)["object"][0]
         tree = (labels == code).numpy()
         if tree.mean() >= least:
             return seed, tree

