@@ -15,17 +15,11 @@ from torch import nn
 
 from gandissect.dissect import Dissection, dissect, load_dissection, save_dissection
 from gandissect.dissect.identity import fingerprint, settings_key
-from gandissect.models.registry import models_dir
+from gandissect.models.registry import shipped_dissection_dir
 
 __all__ = ["SHIPPED_DISSECTION", "check_dissection", "open_dissection", "shipped_dissection_dir"]
 
-SHIPPED_DISSECTION = "sceneworld_generator_dissection"  # folder name beside the weights
-
-
-def shipped_dissection_dir() -> Path:
-    """Where a dissection shipped with the SceneWorld generator lives (``dissect.json`` and
-    ``stats_<layer>.pt``, as ``gandissect dissect --out`` writes them)."""
-    return models_dir() / SHIPPED_DISSECTION
+SHIPPED_DISSECTION = shipped_dissection_dir().name  # folder name beside the weights
 
 
 def check_dissection(dissection: Dissection, generator: nn.Module, segmenter: Any, layer: str,

@@ -10,6 +10,27 @@ from gandissect.cli import print_result
 DEFAULT_CACHE = Path.home() / ".cache" / "gandissect"
 
 
+def _shipped_dissection(args, generator, segmenter):
+    """The dissection shipped with the generator when it is exactly the one ``dissect`` would
+    compute here (same models, layer, sample count and seed, fixed 0.99 threshold), else None."""
+    from gandissect.dissect import load_dissection
+    from gandissect.dissect.identity import fingerprint
+    from gandissect.models.registry import shipped_dissection_dir
+
+    folder = shipped_dissection_dir()
+    if not (folder / "dissect.json").is_file():
+        return None
+    result = load_dissection(folder, stats=False)
+    settings = result.settings
+    same = (settings.get("generator") == fingerprint(generator)
+            and settings.get("segmenter") == fingerprint(segmenter)
+            and settings.get("n") == args.dissect_samples
+            and settings.get("seed") == args.dissect_seed
+            and settings.get("threshold") == "quantile" and settings.get("quantile") == 0.99
+            and args.layer in [layer.layer for layer in result.layers])
+    return load_dissection(folder, stats=True) if same else None
+
+
 def _dissection_for(args, generator, segmenter):
     from gandissect.dissect import dissect, load_dissection
 
@@ -18,6 +39,9 @@ def _dissection_for(args, generator, segmenter):
         if args.layer not in [layer.layer for layer in result.layers]:
             raise ValueError(f"{args.dissection} has no layer {args.layer!r}")
         return result
+    shipped = _shipped_dissection(args, generator, segmenter)
+    if shipped is not None:
+        return shipped
     return dissect(generator, segmenter, [args.layer], n=args.dissect_samples,
                    seed=args.dissect_seed, cache_dir=Path(args.cache) / "dissect",
                    progress=not args.quiet, checkpoint_seconds=args.checkpoint_seconds)
@@ -69,7 +93,8 @@ def register(commands) -> None:
     add_generator_arguments(parser)
     parser.add_argument("--layer", default="layer4")
     parser.add_argument("--dissection", help="a `gandissect dissect` output folder to rank by; "
-                        "default: dissect now (cached)")
+                        "default: the one shipped with the generator when it has these "
+                        "settings, else dissect now (cached)")
     parser.add_argument("--dissect-samples", type=int, default=10000)
     parser.add_argument("--dissect-seed", type=int, default=1)
     parser.add_argument("--selection-samples", type=int, default=200,

@@ -211,3 +211,32 @@ def test_cli_edit_and_ace(plugged, tmp_path, capsys):
     result = json.loads(capsys.readouterr().out)
     assert result["concept"] == "tree" and result["units"] == 1
     assert result["removed_fraction"]["iou"] == 1.0 and "collateral" in result
+
+
+def test_cli_ace_reads_the_shipped_dissection_only_when_it_is_the_one_it_would_compute(
+        plugged, tmp_path, monkeypatch, capsys):
+    """Without --dissection, `gandissect ace` uses the dissection shipped with the generator if
+    its models, layer, sample count and seed are those asked for; else it dissects."""
+    import json
+
+    import gandissect.dissect as dissect_module
+    from gandissect.cli import main
+    from gandissect.models import registry
+
+    shipped = tmp_path / "models" / "sceneworld_generator_dissection"
+    assert main(["dissect", "--layer", "layer1", "--samples", "64", "--seed", "1", "--batch",
+                 "16", "--images", "2", "--top-k", "4", "--no-html", "--out",
+                 str(shipped)]) == 0
+    capsys.readouterr()
+    monkeypatch.setenv("GANDISSECT_MODELS", str(tmp_path / "models"))
+    assert registry.shipped_dissection_dir() == shipped
+    calls = []
+    real = dissect_module.dissect
+    monkeypatch.setattr(dissect_module, "dissect", lambda *a, **k: calls.append(k) or real(*a, **k))
+    ace = ["ace", "--layer", "layer1", "--concept", "tree", "--units", "1", "--samples", "20",
+           "--selection-samples", "16", "--epochs", "2", "--cache", str(tmp_path / "cache"),
+           "--json", "--quiet"]
+    assert main(ace + ["--dissect-samples", "64"]) == 0
+    assert calls == [] and json.loads(capsys.readouterr().out)["removed_fraction"]["iou"] == 1.0
+    assert main(ace + ["--dissect-samples", "48"]) == 0  # not what was shipped: dissect
+    assert len(calls) == 1 and calls[0]["n"] == 48

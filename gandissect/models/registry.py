@@ -67,6 +67,12 @@ def shipped_path(kind: str, name: str = "sceneworld") -> Path:
     return models_dir() / f"{name}_{kind}.safetensors"
 
 
+def shipped_dissection_dir(name: str = "sceneworld") -> Path:
+    """The dissection shipped beside generator ``name`` (``dissect.json``, ``stats_<layer>.pt``
+    and, in ``ace/``, its brushes' learned causal weights), as ``gandissect dissect`` wrote it."""
+    return models_dir() / f"{name}_generator_dissection"
+
+
 def save_weights(model: nn.Module, path: str | Path, config: dict, **metadata: str) -> None:
     """Write ``model``'s weights and its ``config`` to a safetensors file, atomically."""
     from safetensors.torch import save_file
