@@ -17,9 +17,7 @@ from gandissect.dissect import Dissection, dissect, load_dissection, save_dissec
 from gandissect.dissect.identity import fingerprint, settings_key
 from gandissect.models.registry import shipped_dissection_dir
 
-__all__ = ["SHIPPED_DISSECTION", "check_dissection", "open_dissection", "shipped_dissection_dir"]
-
-SHIPPED_DISSECTION = shipped_dissection_dir().name  # folder name beside the weights
+__all__ = ["check_dissection", "open_dissection"]
 
 
 def check_dissection(dissection: Dissection, generator: nn.Module, segmenter: Any, layer: str,
@@ -74,10 +72,11 @@ def open_dissection(generator: nn.Module, segmenter: Any, layer: str, *,
     if folder is not None:
         return (_read(Path(folder), generator, segmenter, layer), f"read from {folder}",
                 Path(folder))
-    if shipped and (shipped_dissection_dir() / "dissect.json").is_file():
+    shipped_dir = shipped_dissection_dir()
+    if shipped and (shipped_dir / "dissect.json").is_file():
         try:
-            return (_read(shipped_dissection_dir(), generator, segmenter, layer),
-                    "shipped with the generator", shipped_dissection_dir())
+            return (_read(shipped_dir, generator, segmenter, layer),
+                    "shipped with the generator", shipped_dir)
         except ValueError:
             pass  # shipped for other weights (e.g. a retrained generator): compute below
     key = settings_key({"generator": fingerprint(generator), "segmenter": fingerprint(segmenter),

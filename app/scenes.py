@@ -135,15 +135,13 @@ class SceneModels:
         """Learn the concept's causal weights (``units_by_ace``), or read them back where they
         are cached or shipped; brushes of this concept rank by them from now on."""
         with self.lock:
-            if self.causal_weights(key) is None:
-                units_by_ace(self.generator, self.segmenter, self.dissection, self.layer,
-                             self.concept(key), cache_dir=self.ace_dir(), progress=progress)
-                del self._weights[key]
-            self._rankings.pop(key, None)
             weights = self.causal_weights(key)
-        if weights is None:
-            raise RuntimeError(f"the causal weights of {key} were learned but are not in "
-                               f"{self.ace_dir()}: is the cache folder writable?")
+            if weights is None:
+                _, weights = units_by_ace(self.generator, self.segmenter, self.dissection,
+                                          self.layer, self.concept(key),
+                                          cache_dir=self.ace_dir(), progress=progress)
+                self._weights[key] = weights
+            self._rankings.pop(key, None)  # ranked by these weights from the next stroke on
         return weights
 
     def iou_with(self, key: str) -> torch.Tensor:

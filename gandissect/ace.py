@@ -34,14 +34,19 @@ def concept_index(dissection: Dissection, layer: str, concept: ConceptRef) -> in
     raise ValueError(f"concept {concept.name!r} ({concept.category}) is not in the dissection")
 
 
-def iou_scores(dissection: Dissection, layer: str, concept: ConceptRef) -> torch.Tensor:
-    """``(U,)`` IoU of every unit of ``layer`` with ``concept`` (fixed-threshold dissection)."""
+def _iou_matrix(dissection: Dissection, layer: str) -> torch.Tensor:
+    """``(units, concepts)`` IoU of ``layer`` (fixed-threshold dissection)."""
     stats = dissection.layer(layer).stats
     if "iou" not in stats:
         raise ValueError("unit selection needs a dissection run with --threshold quantile")
     tally = IoUTally([0])
     tally.load_state_dict(stats["iou"])
-    return tally.result()[:, concept_index(dissection, layer, concept)].float()
+    return tally.result().float()
+
+
+def iou_scores(dissection: Dissection, layer: str, concept: ConceptRef) -> torch.Tensor:
+    """``(U,)`` IoU of every unit of ``layer`` with ``concept`` (fixed-threshold dissection)."""
+    return _iou_matrix(dissection, layer)[:, concept_index(dissection, layer, concept)]
 
 
 def best_in_category(dissection: Dissection, layer: str) -> Counter:
@@ -49,12 +54,8 @@ def best_in_category(dissection: Dissection, layer: str) -> Counter:
     ``{(category, name): units}``. A unit's overall label is one concept, usually a colour or a
     material; this counts, e.g., the units whose best object is sky even when their best
     concept overall is blue (what a painting brush needs: units that draw the object)."""
+    iou = _iou_matrix(dissection, layer)
     stats = dissection.layer(layer).stats
-    if "iou" not in stats:
-        raise ValueError("unit selection needs a dissection run with --threshold quantile")
-    tally = IoUTally([0])
-    tally.load_state_dict(stats["iou"])
-    iou = tally.result().float()
     categories = list(dissection.settings["categories"])
     owner = stats["concept_category"]
     counts: Counter = Counter()

@@ -20,7 +20,7 @@ def _shipped_dissection(args, generator, segmenter):
     folder = shipped_dissection_dir()
     if not (folder / "dissect.json").is_file():
         return None
-    result = load_dissection(folder, stats=False)
+    result = load_dissection(folder, stats=True)
     settings = result.settings
     same = (settings.get("generator") == fingerprint(generator)
             and settings.get("segmenter") == fingerprint(segmenter)
@@ -28,7 +28,7 @@ def _shipped_dissection(args, generator, segmenter):
             and settings.get("seed") == args.dissect_seed
             and settings.get("threshold") == "quantile" and settings.get("quantile") == 0.99
             and args.layer in [layer.layer for layer in result.layers])
-    return load_dissection(folder, stats=True) if same else None
+    return result if same else None
 
 
 def _dissection_for(args, generator, segmenter):
