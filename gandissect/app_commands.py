@@ -13,9 +13,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-import torch
-
 from gandissect.ace_commands import DEFAULT_CACHE
+from gandissect.cli import add_device_argument
 
 __all__ = ["register", "config_from_args"]
 
@@ -97,6 +96,6 @@ def register(commands) -> None:
     parser.add_argument("--canvas", type=int, default=512,
                         help="about the painting canvas's side in pixels (the scene enlarged "
                              "by a whole factor)")
-    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    add_device_argument(parser)
     parser.set_defaults(run=_run_app)
 

@@ -27,6 +27,30 @@ class UserError(Exception):
     """Bad input from the user: printed as one clear line, never as a traceback."""
 
 
+def add_device_argument(parser: argparse.ArgumentParser, what: str = "where the models run"):
+    """``--device``: a torch device that exists on this machine (default: cuda when torch sees
+    a GPU, else cpu), checked as the arguments are parsed, before any work starts."""
+
+    def device(text: str) -> str:
+        import torch
+
+        try:
+            parsed = torch.device(text)
+        except RuntimeError:
+            raise argparse.ArgumentTypeError(
+                f"unknown device {text!r}: use cpu, cuda or cuda:N") from None
+        if parsed.type == "cuda" and not torch.cuda.is_available():
+            raise argparse.ArgumentTypeError(
+                f"{text!r}: torch sees no CUDA GPU on this machine; use --device cpu")
+        return text
+
+    import torch
+
+    default = "cuda" if torch.cuda.is_available() else "cpu"
+    parser.add_argument("--device", type=device, default=default,
+                        help=f"{what}: cpu, cuda, cuda:N (default here: {default})")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="gandissect",

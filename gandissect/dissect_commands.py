@@ -14,7 +14,7 @@ import argparse
 import tempfile
 from pathlib import Path
 
-import torch
+from gandissect.cli import add_device_argument
 
 __all__ = ["register"]
 
@@ -125,5 +125,5 @@ def register(commands) -> None:
                         help="leave the activation quantile sketches out of stats_<layer>.pt "
                              "(tens of MB; needed only by passes that continue this run, "
                              "which keep their own copy under --cache)")
-    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    add_device_argument(parser)
     parser.set_defaults(run=_run_dissect)

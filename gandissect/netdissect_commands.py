@@ -26,7 +26,7 @@ import json
 from contextlib import nullcontext
 from pathlib import Path
 
-import torch
+from gandissect.cli import add_device_argument
 
 __all__ = ["register", "add_classifier_arguments", "load_classifier_spec", "probe_from_spec"]
 
@@ -218,7 +218,7 @@ def register(commands) -> None:
                         help="folder for the resumable statistics (OUT/cache)")
     parser.add_argument("--checkpoint-seconds", type=float, default=30.0,
                         help="save the statistics at least this often (a killed run resumes)")
-    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    add_device_argument(parser)
     parser.set_defaults(run=_run_netdissect)
 
     experiment = commands.add_parser(

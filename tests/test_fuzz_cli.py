@@ -337,6 +337,9 @@ ROWS: dict[str, tuple[Callable[[dict, Path], list], str]] = {
     "eval classifier --n -3": (
         lambda w, o: ["eval", "classifier", "--n", "-3", "--quiet"],
         r"--n must be at least 1, got -3"),
+    "train generator --workers 0": (
+        lambda w, o: ["train", "generator", "--run", o, "--workers", "0", "--device", "cpu"],
+        r"--workers must be 1 or more, got 0"),
     "evaluate-attribution --n 0": (
         lambda w, o: ["evaluate-attribution", "--n", "0", "--json", "--quiet"],
         r"need n >= 1, batch >= 1"),
@@ -354,6 +357,21 @@ def test_bad_input_fails_clearly_and_leaves_no_result(world, tmp_path, capsys, r
     assert results_in(out) == []
     assert not list(tmp_path.rglob("*.tmp")) and not list(world["root"].rglob("*.tmp"))
     assert not world["marker"].exists()
+
+
+@pytest.mark.parametrize("command", [["train", "generator", "--run", "RUN"],
+                                     ["eval", "generator"], ["dissect"], ["app"]])
+def test_an_unknown_or_absent_device_is_refused_before_any_work(tmp_path, capsys, command):
+    argv = [str(tmp_path / "run") if a == "RUN" else a for a in command]
+    for device, message in [("gpu", "unknown device 'gpu': use cpu, cuda or cuda:N"),
+                            ("cuda:0", "torch sees no CUDA GPU on this machine")]:
+        if device.startswith("cuda") and torch.cuda.is_available():
+            continue
+        with pytest.raises(SystemExit) as stop:
+            main([*argv, "--device", device])
+        assert stop.value.code == 2
+        assert message in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_the_dissection_the_rows_use_is_whole(world):

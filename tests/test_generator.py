@@ -14,12 +14,15 @@ from gandissect.evaluate.generator import (
 from gandissect.models.discriminator import Discriminator
 from gandissect.models.proggan import ProGANGenerator, proggan_channels
 from gandissect.models.registry import build, read_weights, save_weights
+from gandissect.train.common import RunFolder
 from gandissect.train.gan import (
     GANConfig,
     GANTrainer,
     GrowingGenerator,
+    SceneBatches,
     growth_stage,
     latent_class_offsets,
+    slim_checkpoint,
     train_generator,
 )
 
@@ -81,6 +84,49 @@ def test_training_resumes_exactly(tmp_path):
         assert torch.equal(a, b)
     assert (tmp_path / "split" / "sceneworld_generator.safetensors").exists()
     assert (tmp_path / "split" / "samples.png").exists()
+
+
+def test_rendering_workers_share_one_stream():
+    """Any number of rendering workers yields the scenes of one worker, in the same order."""
+    from torch.utils.data import DataLoader
+
+    def first(workers, count=5):
+        loader = DataLoader(SceneBatches(seed=20, size=16, batch=3, start=7), batch_size=None,
+                            num_workers=workers)
+        return [batch for batch, _ in zip(loader, range(count))]
+
+    alone, shared = first(0), first(2)
+    for (image, scene), (image2, scene2) in zip(alone, shared, strict=True):
+        assert torch.equal(image, image2) and torch.equal(scene, scene2)
+    # scenes 7, 8, ...: the fifth batch holds scenes 19-21, as rendered directly
+    from gandissect.world import render_batch
+
+    direct = render_batch(20, range(19, 22), 16)
+    assert torch.equal(alone[4][1], torch.from_numpy(direct["scene"] - 1))
+
+
+def test_slim_checkpoint_continues_in_a_new_run(tmp_path):
+    """A slim checkpoint (no optimiser state, float16) is a fifth of the full one and, copied
+    into a new run folder, continues the run from the same images with the weights rounded."""
+    torch.set_num_threads(1)
+    with pytest.raises(FileNotFoundError, match="train first"):
+        slim_checkpoint(tmp_path / "none", tmp_path / "slim.pt")
+    old = train_generator(str(tmp_path / "old"), GANConfig(**TINY), kimg=0.008)
+    slim = slim_checkpoint(tmp_path / "old", tmp_path / "slim.pt")
+    assert slim.stat().st_size < (tmp_path / "old" / "checkpoint.pt").stat().st_size / 2
+    (tmp_path / "new").mkdir()
+    slim.rename(tmp_path / "new" / "checkpoint.pt")
+    with RunFolder(tmp_path / "new") as run:
+        state = run.load()
+        new = GANTrainer(GANConfig(**state["config"]), run)
+        new.load_state_dict(state)
+    assert new.images_seen == old.images_seen == 8
+    for name, value in old.generator.state_dict().items():
+        expected = value.half().float() if value.is_floating_point() else value
+        assert torch.equal(new.generator.state_dict()[name], expected), name
+    assert not new.g_optimizer.state and not new.d_optimizer.state  # fresh Adam moments
+    continued = train_generator(str(tmp_path / "new"), kimg=0.016)
+    assert continued.images_seen == 16
 
 
 PRIOR = [0.2, 0.2, 0.12, 0.16, 0.16, 0.16]
@@ -158,8 +204,6 @@ def test_conditioning_continues_an_unconditional_checkpoint(tmp_path):
                           kimg=0.008)
     state = old.state_dict()
     assert "class_embedding" not in state["discriminator"]
-    from gandissect.train.common import RunFolder
-
     with RunFolder(tmp_path / "new") as run:
         new = GANTrainer(GANConfig(**dict(TINY, condition_kimg=0.008, class_prior=PRIOR)), run)
         new.load_state_dict(state)

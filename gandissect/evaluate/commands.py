@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from gandissect.cli import print_result
+from gandissect.cli import add_device_argument, print_result
 
 DEFAULTS = {"segmenter": (1000, 1000), "classifier": (2000, 1001), "generator": (5000, 2000)}
 
@@ -20,16 +20,19 @@ def _run_eval(args: argparse.Namespace) -> int:
     if args.model == "segmenter":
         from gandissect.evaluate.segmenter import evaluate_segmenter
 
-        result = evaluate_segmenter(load_segmenter(args.name), n, seed, progress=progress)
+        result = evaluate_segmenter(load_segmenter(args.name, args.device), n, seed,
+                                    progress=progress)
     elif args.model == "classifier":
         from gandissect.evaluate.classifier import evaluate_classifier
 
-        result = evaluate_classifier(load_classifier(args.name), n, seed, progress=progress)
+        result = evaluate_classifier(load_classifier(args.name, args.device), n, seed,
+                                     progress=progress)
     else:
         from gandissect.evaluate.generator import comparison_grid, evaluate_generator
 
-        generator = load_generator(args.name)
-        result = evaluate_generator(generator, load_segmenter(), load_classifier(), n, seed,
+        generator = load_generator(args.name, args.device)
+        result = evaluate_generator(generator, load_segmenter(device=args.device),
+                                    load_classifier(device=args.device), n, seed,
                                     progress=progress)
         if args.grid:  # only once the evaluation has succeeded
             comparison_grid(generator, seed).save(args.grid)
@@ -50,4 +53,5 @@ def register(commands) -> None:
     parser.add_argument("--json", action="store_true", help="print one JSON object on stdout")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
     parser.add_argument("--grid", help="generator: also save 64 generated beside 64 real images")
+    add_device_argument(parser)
     parser.set_defaults(run=_run_eval)

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 from importlib import import_module
 
+from gandissect.cli import add_device_argument
+
 # model -> (module, training function, help, default kimg)
 TRAINERS = {
     "generator": ("gandissect.train.gan", "train_generator",
@@ -19,8 +21,20 @@ TRAINERS = {
 def _run_training(args: argparse.Namespace) -> int:
     module, function, _, _ = TRAINERS[args.model]
     train = getattr(import_module(module), function)
+    extra = {}
+    if getattr(args, "slim", None):
+        from gandissect.train.gan import slim_checkpoint
+
+        out = slim_checkpoint(args.run_dir, args.slim)
+        print(f"slim checkpoint ({out.stat().st_size / 1e6:.1f} MB) in {out}; copy it to "
+              f"NEWRUN/checkpoint.pt to continue there")
+        return 0
+    if args.model == "generator":
+        if args.workers < 1:
+            raise ValueError(f"--workers must be 1 or more, got {args.workers}")
+        extra = {"device": args.device, "workers": args.workers}
     trainer = train(args.run_dir, threads=args.threads, kimg=args.kimg,
-                    checkpoint_minutes=args.checkpoint_minutes)
+                    checkpoint_minutes=args.checkpoint_minutes, **extra)
     print(f"{trainer.images_seen:,} images seen; weights, checkpoint and log in "
           f"{trainer.run.path}")
     return 0
@@ -37,6 +51,14 @@ def register_models(models) -> None:
                                  f"(default {default_kimg:g})")
         parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
         parser.add_argument("--checkpoint-minutes", type=float, default=5.0)
+        if name == "generator":
+            add_device_argument(parser, "where to train")
+            parser.add_argument("--workers", type=int, default=1,
+                                help="rendering processes (default 1)")
+            parser.add_argument("--slim", metavar="FILE",
+                                help="only write a slim copy of the run's checkpoint (no "
+                                     "optimiser state, float16) to FILE, to continue the run "
+                                     "on another machine, and exit")
         parser.set_defaults(run=_run_training)
 
 

@@ -74,10 +74,11 @@ class Every:
 
 def run_training(trainer_class, config_class, run_dir: str, config=None,
                  threads: int | None = None, checkpoint_minutes: float = 5.0,
-                 kimg: float | None = None, progress: bool = True):
+                 kimg: float | None = None, progress: bool = True, **runtime):
     """Train (or continue) a ``trainer_class`` run in ``run_dir``; returns the trainer.
 
-    A checkpoint in ``run_dir`` wins over ``config`` (only ``kimg`` may change on resume)."""
+    A checkpoint in ``run_dir`` wins over ``config`` (only ``kimg`` may change on resume);
+    ``runtime`` (a device, a number of workers) goes to the trainer and may change freely."""
     if threads:
         torch.set_num_threads(threads)
     with RunFolder(run_dir) as run:
@@ -87,7 +88,7 @@ def run_training(trainer_class, config_class, run_dir: str, config=None,
         config = config or config_class()
         if kimg is not None:
             config.kimg = kimg
-        trainer = trainer_class(config, run)
+        trainer = trainer_class(config, run, **runtime)
         if state is not None:
             trainer.load_state_dict(state)
             if progress:

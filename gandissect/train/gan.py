@@ -40,6 +40,7 @@ import copy
 import math
 import time
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -145,19 +146,26 @@ def stand_in_generator(seed: int = 0) -> ProGANGenerator:
 
 class SceneBatches(IterableDataset):
     """Endless (images in [-1, 1], scene classes 0..K-1) batches of SceneWorld scenes
-    ``start, start + 1, ...``."""
+    ``start, start + 1, ...``.
+
+    With W DataLoader workers, worker w renders batches w, w + W, w + 2W, ... and the loader
+    takes them in turn, so the stream is the same for any number of workers."""
 
     def __init__(self, seed: int, size: int, batch: int, start: int) -> None:
         self.seed, self.size, self.batch, self.start = seed, size, batch, start
 
     def __iter__(self):
+        from torch.utils.data import get_worker_info
+
         from gandissect.world import render_batch
 
-        index = self.start
+        worker = get_worker_info()
+        offset, stride = (0, 1) if worker is None else (worker.id, worker.num_workers)
+        index = self.start + offset * self.batch
         while True:
             batch = render_batch(self.seed, range(index, index + self.batch), self.size)
             yield image_to_tensor(batch["image"]), torch.from_numpy(batch["scene"] - 1)
-            index += self.batch
+            index += stride * self.batch
 
 
 def _ignore_stop_signals(worker_id: int) -> None:
@@ -167,6 +175,7 @@ def _ignore_stop_signals(worker_id: int) -> None:
 
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    torch.set_num_threads(1)  # one core per worker: rendering is numpy, workers run side by side
 
 
 def image_grid(images: torch.Tensor, columns: int = 8) -> np.ndarray:
@@ -245,10 +254,17 @@ def _with_one_more_parameter(optimizer_state: dict) -> dict:
 
 
 class GANTrainer:
-    """Holds the networks and optimisers; ``train`` runs until ``config.kimg`` thousand images."""
+    """Holds the networks and optimisers; ``train`` runs until ``config.kimg`` thousand images.
 
-    def __init__(self, config: GANConfig, run: RunFolder) -> None:
+    ``device`` is where the networks train (latents are still drawn on the CPU, so a run's
+    latents do not depend on it); ``workers`` is the number of rendering processes."""
+
+    def __init__(self, config: GANConfig, run: RunFolder, device: str | torch.device = "cpu",
+                 workers: int = 1) -> None:
+        if workers < 1:
+            raise ValueError(f"workers must be 1 or more, got {workers}")
         self.config, self.run = config, run
+        self.device, self.workers = torch.device(device), workers
         if config.loss == "projected" and config.condition_kimg is not None:
             raise ValueError("class conditioning needs a pixel discriminator: set "
                              "condition_kimg=None or loss='logistic' or 'hinge'")
@@ -280,6 +296,8 @@ class GANTrainer:
         # The class embedding last, so that checkpoints from before it existed keep their
         # optimiser indices (``load_state_dict``).
         self.d_parameters = _embedding_last(self.discriminator, "class_embedding")
+        self.generator.to(self.device)
+        self.discriminator.to(self.device)
         self.ema = copy.deepcopy(self.generator).eval().requires_grad_(False)
         self.g_optimizer = torch.optim.Adam(
             _embedding_last(self.generator, "generator.class_embedding"), config.lr,
@@ -312,31 +330,35 @@ class GANTrainer:
 
     def load_state_dict(self, state: dict) -> None:
         """Continue from ``state``; a checkpoint from before the class embeddings existed gets
-        them at zero (so the networks start where it stopped), with fresh Adam moments."""
+        them at zero (so the networks start where it stopped), with fresh Adam moments; a slim
+        checkpoint (``slim_checkpoint``: no optimiser state, half precision) continues with
+        fresh Adam moments."""
         g = self.generator.generator
         g_state, ema_state = state["generator"], state["ema"]
-        g_optimizer = state["g_optimizer"]
+        g_optimizer, d_optimizer = state.get("g_optimizer"), state.get("d_optimizer")
         if g.class_embedding is not None and "generator.class_embedding" not in g_state:
             added = {"generator.class_embedding": g.class_embedding.detach(),
                      "generator.class_offsets": g.class_offsets}
             g_state, ema_state = {**g_state, **added}, {**ema_state, **added}
-            g_optimizer = _with_one_more_parameter(g_optimizer)
-        d_state, d_optimizer = state["discriminator"], state["d_optimizer"]
+            g_optimizer = g_optimizer and _with_one_more_parameter(g_optimizer)
+        d_state = state["discriminator"]
         if getattr(self.discriminator, "classes", 0) and "class_embedding" not in d_state:
             d_state = {**d_state, "class_embedding": self.discriminator.class_embedding.detach()}
-            d_optimizer = _with_one_more_parameter(d_optimizer)
-        self.generator.load_state_dict(g_state)
+            d_optimizer = d_optimizer and _with_one_more_parameter(d_optimizer)
+        self.generator.load_state_dict(g_state)  # copies into the float32 parameters
         self.discriminator.load_state_dict(d_state)
         self.ema.load_state_dict(ema_state)
-        self.g_optimizer.load_state_dict(g_optimizer)
-        self.d_optimizer.load_state_dict(d_optimizer)
+        if g_optimizer is not None:
+            self.g_optimizer.load_state_dict(g_optimizer)
+        if d_optimizer is not None:
+            self.d_optimizer.load_state_dict(d_optimizer)
         self.images_seen, self.step = state["images_seen"], state["step"]
         self.seconds = state["seconds"]
         self.latents.set_state(state["latents"])
 
     # -- one step ----------------------------------------------------------------------
     def _z(self, n: int) -> torch.Tensor:
-        return torch.randn(n, self.config.z_dim, generator=self.latents)
+        return torch.randn(n, self.config.z_dim, generator=self.latents).to(self.device)
 
     def _score(self, images: torch.Tensor, alpha: float,
                labels: torch.Tensor | None = None) -> torch.Tensor:
@@ -360,6 +382,8 @@ class GANTrainer:
         """One discriminator and one generator step on a batch of real images and, once
         conditioned, their scene classes (0 .. K-1)."""
         c, n = self.config, real.shape[0]
+        real = real.to(self.device, non_blocking=True)
+        labels = None if labels is None else labels.to(self.device, non_blocking=True)
         conditioned = self.conditioned()
         if conditioned and labels is None:
             raise ValueError("class-conditional training needs the real images' labels")
@@ -386,7 +410,7 @@ class GANTrainer:
             d_loss = F.relu(1 + fake_score).mean() + F.relu(1 - real_score).mean()
         else:
             d_loss = F.softplus(fake_score).mean() + F.softplus(-real_score).mean()
-        r1 = torch.zeros(())
+        r1 = torch.zeros((), device=self.device)
         if regularise:
             (grad,) = torch.autograd.grad(real_score.sum(), real, create_graph=True)
             r1 = grad.pow(2).flatten(1).sum(1).mean()
@@ -429,7 +453,8 @@ class GANTrainer:
                      shipped.config(), images_seen=str(self.images_seen),
                      training_seconds=str(round(self.seconds)))
         with torch.no_grad():
-            samples = self.ema(self.fixed_z, *growth_stage(self.config, self.images_seen))
+            samples = self.ema(self.fixed_z.to(self.device),
+                               *growth_stage(self.config, self.images_seen)).cpu()
             size = self.config.resolution
             grid = image_grid(F.interpolate(samples, size=(size, size), mode="nearest"))
         from PIL import Image
@@ -440,8 +465,9 @@ class GANTrainer:
         c = self.config
         total = int(c.kimg * 1000)
         batches = DataLoader(SceneBatches(c.world_seed, c.resolution, c.batch, self.images_seen),
-                             batch_size=None, num_workers=1, prefetch_factor=4,
-                             worker_init_fn=_ignore_stop_signals)
+                             batch_size=None, num_workers=self.workers, prefetch_factor=4,
+                             worker_init_fn=_ignore_stop_signals,
+                             pin_memory=self.device.type == "cuda")
         checkpoint, log = Every(checkpoint_minutes * 60), Every(30)
         bar = tqdm(total=total, initial=self.images_seen, unit="img", disable=not progress,
                    desc="generator", smoothing=0.05)
@@ -462,7 +488,33 @@ class GANTrainer:
         self.save()
 
 
+def slim_checkpoint(run_dir: str | Path, out: str | Path,
+                    dtype: torch.dtype = torch.float16) -> Path:
+    """Write ``out``: the run's checkpoint without optimiser state and with its weights in
+    ``dtype``, about a fifth of its size, to carry a run to another machine (a GPU one, whose
+    uploads are capped). Copied to ``NEWRUN/checkpoint.pt`` it continues there with fresh Adam
+    moments (``GANTrainer.load_state_dict``); the weights round to ``dtype`` once."""
+    from gandissect.fileio import load_state, save_state
+
+    source = Path(run_dir) / "checkpoint.pt"
+    if not source.exists():
+        raise FileNotFoundError(f"no checkpoint in {run_dir}: train first (gandissect train "
+                                f"generator --run {run_dir})")
+    state = load_state(source)
+    for key in ("g_optimizer", "d_optimizer"):
+        state.pop(key, None)
+    for key in ("generator", "discriminator", "ema"):
+        state[key] = {name: value.to(dtype) if value.is_floating_point() else value
+                      for name, value in state[key].items()}
+    out = Path(out)
+    save_state(out, state)
+    return out
+
+
 def train_generator(run_dir: str, config: GANConfig | None = None, threads: int | None = None,
-                    checkpoint_minutes: float = 5.0, kimg: float | None = None) -> GANTrainer:
-    """Train (or continue training) the generator in ``run_dir``; returns the trainer."""
-    return run_training(GANTrainer, GANConfig, run_dir, config, threads, checkpoint_minutes, kimg)
+                    checkpoint_minutes: float = 5.0, kimg: float | None = None,
+                    device: str | torch.device = "cpu", workers: int = 1) -> GANTrainer:
+    """Train (or continue training) the generator in ``run_dir`` on ``device`` with ``workers``
+    rendering processes; returns the trainer."""
+    return run_training(GANTrainer, GANConfig, run_dir, config, threads, checkpoint_minutes, kimg,
+                        device=device, workers=workers)
