@@ -16,7 +16,7 @@ from pathlib import Path
 
 import torch
 
-from gandissect.causal import ConceptRef, removal, select_by_ace
+from gandissect.causal import ACE_EPOCHS, ConceptRef, removal, select_by_ace
 from gandissect.dissect import Dissection
 from gandissect.dissect.identity import fingerprint, settings_key
 from gandissect.fileio import JobCheckpoint, load_state, save_state
@@ -76,15 +76,18 @@ def units_by_iou(dissection: Dissection, layer: str, concept: ConceptRef) -> lis
 
 
 def _ace_setup(generator, segmenter, dissection: Dissection, layer: str, concept: ConceptRef,
-               n: int, seed: int, epochs: int) -> tuple[torch.Tensor, torch.Tensor, str]:
-    """The IoU start, the insertion values and the cache key of an ACE selection."""
+               n: int, seed: int, epochs: int,
+               keep: float = 0.0) -> tuple[torch.Tensor, torch.Tensor, str]:
+    """The IoU start, the insertion values and the cache key of an ACE selection (``keep`` is
+    in the key only when it is not 0, so keys of the reference's objective never changed)."""
     initial = iou_scores(dissection, layer, concept)
     initial = initial / initial.max().clamp(min=1e-8)
     insert_values = dissection.layer(layer).stats["insertion"]
     key = settings_key({"generator": fingerprint(generator), "segmenter": fingerprint(segmenter),
                         "layer": layer, "concept": [concept.category, concept.name], "n": n,
                         "seed": seed, "epochs": epochs, "sample": "top-up",
-                        "initial": initial.tolist(), "insert": insert_values.tolist()})
+                        "initial": initial.tolist(), "insert": insert_values.tolist(),
+                        **({"keep": keep} if keep else {})})
     return initial, insert_values, key
 
 
@@ -98,13 +101,15 @@ def _rank(weights: torch.Tensor, initial: torch.Tensor) -> list[int]:
 
 
 def units_by_ace(generator, segmenter, dissection: Dissection, layer: str, concept: ConceptRef,
-                 n: int = 200, seed: int = 4, epochs: int = 10, cache_dir: str | Path | None = None,
-                 progress: bool = True, checkpoint_seconds: float = 30.0,
+                 n: int = 200, seed: int = 4, epochs: int = ACE_EPOCHS,
+                 cache_dir: str | Path | None = None, progress: bool = True,
+                 checkpoint_seconds: float = 30.0, keep: float = 0.0,
                  ) -> tuple[list[int], torch.Tensor]:
     """All units ranked by learned causal weight (cached; the learning checkpoints in
-    ``cache_dir`` and resumes); returns (ranking, weights)."""
+    ``cache_dir`` and resumes); returns (ranking, weights). ``keep``: weight of the term that
+    keeps the other pixels' labels (``select_by_ace``)."""
     initial, insert_values, key = _ace_setup(generator, segmenter, dissection, layer, concept,
-                                             n, seed, epochs)
+                                             n, seed, epochs, keep)
     path = _ace_file(cache_dir, layer, concept, key) if cache_dir else None
     if path is not None and path.exists():
         weights = load_state(path)["weights"]
@@ -113,7 +118,7 @@ def units_by_ace(generator, segmenter, dissection: Dissection, layer: str, conce
         checkpoint = JobCheckpoint(progress_file, key, checkpoint_seconds)
         weights = select_by_ace(generator, segmenter, layer, concept, initial, insert_values,
                                 n=n, seed=seed, epochs=epochs, progress=progress,
-                                checkpoint=checkpoint)
+                                checkpoint=checkpoint, keep=keep)
         if path is not None:
             save_state(path, {"weights": weights, "key": key})
             checkpoint.remove()
@@ -134,7 +139,8 @@ def any_cached_ace(cache_dir: str | Path, layer: str, concept: ConceptRef) -> bo
 
 def cached_ace_weights(generator, segmenter, dissection: Dissection, layer: str,
                        concept: ConceptRef, cache_dir: str | Path | Sequence[str | Path],
-                       n: int = 200, seed: int = 4, epochs: int = 10) -> torch.Tensor | None:
+                       n: int = 200, seed: int = 4, epochs: int = ACE_EPOCHS,
+                       keep: float = 0.0) -> torch.Tensor | None:
     """The ``(U,)`` causal weights ``units_by_ace`` learned with these arguments and cached in
     ``cache_dir`` (or the first of several folders that has them, e.g. the app's cache and the
     weights shipped beside a dissection), or None when they have not been learned yet (nothing
@@ -143,7 +149,8 @@ def cached_ace_weights(generator, segmenter, dissection: Dissection, layer: str,
     folders = [f for f in _folders(cache_dir) if any_cached_ace(f, layer, concept)]
     if not folders:
         return None
-    _, _, key = _ace_setup(generator, segmenter, dissection, layer, concept, n, seed, epochs)
+    _, _, key = _ace_setup(generator, segmenter, dissection, layer, concept, n, seed, epochs,
+                           keep)
     for folder in folders:
         path = _ace_file(folder, layer, concept, key)
         if path.exists():
@@ -153,7 +160,7 @@ def cached_ace_weights(generator, segmenter, dissection: Dissection, layer: str,
 
 def ranked_units(generator, segmenter, dissection: Dissection, layer: str, concept: ConceptRef,
                  cache_dir: str | Path | Sequence[str | Path] | None = None, n: int = 200,
-                 seed: int = 4, epochs: int = 10) -> tuple[list[int], str]:
+                 seed: int = 4, epochs: int = ACE_EPOCHS) -> tuple[list[int], str]:
     """All units of ``layer`` for ``concept``, best first, and how they were ranked: by learned
     causal effect (``"ace"``) when ``units_by_ace`` has cached its weights in ``cache_dir`` (a
     folder or several, searched in order), else by dissection IoU (``"iou"``). Never trains: a
@@ -168,8 +175,9 @@ def ranked_units(generator, segmenter, dissection: Dissection, layer: str, conce
 
 def ace_report(generator, segmenter, dissection: Dissection, layer: str, concept: ConceptRef,
                k: int = 20, n: int = 1000, seed: int = 3, selection_n: int = 200,
-               selection_seed: int = 4, epochs: int = 10, cache_dir: str | Path | None = None,
-               progress: bool = True, checkpoint_seconds: float = 30.0) -> dict:
+               selection_seed: int = 4, epochs: int = ACE_EPOCHS,
+               cache_dir: str | Path | None = None, progress: bool = True,
+               checkpoint_seconds: float = 30.0, keep: float = 0.0) -> dict:
     """Removed fraction and collateral for the top ``k`` units of both rankings.
 
     With a ``cache_dir`` every stage checkpoints there (the ACE weights while they are learned,
@@ -184,7 +192,7 @@ def ace_report(generator, segmenter, dissection: Dissection, layer: str, concept
     rankings = {"iou": units_by_iou(dissection, layer, concept)[:k]}
     ace_ranking, _ = units_by_ace(generator, segmenter, dissection, layer, concept,
                                   selection_n, selection_seed, epochs, cache_dir, progress,
-                                  checkpoint_seconds)
+                                  checkpoint_seconds, keep)
     rankings["ace"] = ace_ranking[:k]
     results = {}
     for name, chosen in rankings.items():
@@ -208,5 +216,6 @@ def ace_report(generator, segmenter, dissection: Dissection, layer: str, concept
         "removed_fraction": {name: r["removed_fraction"] for name, r in results.items()},
         "collateral": {name: r["collateral"] for name, r in results.items()},
         "unit_ids": rankings,
-        "selection": {"samples": selection_n, "seed": selection_seed, "epochs": epochs},
+        "selection": {"samples": selection_n, "seed": selection_seed, "epochs": epochs,
+                      "keep": keep},
     }

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from gandissect.causal import ACE_EPOCHS
 from gandissect.cli import print_result
 
 DEFAULT_CACHE = Path.home() / ".cache" / "gandissect"
@@ -63,6 +64,8 @@ def _run_ace(args: argparse.Namespace) -> int:
                          "positive")
     if args.epochs < 0:
         raise ValueError(f"--epochs must be 0 or more, got {args.epochs}")
+    if not 0 <= args.keep < float("inf"):
+        raise ValueError(f"--keep must be a finite number >= 0, got {args.keep}")
     generator = set_truncation(resolve_generator(args.generator),
                                args.truncation)
     segmenter = resolve_segmenter(args.segmenter)
@@ -74,7 +77,7 @@ def _run_ace(args: argparse.Namespace) -> int:
                             n=args.samples, seed=args.seed, selection_n=args.selection_samples,
                             selection_seed=args.selection_seed, epochs=args.epochs,
                             cache_dir=Path(args.cache) / "ace", progress=not args.quiet,
-                            checkpoint_seconds=args.checkpoint_seconds)
+                            checkpoint_seconds=args.checkpoint_seconds, keep=args.keep)
     print_result(result, args.json)
     return 0
 
@@ -100,7 +103,13 @@ def register(commands) -> None:
     parser.add_argument("--selection-samples", type=int, default=200,
                         help="samples that teach the ACE weights")
     parser.add_argument("--selection-seed", type=int, default=4)
-    parser.add_argument("--epochs", type=int, default=10)
+    parser.add_argument("--epochs", type=int, default=ACE_EPOCHS,
+                        help=f"epochs of the ACE selection (default {ACE_EPOCHS}, the "
+                             f"reference's)")
+    parser.add_argument("--keep", type=float, default=0.0,
+                        help="weight of a term that keeps the labels of the other pixels "
+                             "while the ACE weights learn to remove the concept (default 0: "
+                             "the reference's objective; 1 brings sky's collateral under 10%%)")
     parser.add_argument("--cache", default=str(DEFAULT_CACHE), help="cache folder")
     parser.add_argument("--checkpoint-seconds", type=float, default=30.0,
                         help="save progress at least this often (a killed run resumes)")

@@ -311,7 +311,7 @@ def test_causal_weights_beside_the_dissection_rank_the_brushes_without_learning(
     save_dissection(result, tmp_path / "toy")
     tree = ConceptRef.find(segmenter, "tree")
     learned, weights = units_by_ace(generator, segmenter, result, "layer4", tree, n=200,
-                                    epochs=10, cache_dir=tmp_path / "toy" / "ace",
+                                    cache_dir=tmp_path / "toy" / "ace",
                                     progress=False)
     config = app_config("toy", tmp_path / "cache")
     config.dissection = str(tmp_path / "toy")

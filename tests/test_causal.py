@@ -111,6 +111,80 @@ def test_ace_selection_finds_the_drawing_unit(toy):
     assert alpha[0] > 0.8 and alpha[1:].max() < 0.1
 
 
+class DrawWithSpill(Draw):
+    """``Draw``, with unit 1 (a weak constant) painting the green channel everywhere."""
+
+    def forward(self, x):
+        spill = torch.nn.functional.interpolate(x[:, 1:2], scale_factor=4, mode="nearest")
+        image = super().forward(x)
+        return torch.cat([image[:, :1], 3 * spill, image[:, 2:]], 1)
+
+
+class SpillSegmenter(ToySegmenter):
+    """``ToySegmenter`` with unsaturated scores, and "none" wherever green is missing: so
+    ablating unit 1 of ``DrawWithSpill`` turns grass into none (collateral), barely touching
+    the tree."""
+
+    def forward(self, images):
+        tree = images[:, 0]
+        return {"object": torch.stack([1.5 - 4 * images[:, 1], tree, -tree], 1)}
+
+
+def test_the_keep_term_is_the_lost_label_probability_of_the_other_pixels(toy):
+    """Three Adam steps (each one batch of all samples) restated by hand: the loss is the
+    concept's mean probability where it is present, minus it where absent, plus ``keep`` times
+    the mean, over the pixels of images with the concept that the clean image labels otherwise,
+    of 1 - p(their clean label), plus the L2 penalty."""
+    gen, seg = toy[0], SpillSegmenter().eval()
+    gen.output = DrawWithSpill()
+    tree = ConceptRef.find(seg, "tree")
+    initial = torch.tensor([0.5, 0.3, 0.2, 0.1])
+    values = torch.tensor([2.0, 0.1, 0.1, 0.1])
+    keep, l2, lr, steps = 2.0, 0.005, 0.05, 3
+    z, present = ace_sample(gen, seg, tree, 16, 4, batch=16)
+    with torch.no_grad():
+        clean = seg(gen(z))["object"].argmax(1)
+    features = gen.layer1(z)
+
+    def loss_of(alpha):
+        a = alpha.view(1, -1, 1, 1)
+        edited = torch.where(present.view(-1, 1, 1, 1), features * (1 - a),
+                             features * (1 - a) + values.view(1, -1, 1, 1) * a)
+        probabilities = torch.softmax(seg(gen.output(edited))["object"], 1)
+        p = probabilities[:, tree.code].mean((1, 2))
+        lost, pixels = 0.0, 0
+        for i in range(len(z)):  # the other pixels, one at a time
+            if not present[i]:
+                continue
+            for y in range(clean.shape[1]):
+                for x in range(clean.shape[2]):
+                    label = int(clean[i, y, x])
+                    if label != tree.code:
+                        lost = lost + (1 - probabilities[i, label, y, x])
+                        pixels += 1
+        assert pixels > 0
+        return torch.where(present, p, -p).mean() + keep * lost / pixels + l2 * alpha.pow(
+            2).sum()
+
+    alpha = initial.clone().requires_grad_(True)
+    optimizer = torch.optim.Adam([alpha], lr=lr)
+    for _ in range(steps):
+        optimizer.zero_grad()
+        loss_of(alpha).backward()
+        optimizer.step()
+        with torch.no_grad():
+            alpha.clamp_(0, 1)
+
+    def learned(keep):
+        return select_by_ace(gen, seg, "layer1", tree, initial, values, n=16, seed=4,
+                             epochs=steps, lr=lr, l2=l2, batch=len(z), progress=False,
+                             keep=keep)
+
+    kept, plain = learned(keep), learned(0.0)
+    torch.testing.assert_close(kept, alpha.detach())
+    assert kept[1] < initial[1] < plain[1]  # the term spares the unit whose loss spills
+
+
 class RareUnits(Units):
     """Unit 0's blob only where z[2] > 1 (about one image in six)."""
 

@@ -256,6 +256,14 @@ ROWS: dict[str, tuple[Callable[[dict, Path], list], str]] = {
         lambda w, o: ["ace", *TOY, "--concept", "unicorn", "--samples", "2", "--dissection",
                       w["dissection"], "--cache", o / "cache", "--quiet"],
         r"unknown concept 'unicorn'; the segmenter knows: grass, sky, tree"),
+    "ace --keep -1": (
+        lambda w, o: ["ace", *TOY, "--concept", "tree", "--keep", "-1", "--samples", "2",
+                      "--dissection", w["dissection"], "--cache", o / "cache", "--quiet"],
+        r"--keep must be a finite number >= 0, got -1.0"),
+    "ace --keep nan": (
+        lambda w, o: ["ace", *TOY, "--concept", "tree", "--keep", "nan", "--samples", "2",
+                      "--dissection", w["dissection"], "--cache", o / "cache", "--quiet"],
+        r"--keep must be a finite number >= 0, got nan"),
     "ace --concept none": (
         lambda w, o: ["ace", *TOY, "--concept", "none", "--samples", "2", "--dissection",
                       w["dissection"], "--cache", o / "cache", "--quiet"],
