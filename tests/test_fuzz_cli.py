@@ -345,9 +345,9 @@ ROWS: dict[str, tuple[Callable[[dict, Path], list], str]] = {
     "eval classifier --n -3": (
         lambda w, o: ["eval", "classifier", "--n", "-3", "--quiet"],
         r"--n must be at least 1, got -3"),
-    "train generator --workers 0": (
-        lambda w, o: ["train", "generator", "--run", o, "--workers", "0", "--device", "cpu"],
-        r"--workers must be 1 or more, got 0"),
+    "train generator --workers -1": (
+        lambda w, o: ["train", "generator", "--run", o, "--workers", "-1", "--device", "cpu"],
+        r"--workers must be 0 or more, got -1"),
     "evaluate-attribution --n 0": (
         lambda w, o: ["evaluate-attribution", "--n", "0", "--json", "--quiet"],
         r"need n >= 1, batch >= 1"),

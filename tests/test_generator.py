@@ -14,12 +14,11 @@ from gandissect.evaluate.generator import (
 from gandissect.models.discriminator import Discriminator
 from gandissect.models.proggan import ProGANGenerator, proggan_channels
 from gandissect.models.registry import build, read_weights, save_weights
-from gandissect.train.common import RunFolder
+from gandissect.train.common import RenderedBatches, RunFolder
 from gandissect.train.gan import (
     GANConfig,
     GANTrainer,
     GrowingGenerator,
-    SceneBatches,
     growth_stage,
     latent_class_offsets,
     slim_checkpoint,
@@ -87,22 +86,25 @@ def test_training_resumes_exactly(tmp_path):
 
 
 def test_rendering_workers_share_one_stream():
-    """Any number of rendering workers yields the scenes of one worker, in the same order."""
+    """Any number of rendering workers yields the scenes of one worker (or of none), in the
+    same order."""
     from torch.utils.data import DataLoader
 
-    def first(workers, count=5):
-        loader = DataLoader(SceneBatches(seed=20, size=16, batch=3, start=7), batch_size=None,
-                            num_workers=workers)
-        return [batch for batch, _ in zip(loader, range(count))]
-
-    alone, shared = first(0), first(2)
-    for (image, scene), (image2, scene2) in zip(alone, shared, strict=True):
-        assert torch.equal(image, image2) and torch.equal(scene, scene2)
-    # scenes 7, 8, ...: the fifth batch holds scenes 19-21, as rendered directly
     from gandissect.world import render_batch
 
-    direct = render_batch(20, range(19, 22), 16)
-    assert torch.equal(alone[4][1], torch.from_numpy(direct["scene"] - 1))
+    def first(workers, count=5):
+        data = RenderedBatches(seed=20, size=16, batch=3, start=7, keys=("scene", "object"))
+        loader = data if workers is None else DataLoader(data, batch_size=None,
+                                                         num_workers=workers)
+        return [batch for batch, _ in zip(loader, range(count))]
+
+    alone = first(None)
+    for workers in (0, 1, 2):
+        for a, b in zip(alone, first(workers), strict=True):
+            assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    direct = render_batch(20, range(19, 22), 16)  # the fifth batch: scenes 19-21
+    assert torch.equal(alone[4]["scene"], torch.from_numpy(direct["scene"]).long())
+    assert torch.equal(alone[4]["object"], torch.from_numpy(direct["object"]).long())
 
 
 def test_slim_checkpoint_continues_in_a_new_run(tmp_path):

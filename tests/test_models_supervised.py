@@ -199,6 +199,24 @@ def test_training_stops_and_resumes_where_it_left_off(tmp_path, monkeypatch):
     assert metadata["images_seen"] == "8"
 
 
+def test_rendering_workers_train_the_same_weights(tmp_path):
+    """Batches rendered by two worker processes are the scenes rendered in the training process,
+    in the same order, so the weights come out identical."""
+    from gandissect.train.classifier import ClassifierConfig, train_classifier
+
+    torch.set_num_threads(1)
+    config = dict(channels=[8, 8, 8, 8], batch=10, kimg=0.03, snapshots=[])
+    inline = train_classifier(str(tmp_path / "inline"), ClassifierConfig(**config),
+                              progress=False, workers=0)
+    workers = train_classifier(str(tmp_path / "workers"), ClassifierConfig(**config),
+                               progress=False, workers=2)
+    assert inline.images_seen == workers.images_seen == 30
+    for name, value in inline.model.state_dict().items():
+        assert torch.equal(value, workers.model.state_dict()[name]), name
+    with pytest.raises(ValueError, match="workers must be 0 or more"):
+        train_classifier(str(tmp_path / "bad"), ClassifierConfig(**config), workers=-1)
+
+
 def test_training_commands_parse():
     import argparse
 
@@ -211,4 +229,6 @@ def test_training_commands_parse():
                                   "--checkpoint-minutes", "3"])
         assert (args.run_dir, args.kimg, args.threads, args.checkpoint_minutes) == (
             "runs/x", 2.0, 1, 3.0)
+        assert args.workers == (1 if model == "generator" else 0)  # as before: one, in-process
+        assert args.device in ("cpu", "cuda")
         assert callable(args.run)

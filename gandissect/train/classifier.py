@@ -48,10 +48,12 @@ class ClassifierTrainer(SupervisedTrainer):
     name = "classifier"
     keys = ("scene",)
 
-    def __init__(self, config: ClassifierConfig, run: RunFolder) -> None:
+    def __init__(self, config: ClassifierConfig, run: RunFolder, device: str | torch.device = "cpu",
+                 workers: int = 0) -> None:
         torch.manual_seed(config.seed)
         super().__init__(config, SceneClassifier(config.channels, config.blocks,
-                                                         strides=config.strides), run)
+                                                         strides=config.strides), run,
+                         device, workers)
 
     def loss(self, batch):
         logits = self.model(batch["image"])
@@ -85,7 +87,9 @@ class ClassifierTrainer(SupervisedTrainer):
 
 def train_classifier(run_dir: str, config: ClassifierConfig | None = None,
                      threads: int | None = None, checkpoint_minutes: float = 5.0,
-                     kimg: float | None = None, progress: bool = True) -> ClassifierTrainer:
-    """Train (or continue training) the scene classifier in ``run_dir``; returns the trainer."""
+                     kimg: float | None = None, progress: bool = True,
+                     device: str | torch.device = "cpu", workers: int = 0) -> ClassifierTrainer:
+    """Train (or continue training) the scene classifier in ``run_dir`` on ``device`` with
+    ``workers`` rendering processes (0: render in this one); returns the trainer."""
     return run_training(ClassifierTrainer, ClassifierConfig, run_dir, config, threads,
-                        checkpoint_minutes, kimg, progress)
+                        checkpoint_minutes, kimg, progress, device=device, workers=workers)

@@ -7,21 +7,20 @@ from importlib import import_module
 
 from gandissect.cli import add_device_argument
 
-# model -> (module, training function, help, default kimg)
+# model -> (module, training function, help, default kimg, default rendering workers)
 TRAINERS = {
     "generator": ("gandissect.train.gan", "train_generator",
-                  "the ProGAN-style SceneWorld generator", 400),
+                  "the ProGAN-style SceneWorld generator", 400, 1),
     "segmenter": ("gandissect.train.segmenter", "train_segmenter",
-                  "the SceneWorld segmenter (object, part, material)", 80),
+                  "the SceneWorld segmenter (object, part, material)", 80, 0),
     "classifier": ("gandissect.train.classifier", "train_classifier",
-                   "the SceneWorld scene classifier (small ResNet)", 40),
+                   "the SceneWorld scene classifier (small ResNet)", 40, 0),
 }
 
 
 def _run_training(args: argparse.Namespace) -> int:
-    module, function, _, _ = TRAINERS[args.model]
+    module, function, *_ = TRAINERS[args.model]
     train = getattr(import_module(module), function)
-    extra = {}
     if getattr(args, "slim", None):
         from gandissect.train.gan import slim_checkpoint
 
@@ -29,12 +28,11 @@ def _run_training(args: argparse.Namespace) -> int:
         print(f"slim checkpoint ({out.stat().st_size / 1e6:.1f} MB) in {out}; copy it to "
               f"NEWRUN/checkpoint.pt to continue there")
         return 0
-    if args.model == "generator":
-        if args.workers < 1:
-            raise ValueError(f"--workers must be 1 or more, got {args.workers}")
-        extra = {"device": args.device, "workers": args.workers}
+    if args.workers < 0:
+        raise ValueError(f"--workers must be 0 or more, got {args.workers}")
     trainer = train(args.run_dir, threads=args.threads, kimg=args.kimg,
-                    checkpoint_minutes=args.checkpoint_minutes, **extra)
+                    checkpoint_minutes=args.checkpoint_minutes, device=args.device,
+                    workers=args.workers)
     print(f"{trainer.images_seen:,} images seen; weights, checkpoint and log in "
           f"{trainer.run.path}")
     return 0
@@ -42,7 +40,7 @@ def _run_training(args: argparse.Namespace) -> int:
 
 def register_models(models) -> None:
     """Add one parser per trainable model to ``train``'s sub-parsers."""
-    for name, (_, _, help_text, default_kimg) in TRAINERS.items():
+    for name, (_, _, help_text, default_kimg, default_workers) in TRAINERS.items():
         parser = models.add_parser(name, help=help_text)
         parser.add_argument("--run", dest="run_dir", required=True,
                             help="run folder; an existing checkpoint there is continued")
@@ -51,10 +49,11 @@ def register_models(models) -> None:
                                  f"(default {default_kimg:g})")
         parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
         parser.add_argument("--checkpoint-minutes", type=float, default=5.0)
+        add_device_argument(parser, "where to train")
+        parser.add_argument("--workers", type=int, default=default_workers,
+                            help=f"rendering processes (default {default_workers}; 0: render "
+                                 f"in the training process)")
         if name == "generator":
-            add_device_argument(parser, "where to train")
-            parser.add_argument("--workers", type=int, default=1,
-                                help="rendering processes (default 1)")
             parser.add_argument("--slim", metavar="FILE",
                                 help="only write a slim copy of the run's checkpoint (no "
                                      "optimiser state, float16) to FILE, to continue the run "

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from torch.utils.data import DataLoader, IterableDataset
 
 from gandissect.fileio import FolderLock, load_state, save_state
 
@@ -56,6 +57,54 @@ class RunFolder:
         for signum, handler in self._previous_handlers.items():
             signal.signal(signum, handler)
         self._lock.release()
+
+
+class RenderedBatches(IterableDataset):
+    """Endless batches ``{"image": (N, 3, H, W) float in [-1, 1], key: (N, ...) long}`` of
+    SceneWorld world ``seed``, scenes ``start, start + 1, ...``.
+
+    With W DataLoader workers, worker w renders batches w, w + W, w + 2W, ... and the loader
+    takes them in turn, so the stream is the same for any number of workers (and none)."""
+
+    def __init__(self, seed: int, size: int, batch: int, start: int,
+                 keys: tuple[str, ...] = ()) -> None:
+        self.seed, self.size, self.batch, self.start = seed, size, batch, start
+        self.keys = keys
+
+    def __iter__(self):
+        from torch.utils.data import get_worker_info
+
+        from gandissect.world import render_batch
+        from gandissect.world.dataset import image_to_tensor
+
+        worker = get_worker_info()
+        offset, stride = (0, 1) if worker is None else (worker.id, worker.num_workers)
+        index = self.start + offset * self.batch
+        while True:
+            rendered = render_batch(self.seed, range(index, index + self.batch), self.size)
+            out = {"image": image_to_tensor(rendered["image"])}
+            out.update({key: torch.from_numpy(rendered[key]).long() for key in self.keys})
+            yield out
+            index += stride * self.batch
+
+
+def _worker_init(worker_id: int) -> None:
+    """A rendering worker leaves SIGTERM and Ctrl-C to the trainer, which checkpoints first
+    (``pkill -f`` reaches the workers too), and uses one core (rendering is numpy)."""
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    torch.set_num_threads(1)
+
+
+def rendered_batches(dataset: RenderedBatches, workers: int, device: torch.device):
+    """Iterate ``dataset`` in this process (``workers`` = 0) or in ``workers`` rendering
+    processes (pinned memory when training on a GPU)."""
+    if workers < 0:
+        raise ValueError(f"workers must be 0 or more, got {workers}")
+    if workers == 0:
+        return iter(dataset)
+    return iter(DataLoader(dataset, batch_size=None, num_workers=workers, prefetch_factor=4,
+                           worker_init_fn=_worker_init, pin_memory=device.type == "cuda"))
 
 
 class Every:

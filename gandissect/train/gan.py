@@ -46,14 +46,19 @@ import numpy as np
 import torch
 from torch import nn
 from torch.nn import functional as F
-from torch.utils.data import DataLoader, IterableDataset
 from tqdm import tqdm
 
 from gandissect.models.discriminator import Discriminator, segmenter_projected_discriminator
 from gandissect.models.proggan import OutputBlock, ProGANGenerator
 from gandissect.models.registry import SEEDS, save_weights
-from gandissect.train.common import Every, RunFolder, run_training
-from gandissect.world.dataset import image_to_tensor, tensor_to_image
+from gandissect.train.common import (
+    Every,
+    RenderedBatches,
+    RunFolder,
+    rendered_batches,
+    run_training,
+)
+from gandissect.world.dataset import tensor_to_image
 
 
 @dataclass
@@ -144,40 +149,6 @@ def stand_in_generator(seed: int = 0) -> ProGANGenerator:
     return ProGANGenerator(config.z_dim, config.channels).eval()
 
 
-class SceneBatches(IterableDataset):
-    """Endless (images in [-1, 1], scene classes 0..K-1) batches of SceneWorld scenes
-    ``start, start + 1, ...``.
-
-    With W DataLoader workers, worker w renders batches w, w + W, w + 2W, ... and the loader
-    takes them in turn, so the stream is the same for any number of workers."""
-
-    def __init__(self, seed: int, size: int, batch: int, start: int) -> None:
-        self.seed, self.size, self.batch, self.start = seed, size, batch, start
-
-    def __iter__(self):
-        from torch.utils.data import get_worker_info
-
-        from gandissect.world import render_batch
-
-        worker = get_worker_info()
-        offset, stride = (0, 1) if worker is None else (worker.id, worker.num_workers)
-        index = self.start + offset * self.batch
-        while True:
-            batch = render_batch(self.seed, range(index, index + self.batch), self.size)
-            yield image_to_tensor(batch["image"]), torch.from_numpy(batch["scene"] - 1)
-            index += stride * self.batch
-
-
-def _ignore_stop_signals(worker_id: int) -> None:
-    """The rendering worker leaves SIGTERM and Ctrl-C to the trainer, which checkpoints first
-    (``pkill -f`` reaches the worker too)."""
-    import signal
-
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    torch.set_num_threads(1)  # one core per worker: rendering is numpy, workers run side by side
-
-
 def image_grid(images: torch.Tensor, columns: int = 8) -> np.ndarray:
     """(N, 3, H, W) images in [-1, 1] -> one (rows*H, columns*W, 3) uint8 grid."""
     n, _, h, w = images.shape
@@ -257,12 +228,13 @@ class GANTrainer:
     """Holds the networks and optimisers; ``train`` runs until ``config.kimg`` thousand images.
 
     ``device`` is where the networks train (latents are still drawn on the CPU, so a run's
-    latents do not depend on it); ``workers`` is the number of rendering processes."""
+    latents do not depend on it); ``workers`` is the number of rendering processes (0: render
+    in the training process)."""
 
     def __init__(self, config: GANConfig, run: RunFolder, device: str | torch.device = "cpu",
                  workers: int = 1) -> None:
-        if workers < 1:
-            raise ValueError(f"workers must be 1 or more, got {workers}")
+        if workers < 0:
+            raise ValueError(f"workers must be 0 or more, got {workers}")
         self.config, self.run = config, run
         self.device, self.workers = torch.device(device), workers
         if config.loss == "projected" and config.condition_kimg is not None:
@@ -464,17 +436,17 @@ class GANTrainer:
     def train(self, checkpoint_minutes: float = 5.0, progress: bool = True) -> None:
         c = self.config
         total = int(c.kimg * 1000)
-        batches = DataLoader(SceneBatches(c.world_seed, c.resolution, c.batch, self.images_seen),
-                             batch_size=None, num_workers=self.workers, prefetch_factor=4,
-                             worker_init_fn=_ignore_stop_signals,
-                             pin_memory=self.device.type == "cuda")
+        batches = rendered_batches(
+            RenderedBatches(c.world_seed, c.resolution, c.batch, self.images_seen, ("scene",)),
+            self.workers, self.device)
         checkpoint, log = Every(checkpoint_minutes * 60), Every(30)
         bar = tqdm(total=total, initial=self.images_seen, unit="img", disable=not progress,
                    desc="generator", smoothing=0.05)
         started, seconds_before = time.monotonic(), self.seconds
-        for real, labels in batches:
+        for batch in batches:
             if self.images_seen >= total or self.run.stop_requested:
                 break
+            real, labels = batch["image"], batch["scene"] - 1
             losses = self.train_step(real, labels)
             self.seconds = seconds_before + time.monotonic() - started
             bar.update(real.shape[0])

@@ -54,9 +54,10 @@ class SegmenterTrainer(SupervisedTrainer):
     name = "segmenter"
     keys = LEARNED_CATEGORIES
 
-    def __init__(self, config: SegmenterConfig, run: RunFolder) -> None:
+    def __init__(self, config: SegmenterConfig, run: RunFolder, device: str | torch.device = "cpu",
+                 workers: int = 0) -> None:
         torch.manual_seed(config.seed)
-        super().__init__(config, Segmenter(config.channels), run)
+        super().__init__(config, Segmenter(config.channels), run, device, workers)
 
     def loss(self, batch):
         logits = self.model(batch["image"])
@@ -79,7 +80,9 @@ class SegmenterTrainer(SupervisedTrainer):
 
 def train_segmenter(run_dir: str, config: SegmenterConfig | None = None,
                     threads: int | None = None, checkpoint_minutes: float = 5.0,
-                    kimg: float | None = None, progress: bool = True) -> SegmenterTrainer:
-    """Train (or continue training) the segmenter in ``run_dir``; returns the trainer."""
+                    kimg: float | None = None, progress: bool = True,
+                    device: str | torch.device = "cpu", workers: int = 0) -> SegmenterTrainer:
+    """Train (or continue training) the segmenter in ``run_dir`` on ``device`` with ``workers``
+    rendering processes (0: render in this one); returns the trainer."""
     return run_training(SegmenterTrainer, SegmenterConfig, run_dir, config, threads,
-                        checkpoint_minutes, kimg, progress)
+                        checkpoint_minutes, kimg, progress, device=device, workers=workers)

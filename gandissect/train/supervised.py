@@ -2,9 +2,10 @@
 
 Training data are SceneWorld scenes rendered on the fly from one world seed (the trainer's entry
 in ``SEEDS``), scene indices ``0, 1, 2, ...`` continuing across resumes, so a resumed run sees
-exactly the images an uninterrupted one would. Rendering happens in the training process (no
-worker process), so a run uses exactly the CPU threads it is given. Optimiser: AdamW with a
-linear warm-up and a cosine decay to zero over the run's ``kimg``.
+exactly the images an uninterrupted one would. By default rendering happens in the training
+process (``workers`` = 0), so a run uses exactly the CPU threads it is given; on a GPU, rendering
+workers keep it fed (the same images in the same order). Optimiser: AdamW with a linear warm-up
+and a cosine decay to zero over the run's ``kimg``.
 """
 
 from __future__ import annotations
@@ -12,31 +13,13 @@ from __future__ import annotations
 import math
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Iterator
 from dataclasses import asdict
 
 import torch
 from torch import nn
 from tqdm import tqdm
 
-from gandissect.train.common import Every, RunFolder
-from gandissect.world.dataset import image_to_tensor
-
-
-def world_batches(seed: int, size: int, batch: int, start: int,
-                  keys: tuple[str, ...]) -> Iterator[dict[str, torch.Tensor]]:
-    """Endless batches ``{"image": (N, 3, H, W) float in [-1, 1], key: labels...}`` of world
-    ``seed``, scenes ``start, start + 1, ...``; labels are long tensors."""
-    from gandissect.world import render_batch
-
-    index = start
-    while True:
-        rendered = render_batch(seed, range(index, index + batch), size)
-        image = image_to_tensor(rendered["image"])
-        out = {"image": image.contiguous(memory_format=torch.channels_last)}
-        out.update({key: torch.from_numpy(rendered[key]).long() for key in keys})
-        yield out
-        index += batch
+from gandissect.train.common import Every, RenderedBatches, RunFolder, rendered_batches
 
 
 def learning_rate(config, images_seen: int) -> float:
@@ -53,15 +36,20 @@ class SupervisedTrainer(ABC):
 
     ``train`` runs until ``config.kimg`` thousand images, checkpointing every few minutes, on a
     SIGTERM / Ctrl-C (through the run folder) and at the end; every checkpoint also exports the
-    model's weights with ``export``.
+    model's weights with ``export``. The model trains on ``device`` from batches rendered by
+    ``workers`` processes (0: in this one).
     """
 
     name = "model"
     keys: tuple[str, ...] = ()
 
-    def __init__(self, config, model: nn.Module, run: RunFolder) -> None:
+    def __init__(self, config, model: nn.Module, run: RunFolder,
+                 device: str | torch.device = "cpu", workers: int = 0) -> None:
+        if workers < 0:
+            raise ValueError(f"workers must be 0 or more, got {workers}")
         self.config, self.run = config, run
-        self.model = model.to(memory_format=torch.channels_last)
+        self.device, self.workers = torch.device(device), workers
+        self.model = model.to(self.device, memory_format=torch.channels_last)
         self.optimizer = torch.optim.AdamW(self.model.parameters(), config.lr,
                                            weight_decay=config.weight_decay)
         self.images_seen, self.step, self.seconds = 0, 0, 0.0
@@ -101,6 +89,8 @@ class SupervisedTrainer(ABC):
         lr = learning_rate(self.config, self.images_seen)
         for group in self.optimizer.param_groups:
             group["lr"] = lr
+        batch = {key: value.to(self.device, non_blocking=True) for key, value in batch.items()}
+        batch["image"] = batch["image"].contiguous(memory_format=torch.channels_last)
         loss, numbers = self.loss(batch)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -112,7 +102,9 @@ class SupervisedTrainer(ABC):
     def train(self, checkpoint_minutes: float = 5.0, progress: bool = True) -> None:
         c = self.config
         total = int(c.kimg * 1000)
-        batches = world_batches(c.world_seed, c.resolution, c.batch, self.images_seen, self.keys)
+        batches = rendered_batches(
+            RenderedBatches(c.world_seed, c.resolution, c.batch, self.images_seen, self.keys),
+            self.workers, self.device)
         checkpoint, log = Every(checkpoint_minutes * 60), Every(30)
         bar = tqdm(total=total, initial=self.images_seen, unit="img", disable=not progress,
                    desc=self.name, smoothing=0.05)
