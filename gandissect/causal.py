@@ -100,12 +100,6 @@ def removal(generator, segmenter, layer: str, units: Sequence[int], concept: Con
     }
 
 
-def _concept_probability(segmenter, images: torch.Tensor, concept: ConceptRef) -> torch.Tensor:
-    """Per image, the mean over pixels of the segmenter's probability of the concept."""
-    logits = segmenter(images)[concept.category]
-    return F.softmax(logits, 1)[:, concept.code].mean((1, 2))
-
-
 def _run_from_layer(generator, layer: str, features: torch.Tensor,
                     z: torch.Tensor) -> torch.Tensor:
     """The image ``generator(z)`` would draw with ``layer``'s output replaced by ``features``.
@@ -193,8 +187,8 @@ def select_by_ace(generator, segmenter, layer: str, concept: ConceptRef,
     ``keep`` (0: the reference's objective) adds ``keep`` times the mean, over the pixels of
     the images with the concept that the unedited image labels otherwise, of 1 - the edited
     image's probability of that label: removal that spares the rest of the picture, the
-    collateral ``removal`` reports. The unedited labels cost one more generator-tail and
-    segmenter pass per step, without gradients.
+    collateral ``removal`` reports. The unedited labels are segmented once, before the first
+    step.
     """
     if n < 1 or epochs < 0 or not 0 <= keep < float("inf"):
         raise ValueError(f"the ACE selection needs n >= 1 samples, epochs >= 0 and a finite "
@@ -205,6 +199,10 @@ def select_by_ace(generator, segmenter, layer: str, concept: ConceptRef,
         n = len(z)
         features = torch.cat([partial_forward(generator, layer, z[i:i + batch])
                               for i in range(0, n, batch)])
+        if keep:  # the unedited labels, and which pixels the keep term watches
+            clean = torch.cat([segmenter(generator(z[i:i + batch]))[concept.category].argmax(1)
+                               for i in range(0, n, batch)])
+            others = (clean != concept.code) & present.view(-1, 1, 1)
     alpha = initial.detach().float().clamp(0, 1).to(device).clone().requires_grad_(True)
     optimizer = torch.optim.Adam([alpha], lr=lr)
     values = insert_values.float().to(device).view(1, -1, 1, 1)
@@ -231,22 +229,13 @@ def select_by_ace(generator, segmenter, layer: str, concept: ConceptRef,
             edited = torch.where(present[index].view(-1, 1, 1, 1), x * (1 - a),
                                  x * (1 - a) + values * a)
             image = _run_from_layer(generator, layer, edited, z[index])
+            probabilities = F.softmax(segmenter(image)[concept.category], 1)
+            p = probabilities[:, concept.code].mean((1, 2))  # per image
+            loss = torch.where(present[index], p, -p).mean() + l2 * alpha.pow(2).sum()
             if keep:
-                logits = segmenter(image)[concept.category]
-                probabilities = F.softmax(logits, 1)
-                p = probabilities[:, concept.code].mean((1, 2))
-                with torch.no_grad():
-                    clean = segmenter(_run_from_layer(generator, layer, x, z[index]))
-                    clean = clean[concept.category].argmax(1, keepdim=True)
-                    others = (clean != concept.code).float()[:, 0]
-                    others = others * present[index].float().view(-1, 1, 1)
-                kept = probabilities.gather(1, clean)[:, 0]
-                lost = ((1 - kept) * others).sum() / others.sum().clamp(min=1)
-            else:
-                p = _concept_probability(segmenter, image, concept)
-                lost = 0.0
-            effect = torch.where(present[index], p, -p).mean()
-            loss = effect + keep * lost + l2 * alpha.pow(2).sum()
+                watched = others[index].float()
+                kept = probabilities.gather(1, clean[index][:, None])[:, 0]
+                loss = loss + keep * ((1 - kept) * watched).sum() / watched.sum().clamp(min=1)
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()

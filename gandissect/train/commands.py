@@ -19,8 +19,6 @@ TRAINERS = {
 
 
 def _run_training(args: argparse.Namespace) -> int:
-    module, function, *_ = TRAINERS[args.model]
-    train = getattr(import_module(module), function)
     if getattr(args, "slim", None):
         from gandissect.train.gan import slim_checkpoint
 
@@ -30,6 +28,8 @@ def _run_training(args: argparse.Namespace) -> int:
         return 0
     if args.workers < 0:
         raise ValueError(f"--workers must be 0 or more, got {args.workers}")
+    module, function, *_ = TRAINERS[args.model]
+    train = getattr(import_module(module), function)
     trainer = train(args.run_dir, threads=args.threads, kimg=args.kimg,
                     checkpoint_minutes=args.checkpoint_minutes, device=args.device,
                     workers=args.workers)

@@ -233,8 +233,6 @@ class GANTrainer:
 
     def __init__(self, config: GANConfig, run: RunFolder, device: str | torch.device = "cpu",
                  workers: int = 1) -> None:
-        if workers < 0:
-            raise ValueError(f"workers must be 0 or more, got {workers}")
         self.config, self.run = config, run
         self.device, self.workers = torch.device(device), workers
         if config.loss == "projected" and config.condition_kimg is not None:

@@ -45,8 +45,6 @@ class SupervisedTrainer(ABC):
 
     def __init__(self, config, model: nn.Module, run: RunFolder,
                  device: str | torch.device = "cpu", workers: int = 0) -> None:
-        if workers < 0:
-            raise ValueError(f"workers must be 0 or more, got {workers}")
         self.config, self.run = config, run
         self.device, self.workers = torch.device(device), workers
         self.model = model.to(self.device, memory_format=torch.channels_last)
