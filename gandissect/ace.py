@@ -2,7 +2,8 @@
 
 ``units_by_iou`` ranks a layer's units by their dissection IoU with the concept;
 ``units_by_ace`` learns a soft weight per unit by average causal effect (starting from the IoU
-scores) and ranks by it; ``ranked_units`` gives the ACE ranking when its weights are cached and
+scores) and ranks by it; ``units_by_swaps`` improves the ACE top K by exact swaps
+(``refine_by_swaps``); ``ranked_units`` gives the ACE ranking when its weights are cached and
 the IoU ranking otherwise (what a painting brush uses). ``ace_report`` ablates the top K of each
 ranking on a fresh latent seed and reports the removed fraction and the collateral change.
 Learned weights are cached, keyed by everything that changes them.
@@ -16,7 +17,7 @@ from pathlib import Path
 
 import torch
 
-from gandissect.causal import ACE_EPOCHS, ConceptRef, removal, select_by_ace
+from gandissect.causal import ACE_EPOCHS, ConceptRef, refine_by_swaps, removal, select_by_ace
 from gandissect.dissect import Dissection
 from gandissect.dissect.identity import fingerprint, settings_key
 from gandissect.fileio import JobCheckpoint, load_state, save_state
@@ -125,6 +126,41 @@ def units_by_ace(generator, segmenter, dissection: Dissection, layer: str, conce
     return _rank(weights, initial), weights
 
 
+# refine_by_swaps' settings for `gandissect ace --refine`; the collateral cap is the issue's
+# specificity bar (other concepts' pixels change by less than 10%)
+SWAP_TRIES, MAX_SWAPS, MAX_COLLATERAL = 6, 30, 0.1
+
+
+def units_by_swaps(generator, segmenter, dissection: Dissection, layer: str,
+                   concept: ConceptRef, k: int, n: int = 200, seed: int = 4,
+                   epochs: int = ACE_EPOCHS, cache_dir: str | Path | None = None,
+                   progress: bool = True, checkpoint_seconds: float = 30.0,
+                   keep: float = 0.0) -> dict:
+    """The ACE top ``k`` improved by ``refine_by_swaps`` on the ACE selection's own images
+    (``n``, ``seed``) with the same ``keep``; cached and resumable in ``cache_dir`` like the
+    ACE weights. Returns ``refine_by_swaps``' result."""
+    ranking, _ = units_by_ace(generator, segmenter, dissection, layer, concept, n, seed,
+                              epochs, cache_dir, progress, checkpoint_seconds, keep)
+    _, _, ace_key = _ace_setup(generator, segmenter, dissection, layer, concept, n, seed,
+                               epochs, keep)
+    key = settings_key({"ace": ace_key, "k": k, "tries": SWAP_TRIES, "max_swaps": MAX_SWAPS,
+                        "max_collateral": MAX_COLLATERAL})
+    path = Path(cache_dir) / f"swaps_{layer}_{concept.category}_{concept.name}_{key}.pt" \
+        if cache_dir else None
+    if path is not None and path.exists():
+        return load_state(path)
+    checkpoint = JobCheckpoint(path.with_name(f".{path.stem}.progress.pt") if path else None,
+                               key, checkpoint_seconds)
+    result = refine_by_swaps(generator, segmenter, layer, concept, ranking[:k], n=n, seed=seed,
+                             tries=SWAP_TRIES, max_swaps=MAX_SWAPS, keep=keep,
+                             max_collateral=MAX_COLLATERAL,
+                             progress=progress, checkpoint=checkpoint)
+    if path is not None:
+        save_state(path, result)
+        checkpoint.remove()
+    return result
+
+
 def _folders(cache_dirs: str | Path | Sequence[str | Path]) -> list[Path]:
     if isinstance(cache_dirs, (str, Path)):
         return [Path(cache_dirs)]
@@ -177,8 +213,10 @@ def ace_report(generator, segmenter, dissection: Dissection, layer: str, concept
                k: int = 20, n: int = 1000, seed: int = 3, selection_n: int = 200,
                selection_seed: int = 4, epochs: int = ACE_EPOCHS,
                cache_dir: str | Path | None = None, progress: bool = True,
-               checkpoint_seconds: float = 30.0, keep: float = 0.0) -> dict:
-    """Removed fraction and collateral for the top ``k`` units of both rankings.
+               checkpoint_seconds: float = 30.0, keep: float = 0.0,
+               refine: bool = False) -> dict:
+    """Removed fraction and collateral for the top ``k`` units of both rankings (and, with
+    ``refine``, of the ACE top ``k`` improved by swaps: ``"refined"``).
 
     With a ``cache_dir`` every stage checkpoints there (the ACE weights while they are learned,
     the removal counts batch by batch), so a killed run restarted gives the same report."""
@@ -194,6 +232,10 @@ def ace_report(generator, segmenter, dissection: Dissection, layer: str, concept
                                   selection_n, selection_seed, epochs, cache_dir, progress,
                                   checkpoint_seconds, keep)
     rankings["ace"] = ace_ranking[:k]
+    if refine:
+        rankings["refined"] = units_by_swaps(
+            generator, segmenter, dissection, layer, concept, k, selection_n, selection_seed,
+            epochs, cache_dir, progress, checkpoint_seconds, keep)["units"]
     results = {}
     for name, chosen in rankings.items():
         key = settings_key({"generator": fingerprint(generator),
@@ -217,5 +259,6 @@ def ace_report(generator, segmenter, dissection: Dissection, layer: str, concept
         "collateral": {name: r["collateral"] for name, r in results.items()},
         "unit_ids": rankings,
         "selection": {"samples": selection_n, "seed": selection_seed, "epochs": epochs,
-                      "keep": keep},
+                      "keep": keep, **({"swap_tries": SWAP_TRIES, "max_swaps": MAX_SWAPS,
+                                        "max_collateral": MAX_COLLATERAL} if refine else {})},
     }

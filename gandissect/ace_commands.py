@@ -1,4 +1,5 @@
-"""``gandissect ace``: how much of a concept its top units remove, ranked by IoU and by ACE."""
+"""``gandissect ace``: how much of a concept its top units remove, ranked by IoU and by ACE
+(and, with ``--refine``, the ACE top K improved by swaps)."""
 
 from __future__ import annotations
 
@@ -77,7 +78,8 @@ def _run_ace(args: argparse.Namespace) -> int:
                             n=args.samples, seed=args.seed, selection_n=args.selection_samples,
                             selection_seed=args.selection_seed, epochs=args.epochs,
                             cache_dir=Path(args.cache) / "ace", progress=not args.quiet,
-                            checkpoint_seconds=args.checkpoint_seconds, keep=args.keep)
+                            checkpoint_seconds=args.checkpoint_seconds, keep=args.keep,
+                            refine=args.refine)
     print_result(result, args.json)
     return 0
 
@@ -110,6 +112,9 @@ def register(commands) -> None:
                         help="weight of a term that keeps the labels of the other pixels "
                              "while the ACE weights learn to remove the concept (default 0: "
                              "the reference's objective; 1 brings sky's collateral under 10%%)")
+    parser.add_argument("--refine", action="store_true",
+                        help="also rank a third way: the ACE top K improved by exact swaps on "
+                             "the selection images (\"refined\" in the result)")
     parser.add_argument("--cache", default=str(DEFAULT_CACHE), help="cache folder")
     parser.add_argument("--checkpoint-seconds", type=float, default=30.0,
                         help="save progress at least this often (a killed run resumes)")

@@ -10,6 +10,7 @@ from gandissect.causal import (
     ace_sample,
     insertion_by_context,
     locality,
+    refine_by_swaps,
     removal,
     select_by_ace,
 )
@@ -223,6 +224,143 @@ def test_ace_sample_tops_up_a_rare_concept_with_the_next_images_that_show_it(toy
         ace_sample(gen, seg, tree, 0, seed=1)
 
 
+class HalfUnits(Units):
+    """``Units`` with the blob split: unit 0 carries its top half (rows 0-3), unit 1 its bottom
+    half, units 2 and 3 are weak noise."""
+
+    def forward(self, z):
+        x = super().forward(z)
+        blob = x[:, 0]
+        top = torch.zeros_like(blob)
+        top[:, :4] = blob[:, :4]
+        return torch.stack([top, blob - top, x[:, 1], x[:, 2]], 1)
+
+
+class HalfDraw(Draw):
+    """Red where either half-unit is high."""
+
+    def forward(self, x):
+        return super().forward(x[:, :1] + x[:, 1:2])
+
+
+def half_toy():
+    gen = Toy()
+    gen.layer1, gen.output = HalfUnits(), HalfDraw()
+    return gen.eval()
+
+
+def removed_fraction_by_loop(gen, seg, units, z):
+    """The removed fraction of ``removal``, restated pixel by pixel over images with trees."""
+    before = removed = 0
+    for latent in z:
+        clean = seg.segment(gen(latent[None]))["object"][0]
+        if not (clean == 1).any():
+            continue
+        features = gen.layer1(latent[None])
+        features[:, units] = 0
+        edited = seg.segment(gen.output(features))["object"][0]
+        for y in range(clean.shape[0]):
+            for x in range(clean.shape[1]):
+                before += int(clean[y, x] == 1)
+                removed += int(clean[y, x] == 1 and edited[y, x] != 1)
+                removed -= int(clean[y, x] != 1 and edited[y, x] == 1)
+    return removed / before
+
+
+def test_swaps_replace_the_units_that_do_not_draw_and_score_as_removal_counts(toy):
+    gen, seg = half_toy(), toy[1]
+    tree = ConceptRef.find(seg, "tree")
+    with torch.no_grad():
+        result = refine_by_swaps(gen, seg, "layer1", tree, [2, 3], n=24, seed=4, tries=2,
+                                 batch=8, progress=False)
+        z, present = ace_sample(gen, seg, tree, 24, 4, batch=8)
+        z = z[present]
+        # each swap is scored exactly: the removed fraction, as a loop over pixels gives it
+        assert result["start_score"] == pytest.approx(
+            removed_fraction_by_loop(gen, seg, [2, 3], z), abs=1e-9)
+        for out_unit, in_unit, _, collateral in result["history"]:
+            assert out_unit in (2, 3) and in_unit in (0, 1) and collateral == 0
+        assert sorted(result["units"]) == [0, 1]
+        assert result["score"] == pytest.approx(removed_fraction_by_loop(gen, seg, [0, 1], z))
+        assert result["score"] == 1.0
+        half = removed_fraction_by_loop(gen, seg, [result["history"][0][1], 3], z)
+        assert result["history"][0][2] == pytest.approx(half, abs=1e-6)
+        assert 0 < half < 1
+        assert len(result["history"]) == 2  # then no swap improves: it stops
+    with pytest.raises(ValueError, match="distinct"):
+        refine_by_swaps(gen, seg, "layer1", tree, [0, 0], n=8, progress=False)
+
+
+class SpillUnits(HalfUnits):
+    """``HalfUnits`` with unit 2 a constant 1: the green that keeps ``SpillSegmenter``'s
+    "none" away."""
+
+    def forward(self, z):
+        x = super().forward(z)
+        x[:, 2] = 1
+        return x
+
+
+class SpillDraw(Draw):
+    """Red from the two half-units, green from unit 2."""
+
+    def forward(self, x):
+        image = super().forward(x[:, :1] + x[:, 1:2])
+        green = torch.nn.functional.interpolate(x[:, 2:3], scale_factor=4, mode="nearest")
+        return torch.cat([image[:, :1], 3 * green, image[:, 2:]], 1)
+
+
+def test_swaps_never_buy_removal_with_collateral_above_the_cap():
+    """Ablating unit 2 turns every pixel into "none": all of the tree goes, and all of the
+    grass with it. Unit 0 or 1 removes half of the tree and nothing else."""
+    gen = Toy()
+    gen.layer1, gen.output = SpillUnits(), SpillDraw()
+    gen, seg = gen.eval(), SpillSegmenter().eval()
+    tree = ConceptRef.find(seg, "tree")
+    free = refine_by_swaps(gen, seg, "layer1", tree, [3], n=24, tries=3, batch=8,
+                           max_collateral=1.0, progress=False)
+    assert free["units"] == [2] and free["score"] == 1.0 and free["collateral"] == 1.0
+    capped = refine_by_swaps(gen, seg, "layer1", tree, [3], n=24, tries=3, batch=8,
+                             progress=False)
+    assert capped["units"] in ([0], [1]) and capped["collateral"] == 0.0
+    assert 0.3 < capped["score"] < 0.7 and capped["start_collateral"] == 0.0
+    with pytest.raises(ValueError, match="max_collateral"):
+        refine_by_swaps(gen, seg, "layer1", tree, [3], n=8, max_collateral=float("nan"),
+                        progress=False)
+
+
+def test_swaps_resume_after_a_kill_to_the_same_result(toy, tmp_path):
+    from gandissect.fileio import JobCheckpoint
+
+    gen, seg = half_toy(), toy[1]
+    tree = ConceptRef.find(seg, "tree")
+    whole = refine_by_swaps(gen, seg, "layer1", tree, [2, 3], n=24, tries=2, batch=8,
+                            progress=False)
+
+    class Killed(Exception):
+        pass
+
+    calls = {"n": 0}
+    real_segment = seg.segment
+
+    def dying(images):
+        calls["n"] += 1
+        if calls["n"] > 12:  # after the first swap was saved, inside the second step
+            raise Killed
+        return real_segment(images)
+
+    path = tmp_path / "swaps.pt"
+    seg.segment = dying
+    with pytest.raises(Killed):
+        refine_by_swaps(gen, seg, "layer1", tree, [2, 3], n=24, tries=2, batch=8,
+                        progress=False, checkpoint=JobCheckpoint(path, "k", 0))
+    seg.segment = real_segment
+    assert len(JobCheckpoint(path, "k").load()["history"]) == 1
+    resumed = refine_by_swaps(gen, seg, "layer1", tree, [2, 3], n=24, tries=2, batch=8,
+                              progress=False, checkpoint=JobCheckpoint(path, "k", 0))
+    assert resumed == whole
+
+
 def test_insertion_by_context_and_locality(toy):
     gen, seg = toy
     tree = ConceptRef.find(seg, "tree")
@@ -249,6 +387,11 @@ def test_ace_report_on_a_dissected_toy(toy, tmp_path):
     assert report["removed_fraction"] == {"iou": 1.0, "ace": 1.0}
     assert report["collateral"] == {"iou": 0.0, "ace": 0.0}
     assert list(tmp_path.glob("ace_layer1_object_tree_*.pt"))  # the learned weights are cached
+    refined = ace_report(gen, seg, result, "layer1", tree, k=1, n=40, seed=3, selection_n=32,
+                         selection_seed=4, epochs=3, cache_dir=tmp_path, progress=False,
+                         refine=True)
+    assert refined["unit_ids"]["refined"] == [0] and refined["removed_fraction"]["refined"] == 1.0
+    assert list(tmp_path.glob("swaps_layer1_object_tree_*.pt"))
     with pytest.raises(ValueError, match="used for selection"):
         ace_report(gen, seg, result, "layer1", tree, k=1, seed=4, selection_seed=4,
                    progress=False)
@@ -281,9 +424,10 @@ def test_cli_edit_and_ace(plugged, tmp_path, capsys):
     assert "needs --dissection" in capsys.readouterr().err
     assert main(["ace", "--layer", "layer1", "--concept", "tree", "--units", "1", "--samples",
                  "20", "--dissection", str(out), "--selection-samples", "16", "--epochs", "2",
-                 "--cache", str(tmp_path / "cache"), "--json", "--quiet"]) == 0
+                 "--cache", str(tmp_path / "cache"), "--json", "--quiet", "--refine"]) == 0
     result = json.loads(capsys.readouterr().out)
     assert result["concept"] == "tree" and result["units"] == 1
+    assert result["removed_fraction"]["refined"] == 1.0
     assert result["removed_fraction"]["iou"] == 1.0 and "collateral" in result
 
 
