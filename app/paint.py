@@ -33,6 +33,8 @@ __all__ = ["MODES", "OUTPUTS", "PaintView", "build", "choose_scene", "random_sce
 MODES = ("remove", "draw")
 USED_HEADERS = ["unit", "label", "category", "IoU (its label)"]
 BRUSH_COLOR = "#ff00ff"
+RANKINGS = {"iou": "IoU", "ace": "causal effect (ACE)",
+            "ace+swaps": "causal effect (ACE, its top 20 improved by swaps)"}
 
 
 class PaintView(NamedTuple):
@@ -81,7 +83,7 @@ def _status(ws: Workspace, session: Session) -> str:
         last = session.strokes[-1]
         concept = last.concept.partition("/")[2]
         lines.append(f"Last stroke: {last.mode} {concept}, {len(last.units)} units ranked by "
-                     f"{'causal effect (ACE)' if last.ranking == 'ace' else 'IoU'}, "
+                     f"{RANKINGS.get(last.ranking, last.ranking)}, "
                      f"strength {last.strength:g}.")
     units, (h, w) = scenes.n_units, scenes.cells
     lines.append(f"Painting layer `{scenes.layer}`: {units} units at {h}x{w}; dissection "

@@ -104,8 +104,8 @@ class SceneModels:
         return [self.ace_dir(), *shipped]
 
     def ranking(self, key: str) -> tuple[list[int], str]:
-        """All units for the concept, best first, and ``"ace"`` or ``"iou"`` (see
-        ``gandissect.ace.ranked_units``); cached until causal weights are learned."""
+        """All units for the concept, best first, and ``"ace+swaps"``, ``"ace"`` or ``"iou"``
+        (see ``gandissect.ace.ranked_units``); cached until causal weights are learned."""
         if key not in self._rankings:
             with self.lock:
                 self._rankings[key] = ranked_units(self.generator, self.segmenter,

@@ -3,8 +3,9 @@
 ``units_by_iou`` ranks a layer's units by their dissection IoU with the concept;
 ``units_by_ace`` learns a soft weight per unit by average causal effect (starting from the IoU
 scores) and ranks by it; ``units_by_swaps`` improves the ACE top K by exact swaps
-(``refine_by_swaps``); ``ranked_units`` gives the ACE ranking when its weights are cached and
-the IoU ranking otherwise (what a painting brush uses). ``ace_report`` ablates the top K of each
+(``refine_by_swaps``); ``ranked_units`` gives the ACE ranking when its weights are cached (led
+by the refined set when that is cached too) and the IoU ranking otherwise (what a painting
+brush uses). ``ace_report`` ablates the top K of each
 ranking on a fresh latent seed and reports the removed fraction and the collateral change.
 Learned weights are cached, keyed by everything that changes them.
 """
@@ -129,6 +130,20 @@ def units_by_ace(generator, segmenter, dissection: Dissection, layer: str, conce
 # refine_by_swaps' settings for `gandissect ace --refine`; the collateral cap is the issue's
 # specificity bar (other concepts' pixels change by less than 10%)
 SWAP_TRIES, MAX_SWAPS, MAX_COLLATERAL = 6, 30, 0.1
+REFINED_K = 20  # the set size whose refinement, when cached, leads a brush's ranking
+
+
+def _swaps_key(generator, segmenter, dissection: Dissection, layer: str, concept: ConceptRef,
+               k: int, n: int, seed: int, epochs: int, keep: float) -> str:
+    """The cache key of ``units_by_swaps``' result for these arguments."""
+    _, _, ace_key = _ace_setup(generator, segmenter, dissection, layer, concept, n, seed,
+                               epochs, keep)
+    return settings_key({"ace": ace_key, "k": k, "tries": SWAP_TRIES, "max_swaps": MAX_SWAPS,
+                         "max_collateral": MAX_COLLATERAL})
+
+
+def _swaps_file(cache_dir: str | Path, layer: str, concept: ConceptRef, key: str) -> Path:
+    return Path(cache_dir) / f"swaps_{layer}_{concept.category}_{concept.name}_{key}.pt"
 
 
 def units_by_swaps(generator, segmenter, dissection: Dissection, layer: str,
@@ -141,12 +156,8 @@ def units_by_swaps(generator, segmenter, dissection: Dissection, layer: str,
     ACE weights. Returns ``refine_by_swaps``' result."""
     ranking, _ = units_by_ace(generator, segmenter, dissection, layer, concept, n, seed,
                               epochs, cache_dir, progress, checkpoint_seconds, keep)
-    _, _, ace_key = _ace_setup(generator, segmenter, dissection, layer, concept, n, seed,
-                               epochs, keep)
-    key = settings_key({"ace": ace_key, "k": k, "tries": SWAP_TRIES, "max_swaps": MAX_SWAPS,
-                        "max_collateral": MAX_COLLATERAL})
-    path = Path(cache_dir) / f"swaps_{layer}_{concept.category}_{concept.name}_{key}.pt" \
-        if cache_dir else None
+    key = _swaps_key(generator, segmenter, dissection, layer, concept, k, n, seed, epochs, keep)
+    path = _swaps_file(cache_dir, layer, concept, key) if cache_dir else None
     if path is not None and path.exists():
         return load_state(path)
     checkpoint = JobCheckpoint(path.with_name(f".{path.stem}.progress.pt") if path else None,
@@ -159,6 +170,24 @@ def units_by_swaps(generator, segmenter, dissection: Dissection, layer: str,
         save_state(path, result)
         checkpoint.remove()
     return result
+
+
+def cached_swaps(generator, segmenter, dissection: Dissection, layer: str, concept: ConceptRef,
+                 cache_dir: str | Path | Sequence[str | Path], k: int = REFINED_K,
+                 n: int = 200, seed: int = 4, epochs: int = ACE_EPOCHS) -> list[int] | None:
+    """The set of ``k`` units ``units_by_swaps`` found with these arguments (the reference's
+    objective, keep 0), from the first of ``cache_dir``'s folders that has it, or None (nothing
+    is computed)."""
+    folders = [f for f in _folders(cache_dir)
+               if any(f.glob(_swaps_file("", layer, concept, "*").name))]
+    if not folders:
+        return None
+    key = _swaps_key(generator, segmenter, dissection, layer, concept, k, n, seed, epochs, 0.0)
+    for folder in folders:
+        path = _swaps_file(folder, layer, concept, key)
+        if path.exists():
+            return [int(u) for u in load_state(path)["units"]]
+    return None
 
 
 def _folders(cache_dirs: str | Path | Sequence[str | Path]) -> list[Path]:
@@ -196,16 +225,26 @@ def cached_ace_weights(generator, segmenter, dissection: Dissection, layer: str,
 
 def ranked_units(generator, segmenter, dissection: Dissection, layer: str, concept: ConceptRef,
                  cache_dir: str | Path | Sequence[str | Path] | None = None, n: int = 200,
-                 seed: int = 4, epochs: int = ACE_EPOCHS) -> tuple[list[int], str]:
+                 seed: int = 4, epochs: int = ACE_EPOCHS,
+                 refined_k: int = REFINED_K) -> tuple[list[int], str]:
     """All units of ``layer`` for ``concept``, best first, and how they were ranked: by learned
     causal effect (``"ace"``) when ``units_by_ace`` has cached its weights in ``cache_dir`` (a
-    folder or several, searched in order), else by dissection IoU (``"iou"``). Never trains: a
-    painting brush can call it per stroke."""
+    folder or several, searched in order), else by dissection IoU (``"iou"``). When
+    ``units_by_swaps`` has also cached its set of ``refined_k`` (``"ace+swaps"``), that set
+    leads, then the other units; each part in ACE order. Never trains: a painting brush can
+    call it per stroke."""
     if cache_dir is not None:
         weights = cached_ace_weights(generator, segmenter, dissection, layer, concept, cache_dir,
                                      n, seed, epochs)
         if weights is not None:
-            return _rank(weights, iou_scores(dissection, layer, concept)), "ace"
+            ranking = _rank(weights, iou_scores(dissection, layer, concept))
+            refined = cached_swaps(generator, segmenter, dissection, layer, concept, cache_dir,
+                                   refined_k, n, seed, epochs)
+            if refined is None:
+                return ranking, "ace"
+            head = set(refined)
+            return ([u for u in ranking if u in head] + [u for u in ranking if u not in head],
+                    "ace+swaps")
     return units_by_iou(dissection, layer, concept), "iou"
 
 

@@ -8,9 +8,11 @@ from app_fixtures import TREE_UNITS, toy_generator, toy_segmenter
 from gandissect.ace import (
     any_cached_ace,
     cached_ace_weights,
+    cached_swaps,
     ranked_units,
     units_by_ace,
     units_by_iou,
+    units_by_swaps,
 )
 from gandissect.causal import ConceptRef
 from gandissect.dissect import dissect
@@ -74,6 +76,29 @@ def test_weights_are_found_in_the_first_folder_that_has_them_and_only_for_these_
                               n=32, epochs=2) is None
     assert ranked_units(other, segmenter, result, "layer4", tree, folders,
                         n=32, epochs=2)[1] == "iou"
+
+
+def test_a_cached_refined_set_leads_the_ace_ranking(toy, tmp_path):
+    """Once ``units_by_swaps`` has refined the ACE top k, a brush's ranking is that set (in ACE
+    order), then every other unit (in ACE order)."""
+    generator, segmenter, result, tree = toy
+    learned, _ = units_by_ace(generator, segmenter, result, "layer4", tree, n=32, epochs=2,
+                              cache_dir=tmp_path, progress=False)
+    assert cached_swaps(generator, segmenter, result, "layer4", tree, tmp_path, k=6, n=32,
+                        epochs=2) is None
+    refined = units_by_swaps(generator, segmenter, result, "layer4", tree, 6, n=32, epochs=2,
+                             cache_dir=tmp_path, progress=False)["units"]
+    assert cached_swaps(generator, segmenter, result, "layer4", tree, tmp_path, k=6, n=32,
+                        epochs=2) == refined
+    ranking, method = ranked_units(generator, segmenter, result, "layer4", tree, tmp_path,
+                                   n=32, epochs=2, refined_k=6)
+    assert method == "ace+swaps" and sorted(ranking) == sorted(learned)
+    assert set(ranking[:6]) == set(refined)
+    assert ranking == sorted(ranking[:6], key=learned.index) + [
+        u for u in learned if u not in refined]
+    # a refinement of another size is not this one: the plain ACE ranking
+    assert ranked_units(generator, segmenter, result, "layer4", tree, tmp_path,
+                        n=32, epochs=2, refined_k=5) == (learned, "ace")
 
 
 def test_best_in_category_counts_each_units_best_concept_of_every_category(toy):

@@ -46,3 +46,22 @@ def test_shipped_generator_quick_metrics():
     for concept in ("tree", "grass", "door", "sky", "cloud", "dome"):
         assert 1 / 1.5 <= ratios[concept] <= 1.5, (concept, ratios[concept])
     assert ratios["brick"] <= 2.6
+
+
+def test_the_shipped_brushes_find_their_causal_weights_and_refined_sets():
+    """The files in ``sceneworld_generator_dissection/ace/`` are found only under the key of
+    these very models, dissection and settings: a change to any of them (or to the swap
+    settings) must come with new files, or the brushes fall back silently."""
+    from gandissect.ace import ranked_units
+    from gandissect.causal import ConceptRef
+    from gandissect.dissect import load_dissection
+    from gandissect.models.registry import shipped_dissection_dir
+
+    generator, segmenter = load_generator(), load_segmenter()
+    folder = shipped_dissection_dir()
+    dissection = load_dissection(folder, stats=True)
+    for name in ("tree", "grass", "door", "sky", "cloud", "brick", "dome"):
+        ranking, method = ranked_units(generator, segmenter, dissection, "layer4",
+                                       ConceptRef.find(segmenter, name), folder / "ace")
+        assert method == "ace+swaps", name
+        assert sorted(ranking) == list(range(generator.layer4.conv.out_channels))
