@@ -150,22 +150,25 @@ def units_by_swaps(generator, segmenter, dissection: Dissection, layer: str,
                    concept: ConceptRef, k: int, n: int = 200, seed: int = 4,
                    epochs: int = ACE_EPOCHS, cache_dir: str | Path | None = None,
                    progress: bool = True, checkpoint_seconds: float = 30.0,
-                   keep: float = 0.0) -> dict:
+                   keep: float = 0.0, ace_ranking: Sequence[int] | None = None) -> dict:
     """The ACE top ``k`` improved by ``refine_by_swaps`` on the ACE selection's own images
     (``n``, ``seed``) with the same ``keep``; cached and resumable in ``cache_dir`` like the
-    ACE weights. Returns ``refine_by_swaps``' result."""
-    ranking, _ = units_by_ace(generator, segmenter, dissection, layer, concept, n, seed,
-                              epochs, cache_dir, progress, checkpoint_seconds, keep)
+    ACE weights. ``ace_ranking``: the ``units_by_ace`` ranking of these very arguments, when
+    the caller has it (else it is learned or read from the cache). Returns
+    ``refine_by_swaps``' result."""
+    if ace_ranking is None:
+        ace_ranking, _ = units_by_ace(generator, segmenter, dissection, layer, concept, n, seed,
+                                      epochs, cache_dir, progress, checkpoint_seconds, keep)
     key = _swaps_key(generator, segmenter, dissection, layer, concept, k, n, seed, epochs, keep)
     path = _swaps_file(cache_dir, layer, concept, key) if cache_dir else None
     if path is not None and path.exists():
         return load_state(path)
     checkpoint = JobCheckpoint(path.with_name(f".{path.stem}.progress.pt") if path else None,
                                key, checkpoint_seconds)
-    result = refine_by_swaps(generator, segmenter, layer, concept, ranking[:k], n=n, seed=seed,
-                             tries=SWAP_TRIES, max_swaps=MAX_SWAPS, keep=keep,
-                             max_collateral=MAX_COLLATERAL,
-                             progress=progress, checkpoint=checkpoint)
+    result = refine_by_swaps(generator, segmenter, layer, concept, ace_ranking[:k], n=n,
+                             seed=seed, tries=SWAP_TRIES, max_swaps=MAX_SWAPS, keep=keep,
+                             max_collateral=MAX_COLLATERAL, progress=progress,
+                             checkpoint=checkpoint)
     if path is not None:
         save_state(path, result)
         checkpoint.remove()
@@ -274,7 +277,7 @@ def ace_report(generator, segmenter, dissection: Dissection, layer: str, concept
     if refine:
         rankings["refined"] = units_by_swaps(
             generator, segmenter, dissection, layer, concept, k, selection_n, selection_seed,
-            epochs, cache_dir, progress, checkpoint_seconds, keep)["units"]
+            epochs, cache_dir, progress, checkpoint_seconds, keep, ace_ranking)["units"]
     results = {}
     for name, chosen in rankings.items():
         key = settings_key({"generator": fingerprint(generator),
