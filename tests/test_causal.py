@@ -458,3 +458,20 @@ def test_cli_ace_reads_the_shipped_dissection_only_when_it_is_the_one_it_would_c
     assert calls == [] and json.loads(capsys.readouterr().out)["removed_fraction"]["iou"] == 1.0
     assert main(ace + ["--dissect-samples", "48"]) == 0  # not what was shipped: dissect
     assert len(calls) == 1 and calls[0]["n"] == 48
+
+
+def test_ace_report_learns_the_ace_weights_once_for_both_rankings(toy, monkeypatch):
+    """Without a cache, ``refine=True`` refines the ranking ``ace_report`` learned: one ACE
+    selection, not two."""
+    import gandissect.ace as ace_module
+
+    gen, seg = toy
+    tree = ConceptRef.find(seg, "tree")
+    result = dissect(gen, seg, ["layer1"], n=64, seed=1, batch=16, progress=False)
+    calls = []
+    real = ace_module.select_by_ace
+    monkeypatch.setattr(ace_module, "select_by_ace",
+                        lambda *a, **k: calls.append(1) or real(*a, **k))
+    report = ace_report(gen, seg, result, "layer1", tree, k=1, n=20, seed=3, selection_n=16,
+                        selection_seed=4, epochs=1, progress=False, refine=True)
+    assert len(calls) == 1 and report["unit_ids"]["refined"] == [0]
