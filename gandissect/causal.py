@@ -351,16 +351,19 @@ def refine_by_swaps(generator, segmenter, layer: str, concept: ConceptRef,
         members = sorted(chosen, key=lambda u: (-float(g[u]), u))[:tries]
         outsiders = sorted(set(range(n_units)) - set(chosen), key=lambda u: (float(g[u]), u))
         estimates = sorted((float(g[j] - g[i]), i, j) for i in members for j in outsiders[:tries])
-        measured = []
+        allowed = []  # (score, unit out, unit in, collateral) of the swaps within the cap
         for _, i, j in estimates[:tries]:
             value, spill = measure([j if u == i else u for u in chosen])
             if spill <= cap:
-                measured.append((value, -i, -j, spill))
-        if not measured or max(measured)[0] <= best:
+                allowed.append((value, i, j, spill))
+        if not allowed:
             break
-        best, i, j, collateral = max(measured)
-        chosen = [-j if u == -i else u for u in chosen]
-        history.append([-i, -j, round(best, 6), round(collateral, 6)])
+        value, i, j, spill = max(allowed, key=lambda m: (m[0], -m[1], -m[2]))  # ties: low ids
+        if value <= best:
+            break
+        best, collateral = value, spill
+        chosen = [j if u == i else u for u in chosen]
+        history.append([i, j, round(best, 6), round(collateral, 6)])
         checkpoint.save({"units": chosen, "history": history, "start": (start, start_collateral),
                          "best": (best, collateral)})
         bar.update(1)
