@@ -93,8 +93,43 @@ def _ace_setup(generator, segmenter, dissection: Dissection, layer: str, concept
     return initial, insert_values, key
 
 
-def _ace_file(cache_dir: str | Path, layer: str, concept: ConceptRef, key: str) -> Path:
-    return Path(cache_dir) / f"ace_{layer}_{concept.category}_{concept.name}_{key}.pt"
+def _cache_file(cache_dir: str | Path, kind: str, layer: str, concept: ConceptRef,
+                key: str) -> Path:
+    """Where a selection of ``kind`` (``"ace"`` weights, ``"swaps"`` sets) is cached."""
+    return Path(cache_dir) / f"{kind}_{layer}_{concept.category}_{concept.name}_{key}.pt"
+
+
+def _cached_run(cache_dir: str | Path | None, kind: str, layer: str, concept: ConceptRef,
+                key: str, checkpoint_seconds: float, run):
+    """The state cached under ``key``, or ``run(checkpoint)``'s, saved there (with no
+    ``cache_dir``: computed, kept nowhere). The run checkpoints beside the file and resumes."""
+    path = _cache_file(cache_dir, kind, layer, concept, key) if cache_dir else None
+    if path is not None and path.exists():
+        return load_state(path)
+    checkpoint = JobCheckpoint(path.with_name(f".{path.stem}.progress.pt") if path else None,
+                               key, checkpoint_seconds)
+    state = run(checkpoint)
+    if path is not None:
+        save_state(path, state)
+        checkpoint.remove()
+    return state
+
+
+def _first_cached(cache_dirs: str | Path | Sequence[str | Path], kind: str, layer: str,
+                  concept: ConceptRef, key_of):
+    """The state cached under ``key_of()`` in the first of ``cache_dirs`` that has it, or None.
+    The key hashes the models, so it is computed only when some folder holds a file of this
+    kind for the concept."""
+    folders = [f for f in _folders(cache_dirs)
+               if any(f.glob(_cache_file("", kind, layer, concept, "*").name))]
+    if not folders:
+        return None
+    key = key_of()
+    for folder in folders:
+        path = _cache_file(folder, kind, layer, concept, key)
+        if path.exists():
+            return load_state(path)
+    return None
 
 
 def _rank(weights: torch.Tensor, initial: torch.Tensor) -> list[int]:
@@ -112,19 +147,12 @@ def units_by_ace(generator, segmenter, dissection: Dissection, layer: str, conce
     keeps the other pixels' labels (``select_by_ace``)."""
     initial, insert_values, key = _ace_setup(generator, segmenter, dissection, layer, concept,
                                              n, seed, epochs, keep)
-    path = _ace_file(cache_dir, layer, concept, key) if cache_dir else None
-    if path is not None and path.exists():
-        weights = load_state(path)["weights"]
-    else:
-        progress_file = path.with_name(f".{path.stem}.progress.pt") if path else None
-        checkpoint = JobCheckpoint(progress_file, key, checkpoint_seconds)
-        weights = select_by_ace(generator, segmenter, layer, concept, initial, insert_values,
-                                n=n, seed=seed, epochs=epochs, progress=progress,
-                                checkpoint=checkpoint, keep=keep)
-        if path is not None:
-            save_state(path, {"weights": weights, "key": key})
-            checkpoint.remove()
-    return _rank(weights, initial), weights
+    state = _cached_run(cache_dir, "ace", layer, concept, key, checkpoint_seconds,
+                        lambda checkpoint: {"weights": select_by_ace(
+                            generator, segmenter, layer, concept, initial, insert_values, n=n,
+                            seed=seed, epochs=epochs, progress=progress,
+                            checkpoint=checkpoint, keep=keep), "key": key})
+    return _rank(state["weights"], initial), state["weights"]
 
 
 # refine_by_swaps' settings for `gandissect ace --refine`; the collateral cap is the issue's
@@ -142,10 +170,6 @@ def _swaps_key(generator, segmenter, dissection: Dissection, layer: str, concept
                          "max_collateral": MAX_COLLATERAL})
 
 
-def _swaps_file(cache_dir: str | Path, layer: str, concept: ConceptRef, key: str) -> Path:
-    return Path(cache_dir) / f"swaps_{layer}_{concept.category}_{concept.name}_{key}.pt"
-
-
 def units_by_swaps(generator, segmenter, dissection: Dissection, layer: str,
                    concept: ConceptRef, k: int, n: int = 200, seed: int = 4,
                    epochs: int = ACE_EPOCHS, cache_dir: str | Path | None = None,
@@ -160,19 +184,12 @@ def units_by_swaps(generator, segmenter, dissection: Dissection, layer: str,
         ace_ranking, _ = units_by_ace(generator, segmenter, dissection, layer, concept, n, seed,
                                       epochs, cache_dir, progress, checkpoint_seconds, keep)
     key = _swaps_key(generator, segmenter, dissection, layer, concept, k, n, seed, epochs, keep)
-    path = _swaps_file(cache_dir, layer, concept, key) if cache_dir else None
-    if path is not None and path.exists():
-        return load_state(path)
-    checkpoint = JobCheckpoint(path.with_name(f".{path.stem}.progress.pt") if path else None,
-                               key, checkpoint_seconds)
-    result = refine_by_swaps(generator, segmenter, layer, concept, ace_ranking[:k], n=n,
-                             seed=seed, tries=SWAP_TRIES, max_swaps=MAX_SWAPS, keep=keep,
-                             max_collateral=MAX_COLLATERAL, progress=progress,
-                             checkpoint=checkpoint)
-    if path is not None:
-        save_state(path, result)
-        checkpoint.remove()
-    return result
+    return _cached_run(cache_dir, "swaps", layer, concept, key, checkpoint_seconds,
+                       lambda checkpoint: refine_by_swaps(
+                           generator, segmenter, layer, concept, ace_ranking[:k], n=n,
+                           seed=seed, tries=SWAP_TRIES, max_swaps=MAX_SWAPS, keep=keep,
+                           max_collateral=MAX_COLLATERAL, progress=progress,
+                           checkpoint=checkpoint))
 
 
 def cached_swaps(generator, segmenter, dissection: Dissection, layer: str, concept: ConceptRef,
@@ -181,16 +198,9 @@ def cached_swaps(generator, segmenter, dissection: Dissection, layer: str, conce
     """The set of ``k`` units ``units_by_swaps`` found with these arguments (the reference's
     objective, keep 0), from the first of ``cache_dir``'s folders that has it, or None (nothing
     is computed)."""
-    folders = [f for f in _folders(cache_dir)
-               if any(f.glob(_swaps_file("", layer, concept, "*").name))]
-    if not folders:
-        return None
-    key = _swaps_key(generator, segmenter, dissection, layer, concept, k, n, seed, epochs, 0.0)
-    for folder in folders:
-        path = _swaps_file(folder, layer, concept, key)
-        if path.exists():
-            return [int(u) for u in load_state(path)["units"]]
-    return None
+    state = _first_cached(cache_dir, "swaps", layer, concept, lambda: _swaps_key(
+        generator, segmenter, dissection, layer, concept, k, n, seed, epochs, 0.0))
+    return None if state is None else [int(u) for u in state["units"]]
 
 
 def _folders(cache_dirs: str | Path | Sequence[str | Path]) -> list[Path]:
@@ -202,7 +212,7 @@ def _folders(cache_dirs: str | Path | Sequence[str | Path]) -> list[Path]:
 def any_cached_ace(cache_dir: str | Path, layer: str, concept: ConceptRef) -> bool:
     """Whether ``cache_dir`` holds learned weights for ``concept`` at ``layer`` for any models
     and settings: a quick test (no model is hashed) before ``cached_ace_weights``."""
-    return any(Path(cache_dir).glob(_ace_file("", layer, concept, "*").name))
+    return any(Path(cache_dir).glob(_cache_file("", "ace", layer, concept, "*").name))
 
 
 def cached_ace_weights(generator, segmenter, dissection: Dissection, layer: str,
@@ -214,16 +224,9 @@ def cached_ace_weights(generator, segmenter, dissection: Dissection, layer: str,
     weights shipped beside a dissection), or None when they have not been learned yet (nothing
     is computed). The file name holds the key of the models, the dissection and the settings,
     so weights learned for anything else are never used."""
-    folders = [f for f in _folders(cache_dir) if any_cached_ace(f, layer, concept)]
-    if not folders:
-        return None
-    _, _, key = _ace_setup(generator, segmenter, dissection, layer, concept, n, seed, epochs,
-                           keep)
-    for folder in folders:
-        path = _ace_file(folder, layer, concept, key)
-        if path.exists():
-            return load_state(path)["weights"]
-    return None
+    state = _first_cached(cache_dir, "ace", layer, concept, lambda: _ace_setup(
+        generator, segmenter, dissection, layer, concept, n, seed, epochs, keep)[2])
+    return None if state is None else state["weights"]
 
 
 def ranked_units(generator, segmenter, dissection: Dissection, layer: str, concept: ConceptRef,
