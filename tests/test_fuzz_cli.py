@@ -348,6 +348,13 @@ ROWS: dict[str, tuple[Callable[[dict, Path], list], str]] = {
     "train generator --workers -1": (
         lambda w, o: ["train", "generator", "--run", o, "--workers", "-1", "--device", "cpu"],
         r"--workers must be 0 or more, got -1"),
+    "train generator --patch without --branch": (
+        lambda w, o: ["train", "generator", "--run", o, "--patch", "--device", "cpu"],
+        r"--patch adds the texture critic to a branch of a trained run: give --branch"),
+    "train generator --branch from no run": (
+        lambda w, o: ["train", "generator", "--run", o, "--branch", w["root"] / "no_run",
+                      "--patch", "--device", "cpu"],
+        r"no checkpoint in .*no_run to branch from: train it first"),
     "evaluate-attribution --n 0": (
         lambda w, o: ["evaluate-attribution", "--n", "0", "--json", "--quiet"],
         r"need n >= 1, batch >= 1"),

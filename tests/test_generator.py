@@ -371,3 +371,124 @@ def test_projected_discriminator_trains_only_its_heads():
     assert images.grad is not None and images.grad.abs().sum() > 0  # gradients reach G
     for key, value in segmenter.state_dict().items():
         assert torch.equal(value, frozen[key]), key
+
+
+def test_patch_discriminator_scores_8px_patches():
+    """One logit per 2x2 block of pixels, each depending on exactly the 8x8 pixels around it
+    (a 3x3 conv at full size, 2x pooling, a 3x3 conv at half size)."""
+    from gandissect.models.discriminator import PatchDiscriminator
+
+    torch.manual_seed(0)
+    d = PatchDiscriminator([8, 16])
+    image = torch.randn(2, 3, 32, 32, requires_grad=True)
+    logits = d(image)
+    assert logits.shape == (2, 16, 16)
+    i, j = 6, 9
+    (grad,) = torch.autograd.grad(logits[1, i, j], image)
+    assert not grad[0].any()  # images are scored separately
+    rows = torch.nonzero(grad[1].abs().sum((0, 2))).flatten().tolist()
+    cols = torch.nonzero(grad[1].abs().sum((0, 1))).flatten().tolist()
+    assert rows == list(range(2 * i - 3, 2 * i + 5))
+    assert cols == list(range(2 * j - 3, 2 * j + 5))
+    with pytest.raises(ValueError, match="two channel counts"):
+        PatchDiscriminator([8])
+
+
+PATCHED = dict(TINY, grow_kimg=0, patch_warmup_kimg=0.004, patch_ramp_kimg=0.008)
+
+
+def test_branch_adds_the_patch_critic_and_keeps_the_rest(tmp_path):
+    """A branch with the patch critic starts from the old run's state (left untouched), the
+    critic's weight in the generator's loss is 0 while it warms up, then rises linearly."""
+    from gandissect.fileio import load_state
+    from gandissect.train.gan import branch_run
+
+    torch.set_num_threads(1)
+    old = train_generator(str(tmp_path / "old"), GANConfig(**PATCHED), kimg=0.008)
+    before = (tmp_path / "old" / "checkpoint.pt").read_bytes()
+    branch_run(tmp_path / "old", tmp_path / "new", patch=True)
+    assert (tmp_path / "old" / "checkpoint.pt").read_bytes() == before
+    with pytest.raises(FileExistsError, match="already holds a run"):
+        branch_run(tmp_path / "old", tmp_path / "new", patch=True)
+    with pytest.raises(FileNotFoundError, match="train it first"):
+        branch_run(tmp_path / "none", tmp_path / "other")
+    with pytest.raises(ValueError, match="already trains a patch"):
+        branch_run(tmp_path / "new", tmp_path / "again", patch=True)
+    state = load_state(tmp_path / "new" / "checkpoint.pt")
+    assert state["config"]["patch_kimg"] == 0.008
+    with RunFolder(tmp_path / "new") as run:
+        new = GANTrainer(GANConfig(**state["config"]), run)
+        new.load_state_dict(state)
+    for name, value in old.state_dict()["discriminator"].items():
+        assert torch.equal(new.discriminator.state_dict()[name], value)
+    for name, value in old.ema.state_dict().items():
+        assert torch.equal(new.ema.state_dict()[name], value)
+    top = new.generator.levels - 1
+    weights = []
+    for seen in (4, 8, 12, 16, 20, 24, 40):
+        new.images_seen = seen
+        weights.append(new.patch_weight(top, 1.0))
+    assert weights == [None, 0.0, 0.0, 0.5, 1.0, 1.0, 1.0]
+    assert new.patch_weight(top - 1, 1.0) is None and new.patch_weight(top, 0.5) is None
+    with RunFolder(tmp_path / "hinge") as run, pytest.raises(ValueError, match="logistic"):
+        GANTrainer(GANConfig(**dict(PATCHED, loss="hinge", patch_kimg=0)), run)
+
+
+def test_patch_critic_term_of_the_generator_loss(tmp_path):
+    """Past its ramp, the generator's loss is the main one plus softplus(-patch logits): with
+    a critic that scores every patch 0.7 (and does not learn), exactly softplus(-0.7) more than
+    the same step without the critic."""
+    from gandissect.train.gan import branch_run
+
+    torch.set_num_threads(1)
+    train_generator(str(tmp_path / "old"), GANConfig(**PATCHED), kimg=0.008)
+    branch_run(tmp_path / "old", tmp_path / "new", patch=True)
+    losses, real = {}, torch.rand(4, 3, 16, 16) * 2 - 1
+    for name in ("old", "new"):
+        with RunFolder(tmp_path / name) as run:
+            state = run.load()
+            trainer = GANTrainer(GANConfig(**state["config"]), run)
+            trainer.load_state_dict(state)
+        trainer.images_seen = 24  # past the ramp: weight 1
+        if trainer.patch is not None:
+            with torch.no_grad():
+                trainer.patch.score.weight.zero_()
+                trainer.patch.score.bias.fill_(0.7)
+            for group in trainer.patch_optimizer.param_groups:
+                group["lr"] = 0.0
+        losses[name] = trainer.train_step(real.clone())
+    assert "patch_loss" not in losses["old"]
+    expected = losses["old"]["g_loss"] + float(torch.nn.functional.softplus(torch.tensor(-0.7)))
+    assert losses["new"]["g_loss"] == pytest.approx(expected, abs=1e-5)
+    assert losses["new"]["d_loss"] == pytest.approx(losses["old"]["d_loss"], abs=1e-6)
+    softplus = torch.nn.functional.softplus
+    assert losses["new"]["patch_loss"] == pytest.approx(  # real and fake patches alike
+        float(softplus(torch.tensor(0.7)) + softplus(torch.tensor(-0.7))), abs=1e-5)
+
+
+def test_training_with_the_patch_critic_resumes_exactly(tmp_path):
+    """Stopped and continued, a branch with the patch critic ends where an uninterrupted one
+    ends, critic and its optimiser included; its slim checkpoint keeps the critic."""
+    from gandissect.train.gan import branch_run
+
+    torch.set_num_threads(1)
+    train_generator(str(tmp_path / "old"), GANConfig(**PATCHED), kimg=0.008)
+    branch_run(tmp_path / "old", tmp_path / "whole", patch=True)
+    branch_run(tmp_path / "old", tmp_path / "split", patch=True)
+    whole = train_generator(str(tmp_path / "whole"), kimg=0.028)
+    train_generator(str(tmp_path / "split"), kimg=0.016)
+    resumed = train_generator(str(tmp_path / "split"), kimg=0.028)
+    assert resumed.images_seen == whole.images_seen == 28
+    for key in ("patch_discriminator", "discriminator", "ema"):
+        for a, b in zip(whole.state_dict()[key].values(), resumed.state_dict()[key].values()):
+            assert torch.equal(a, b), key
+    with RunFolder(tmp_path / "fresh") as run:  # the critic's initial weights
+        fresh = GANTrainer(GANConfig(**dict(PATCHED, patch_kimg=0.008)), run).patch
+    for name, value in fresh.state_dict().items():
+        assert not torch.equal(whole.patch.state_dict()[name], value), name  # it learned
+    slim = slim_checkpoint(tmp_path / "whole", tmp_path / "slim.pt")
+    from gandissect.fileio import load_state
+
+    state = load_state(slim)
+    assert "patch_optimizer" not in state
+    assert all(v.dtype == torch.float16 for v in state["patch_discriminator"].values())

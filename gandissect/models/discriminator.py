@@ -125,6 +125,36 @@ class Discriminator(nn.Module):
         return score
 
 
+class PatchDiscriminator(nn.Module):
+    """A texture discriminator for full-size images: a score per image patch, no pooling to
+    one number (the PatchGAN idea of pix2pix, here with equalised-learning-rate layers).
+
+    from-RGB (1x1) to ``channels[0]``, then per entry of ``channels[1:]`` one 3x3 conv at the
+    current width, 2x average pooling and one 3x3 conv to that entry's width; a last 1x1 conv
+    gives one logit per cell. With the default ``(32, 64)`` at 64 px: a 32x32 map of logits,
+    each seeing 8x8 px, small enough to judge a wall's texture and not the scene."""
+
+    def __init__(self, channels: list[int] | tuple[int, ...] = (32, 64)) -> None:
+        super().__init__()
+        if len(channels) < 2:
+            raise ValueError(f"need at least two channel counts, got {list(channels)}")
+        self.from_rgb = EqualConv2d(3, channels[0], 1)
+        self.blocks = nn.ModuleList(
+            nn.ModuleList([EqualConv2d(cin, cin, 3, 1), EqualConv2d(cin, cout, 3, 1)])
+            for cin, cout in zip(channels[:-1], channels[1:])
+        )
+        self.score = EqualConv2d(channels[-1], 1, 1, gain=1.0)
+        self.channels = list(channels)
+
+    def forward(self, image: torch.Tensor) -> torch.Tensor:
+        """(N, 3, H, W) images to (N, H / 2**k, W / 2**k) patch logits."""
+        x = F.leaky_relu(self.from_rgb(image), 0.2)
+        for first, second in self.blocks:
+            x = F.avg_pool2d(F.leaky_relu(first(x), 0.2), 2)
+            x = F.leaky_relu(second(x), 0.2)
+        return self.score(x).squeeze(1)
+
+
 class ProjectedDiscriminator(nn.Module):
     """A Projected GAN discriminator (Sauer et al., NeurIPS 2021) over a frozen feature network.
 

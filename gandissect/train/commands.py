@@ -26,6 +26,15 @@ def _run_training(args: argparse.Namespace) -> int:
         print(f"slim checkpoint ({out.stat().st_size / 1e6:.1f} MB) in {out}; copy it to "
               f"NEWRUN/checkpoint.pt to continue there")
         return 0
+    if getattr(args, "branch", None):
+        from gandissect.train.gan import branch_run
+
+        branch_run(args.branch, args.run_dir, patch=args.patch)
+        print(f"branched {args.branch} into {args.run_dir}"
+              + (" with a patch discriminator" if args.patch else ""))
+    elif getattr(args, "patch", False):
+        raise ValueError("--patch adds the texture critic to a branch of a trained run: give "
+                         "--branch OLD_RUN as well")
     if args.workers < 0:
         raise ValueError(f"--workers must be 0 or more, got {args.workers}")
     module, function, *_ = TRAINERS[args.model]
@@ -58,6 +67,12 @@ def register_models(models) -> None:
                                 help="only write a slim copy of the run's checkpoint (no "
                                      "optimiser state, float16) to FILE, to continue the run "
                                      "on another machine, and exit")
+            parser.add_argument("--branch", metavar="OLD_RUN",
+                                help="start --run (a new folder) from OLD_RUN's checkpoint, "
+                                     "leaving OLD_RUN as it is")
+            parser.add_argument("--patch", action="store_true",
+                                help="with --branch: add the texture (patch) discriminator "
+                                     "from the checkpoint's point on")
         parser.set_defaults(run=_run_training)
 
 

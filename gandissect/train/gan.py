@@ -48,7 +48,11 @@ from torch import nn
 from torch.nn import functional as F
 from tqdm import tqdm
 
-from gandissect.models.discriminator import Discriminator, segmenter_projected_discriminator
+from gandissect.models.discriminator import (
+    Discriminator,
+    PatchDiscriminator,
+    segmenter_projected_discriminator,
+)
 from gandissect.models.proggan import OutputBlock, ProGANGenerator
 from gandissect.models.registry import SEEDS, save_weights
 from gandissect.train.common import (
@@ -92,6 +96,16 @@ class GANConfig:
     # Scene-class frequencies of the real images (``scene_prior`` of the world when None),
     # fixed for the run so that the latent regions never move.
     class_prior: list[float] | None = None
+    # A texture discriminator (``PatchDiscriminator``, a logit per 8x8 patch) beside the main
+    # one, on full-size images only, from ``patch_kimg`` thousand images on (None: none). It
+    # trains alone for ``patch_warmup_kimg``, then its loss enters the generator's with a
+    # weight rising linearly to ``patch_weight`` over ``patch_ramp_kimg`` (so that a run
+    # branched from a trained generator is not pushed around by a random critic).
+    patch_kimg: float | None = None
+    patch_channels: list[int] = field(default_factory=lambda: [32, 64])
+    patch_warmup_kimg: float = 5.0
+    patch_ramp_kimg: float = 10.0
+    patch_weight: float = 1.0
 
 
 def scene_prior(world_seed: int, n: int = 20_000) -> list[float]:
@@ -279,6 +293,14 @@ class GANTrainer:
             r1_ratio = config.r1_every / (config.r1_every + 1)  # lazy regularisation correction
             self.d_optimizer = torch.optim.Adam(self.d_parameters, config.d_lr * r1_ratio,
                                                 betas=(0.0, 0.99 ** r1_ratio))
+        self.patch = self.patch_optimizer = None
+        if config.patch_kimg is not None:
+            if config.loss != "logistic":
+                raise ValueError("the patch discriminator is trained with the logistic loss: "
+                                 "set loss='logistic' or patch_kimg=None")
+            self.patch = PatchDiscriminator(config.patch_channels).to(self.device)
+            self.patch_optimizer = torch.optim.Adam(
+                self.patch.parameters(), config.d_lr * r1_ratio, betas=(0.0, 0.99 ** r1_ratio))
         self.images_seen, self.step, self.seconds = 0, 0, 0.0
         self.latents = torch.Generator().manual_seed(config.seed + 1)
         self.fixed_z = torch.randn(32, config.z_dim, generator=torch.Generator().manual_seed(7))
@@ -296,13 +318,17 @@ class GANTrainer:
             "step": self.step,
             "seconds": self.seconds,
             "latents": self.latents.get_state(),
-        }
+        } | ({} if self.patch is None else {
+            "patch_discriminator": self.patch.state_dict(),
+            "patch_optimizer": self.patch_optimizer.state_dict(),
+        })
 
     def load_state_dict(self, state: dict) -> None:
         """Continue from ``state``; a checkpoint from before the class embeddings existed gets
         them at zero (so the networks start where it stopped), with fresh Adam moments; a slim
         checkpoint (``slim_checkpoint``: no optimiser state, half precision) continues with
-        fresh Adam moments."""
+        fresh Adam moments. A run given a patch discriminator after its checkpoint was written
+        starts that one afresh."""
         g = self.generator.generator
         g_state, ema_state = state["generator"], state["ema"]
         g_optimizer, d_optimizer = state.get("g_optimizer"), state.get("d_optimizer")
@@ -322,6 +348,10 @@ class GANTrainer:
             self.g_optimizer.load_state_dict(g_optimizer)
         if d_optimizer is not None:
             self.d_optimizer.load_state_dict(d_optimizer)
+        if self.patch is not None and "patch_discriminator" in state:
+            self.patch.load_state_dict(state["patch_discriminator"])
+            if state.get("patch_optimizer") is not None:
+                self.patch_optimizer.load_state_dict(state["patch_optimizer"])
         self.images_seen, self.step = state["images_seen"], state["step"]
         self.seconds = state["seconds"]
         self.latents.set_state(state["latents"])
@@ -346,6 +376,20 @@ class GANTrainer:
         """Whether the discriminator sees scene classes at this point of training."""
         at = self.config.condition_kimg
         return at is not None and self.images_seen >= at * 1000
+
+    def patch_weight(self, level: int, alpha: float) -> float | None:
+        """The patch discriminator's weight in the generator's loss at this point (0 while it
+        warms up), or None where it does not train: not configured, not reached yet, or
+        images below full size."""
+        c = self.config
+        top = round(math.log2(c.resolution / 4))
+        if c.patch_kimg is None or level < top or alpha < 1:
+            return None
+        kimg = self.images_seen / 1000 - c.patch_kimg
+        if kimg < 0:
+            return None
+        ramp = (kimg - c.patch_warmup_kimg) / c.patch_ramp_kimg if c.patch_ramp_kimg else 1.0
+        return c.patch_weight * min(max(ramp, 0.0), 1.0)
 
     def train_step(self, real: torch.Tensor,
                    labels: torch.Tensor | None = None) -> dict[str, float]:
@@ -388,22 +432,44 @@ class GANTrainer:
         self.d_optimizer.zero_grad(set_to_none=True)
         d_loss.backward()
         self.d_optimizer.step()
+        patch_weight = self.patch_weight(level, alpha)
+        p_loss = torch.zeros((), device=self.device)
+        if patch_weight is not None:  # the texture critic, its own logistic loss and R1
+            real_patches = self.patch(real)
+            p_loss = (F.softplus(self.patch(fake)).mean()
+                      + F.softplus(-real_patches).mean())
+            if regularise:
+                (grad,) = torch.autograd.grad(real_patches.flatten(1).mean(1).sum(), real,
+                                              create_graph=True)
+                p_loss = p_loss + grad.pow(2).flatten(1).sum(1).mean() * (
+                    c.r1_gamma / 2 * c.r1_every)
+            self.patch_optimizer.zero_grad(set_to_none=True)
+            p_loss.backward()
+            self.patch_optimizer.step()
         # Generator
-        for p in self.d_parameters:
+        critics = self.d_parameters + ([] if self.patch is None else
+                                       list(self.patch.parameters()))
+        for p in critics:
             p.requires_grad_(False)
         z = self._z(n)
         fake_labels = G.generator.latent_classes(z) if conditioned else None
-        fake_score = self._score(G(z, level, alpha), alpha, fake_labels)
+        fake = G(z, level, alpha)
+        fake_score = self._score(fake, alpha, fake_labels)
         g_loss = -fake_score.mean() if hinge else F.softplus(-fake_score).mean()
+        if patch_weight:
+            g_loss = g_loss + patch_weight * F.softplus(-self.patch(fake)).mean()
         self.g_optimizer.zero_grad(set_to_none=True)
         g_loss.backward()
         self.g_optimizer.step()
-        for p in self.d_parameters:
+        for p in critics:
             p.requires_grad_(True)
         self._update_ema(n)
         self.images_seen += n
         self.step += 1
-        return {"d_loss": d_loss.item(), "g_loss": g_loss.item(), "r1": r1.item()}
+        losses = {"d_loss": d_loss.item(), "g_loss": g_loss.item(), "r1": r1.item()}
+        if patch_weight is not None:
+            losses["patch_loss"] = p_loss.item()
+        return losses
 
     @torch.no_grad()
     def _update_ema(self, n: int) -> None:
@@ -473,12 +539,38 @@ def slim_checkpoint(run_dir: str | Path, out: str | Path,
     state = load_state(source)
     for key in ("g_optimizer", "d_optimizer"):
         state.pop(key, None)
-    for key in ("generator", "discriminator", "ema"):
+    state.pop("patch_optimizer", None)
+    for key in ("generator", "discriminator", "ema", "patch_discriminator"):
+        if key not in state:
+            continue
         state[key] = {name: value.to(dtype) if value.is_floating_point() else value
                       for name, value in state[key].items()}
     out = Path(out)
     save_state(out, state)
     return out
+
+
+def branch_run(source: str | Path, run_dir: str | Path, patch: bool = False) -> Path:
+    """Start run ``run_dir`` from the checkpoint of run ``source`` (which is left as it is);
+    ``patch``: the new run adds the texture critic (``GANConfig.patch_kimg``) from the
+    checkpoint's point on. Returns the new checkpoint's path."""
+    from gandissect.fileio import load_state, save_state
+
+    source, run_dir = Path(source), Path(run_dir)
+    if not (source / "checkpoint.pt").exists():
+        raise FileNotFoundError(f"no checkpoint in {source} to branch from: train it first "
+                                f"(gandissect train generator --run {source})")
+    if (run_dir / "checkpoint.pt").exists():
+        raise FileExistsError(f"{run_dir} already holds a run: continue it without --branch, "
+                              f"or branch into a new folder")
+    state = load_state(source / "checkpoint.pt")
+    if patch:
+        if state["config"].get("patch_kimg") is not None:
+            raise ValueError(f"{source} already trains a patch discriminator")
+        state["config"]["patch_kimg"] = state["images_seen"] / 1000
+    run_dir.mkdir(parents=True, exist_ok=True)
+    save_state(run_dir / "checkpoint.pt", state)
+    return run_dir / "checkpoint.pt"
 
 
 def train_generator(run_dir: str, config: GANConfig | None = None, threads: int | None = None,
