@@ -492,3 +492,46 @@ def test_training_with_the_patch_critic_resumes_exactly(tmp_path):
     state = load_state(slim)
     assert "patch_optimizer" not in state
     assert all(v.dtype == torch.float16 for v in state["patch_discriminator"].values())
+
+
+def test_pixel_shares_count_every_labelled_pixel():
+    """The eval's pixel tallies and "appears" counts restated by loops over pixels, on labels
+    given outright."""
+    from gandissect.evaluate.generator import GANPAINT_CONCEPTS, MIN_PIXELS, _shares, _Tally
+
+    names = {"object": ["none", "sky", "cloud", "tree", "grass", "dome"],
+             "part": ["none", "door"], "material": ["none", "brick", "plaster"]}
+    generator = torch.Generator().manual_seed(0)
+    labels = {category: torch.randint(0, len(values), (3, 5, 6), generator=generator)
+              for category, values in names.items()}
+    labels["material"][0] = 2  # no brick in the first image
+    labels["material"][1, 0, :MIN_PIXELS - 1] = 1  # too little to count as appearing
+
+    class Segmenter:
+        concepts = names
+
+        def segment(self, images):
+            return labels
+
+    class Classifier:
+        scene_names = ["house", "forest"]
+
+        def __call__(self, images):
+            return torch.zeros(len(images), 2)
+
+        def features(self, images):
+            return torch.zeros(len(images), 4)
+
+    tally = _Tally(Segmenter(), Classifier())
+    for _ in range(2):
+        tally.add(torch.zeros(3, 3, 5, 6))
+    for category in ("object", "material"):
+        counts = [0] * len(names[category])
+        for value in labels[category].flatten().tolist():
+            counts[value] += 2
+        shares = _shares(tally.pixels[category], names[category])
+        assert shares == {name: round(c / sum(counts), 5)
+                          for name, c in zip(names[category], counts)}
+    brick_images = sum(1 for image in labels["material"]
+                       if sum(v == 1 for v in image.flatten().tolist()) >= MIN_PIXELS)
+    assert tally.appears[GANPAINT_CONCEPTS.index(("material", "brick"))] == 2 * brick_images

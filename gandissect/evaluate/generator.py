@@ -10,6 +10,10 @@ scene classifier.
   beside ``fd_real_real`` for two disjoint real sets of the same size;
 - ``precision`` / ``recall``: the k-nearest-neighbour manifold estimate (Kynkaanniemi et al.
   2019, k = 3) in the same feature space.
+
+Beside them, for diagnosis: ``object_pixel_share_*`` and ``material_pixel_share_*`` (each
+concept's share of all pixels, ``none`` included, for ``fake`` and ``real`` images), the
+scene shares, and each painting concept's share of real images that show it.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ GANPAINT_CONCEPTS = (("object", "tree"), ("object", "grass"), ("part", "door"),
                      ("object", "sky"), ("object", "cloud"), ("material", "brick"),
                      ("object", "dome"))
 MIN_PIXELS = 4  # a concept "appears" in an image with at least this many labelled pixels
+PIXEL_SHARES = ("object", "material")  # categories whose pixel shares the result reports
 
 
 def quantize(images: torch.Tensor) -> torch.Tensor:
@@ -84,8 +89,9 @@ class _Tally:
 
     def __init__(self, segmenter, classifier) -> None:
         self.segmenter, self.classifier = segmenter, classifier
-        n_objects = len(segmenter.concepts["object"])
-        self.object_pixels = torch.zeros(n_objects, dtype=torch.float64)
+        self.pixels = {category: torch.zeros(len(segmenter.concepts[category]),
+                                             dtype=torch.float64)
+                       for category in PIXEL_SHARES}
         self.scene_counts = torch.zeros(len(classifier.scene_names), dtype=torch.float64)
         self.appears = torch.zeros(len(GANPAINT_CONCEPTS), dtype=torch.float64)
         self.features: list[torch.Tensor] = []
@@ -94,9 +100,9 @@ class _Tally:
     @torch.no_grad()
     def add(self, images: torch.Tensor) -> None:
         labels = self.segmenter.segment(images)
-        objects = labels["object"].flatten(1)
-        self.object_pixels += torch.nn.functional.one_hot(
-            objects, len(self.object_pixels)).sum((0, 1)).double().cpu()
+        for category, counts in self.pixels.items():
+            counts += torch.bincount(labels[category].flatten().cpu(),
+                                     minlength=len(counts)).double()
         logits = self.classifier(images)
         self.scene_counts += torch.bincount(logits.argmax(1).cpu(),
                                             minlength=len(self.scene_counts)).double()
@@ -157,11 +163,14 @@ def evaluate_generator(generator, segmenter, classifier, n: int = 5000, seed: in
         fake_share = fake.appears[i] / fake.images
         ratios[concept_name] = round(float(fake_share / real_share), 4) if real_share else None
     precision, recall = precision_recall(real.feature_matrix(), fake.feature_matrix())
-    object_names = segmenter.concepts["object"]
+    shares = {f"{category}_pixel_share_{name}": _shares(tally.pixels[category],
+                                                         segmenter.concepts[category])
+              for category in PIXEL_SHARES for name, tally in (("fake", fake), ("real", real))}
     return {
         "n": n,
         "seed": seed,
-        "object_freq_tv": round(total_variation(fake.object_pixels, real.object_pixels), 5),
+        "object_freq_tv": round(total_variation(fake.pixels["object"], real.pixels["object"]),
+                                5),
         "scene_hist_tv": round(total_variation(fake.scene_counts, real.scene_counts), 5),
         "concept_freq_ratio": ratios,
         "concept_share_real": {c: round(float(real.appears[i] / real.images), 4)
@@ -170,13 +179,15 @@ def evaluate_generator(generator, segmenter, classifier, n: int = 5000, seed: in
         "fd_real_real": round(frechet_distance(real2.feature_matrix(), real.feature_matrix()), 4),
         "precision": round(precision, 4),
         "recall": round(recall, 4),
-        "object_pixel_share_fake": {object_names[i]: round(float(v), 5) for i, v in enumerate(
-            fake.object_pixels / fake.object_pixels.sum())},
-        "object_pixel_share_real": {object_names[i]: round(float(v), 5) for i, v in enumerate(
-            real.object_pixels / real.object_pixels.sum())},
+        **shares,
         "scene_share_fake": dict(zip(classifier.scene_names, (fake.scene_counts / n).tolist())),
         "scene_share_real": dict(zip(classifier.scene_names, (real.scene_counts / n).tolist())),
     }
+
+
+def _shares(counts: torch.Tensor, names: list[str]) -> dict[str, float]:
+    """Pixel counts per concept as shares of all pixels (the category's "none" included)."""
+    return {name: round(float(v), 5) for name, v in zip(names, counts / counts.sum())}
 
 
 def comparison_grid(generator, seed: int = 2000, n: int = 64):

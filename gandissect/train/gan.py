@@ -29,6 +29,13 @@ of its images is pinned to the real one as far as it honours the regions. (Split
 house and street further by main facade material, 15 classes, was tried for 80,000 images
 against the brick excess and did not lower it; see the generator's model card.)
 
+Texture critic (``GANConfig.patch_kimg``, ``gandissect train generator --branch OLD --patch``):
+a second, small discriminator that scores every 8x8 patch of a full-size image
+(``PatchDiscriminator``, the PatchGAN idea), with its own logistic loss and R1, beside the
+main one. It is meant for what the main discriminator judges poorly at 64 px: the wall
+textures that the segmenter reads as brick where real walls are plaster. Added to a trained
+run it first trains alone, then enters the generator's loss with a weight that ramps up.
+
 Adam with beta1 = 0; an exponential moving average of the generator's weights is what gets
 shipped. Real images are SceneWorld scenes rendered on the fly from world ``SEEDS['generator']``,
 scene indices continuing where the last checkpoint stopped.
