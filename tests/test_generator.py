@@ -535,3 +535,19 @@ def test_pixel_shares_count_every_labelled_pixel():
     brick_images = sum(1 for image in labels["material"]
                        if sum(v == 1 for v in image.flatten().tolist()) >= MIN_PIXELS)
     assert tally.appears[GANPAINT_CONCEPTS.index(("material", "brick"))] == 2 * brick_images
+
+
+def test_cli_branch_with_the_patch_critic_trains_the_new_run(tmp_path, capsys):
+    from gandissect.cli import main
+    from gandissect.fileio import load_state
+
+    torch.set_num_threads(1)
+    train_generator(str(tmp_path / "old"), GANConfig(**PATCHED), kimg=0.008)
+    assert main(["train", "generator", "--run", str(tmp_path / "new"), "--branch",
+                 str(tmp_path / "old"), "--patch", "--kimg", "0.016", "--workers", "0",
+                 "--device", "cpu"]) == 0
+    assert "with a patch discriminator" in capsys.readouterr().out
+    state = load_state(tmp_path / "new" / "checkpoint.pt")
+    assert state["images_seen"] == 16 and state["config"]["patch_kimg"] == 0.008
+    assert "patch_discriminator" in state and "patch_optimizer" in state
+    assert load_state(tmp_path / "old" / "checkpoint.pt")["images_seen"] == 8
