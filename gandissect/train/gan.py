@@ -247,6 +247,13 @@ def _with_one_more_parameter(optimizer_state: dict) -> dict:
     return {"state": optimizer_state["state"], "param_groups": [group]}
 
 
+def _r1(real_scores: torch.Tensor, real: torch.Tensor) -> torch.Tensor:
+    """The R1 penalty's mean squared gradient norm of per-image scores on real images (kept
+    in the graph, so that it trains the critic)."""
+    (grad,) = torch.autograd.grad(real_scores.sum(), real, create_graph=True)
+    return grad.pow(2).flatten(1).sum(1).mean()
+
+
 class GANTrainer:
     """Holds the networks and optimisers; ``train`` runs until ``config.kimg`` thousand images.
 
@@ -308,8 +315,8 @@ class GANTrainer:
                 raise ValueError("the patch discriminator is trained with the logistic loss: "
                                  "set loss='logistic' or patch_kimg=None")
             self.patch = PatchDiscriminator(config.patch_channels).to(self.device)
-            self.patch_optimizer = torch.optim.Adam(
-                self.patch.parameters(), config.d_lr * r1_ratio, betas=(0.0, 0.99 ** r1_ratio))
+            same = {k: self.d_optimizer.defaults[k] for k in ("lr", "betas")}  # as the main D
+            self.patch_optimizer = torch.optim.Adam(self.patch.parameters(), **same)
         self.images_seen, self.step, self.seconds = 0, 0, 0.0
         self.latents = torch.Generator().manual_seed(config.seed + 1)
         self.fixed_z = torch.randn(32, config.z_dim, generator=torch.Generator().manual_seed(7))
@@ -435,22 +442,18 @@ class GANTrainer:
             d_loss = F.softplus(fake_score).mean() + F.softplus(-real_score).mean()
         r1 = torch.zeros((), device=self.device)
         if regularise:
-            (grad,) = torch.autograd.grad(real_score.sum(), real, create_graph=True)
-            r1 = grad.pow(2).flatten(1).sum(1).mean()
+            r1 = _r1(real_score, real)
             d_loss = d_loss + r1 * (c.r1_gamma / 2 * c.r1_every)
         self.d_optimizer.zero_grad(set_to_none=True)
         d_loss.backward()
         self.d_optimizer.step()
         patch_weight = self.patch_weight(level, alpha)
-        p_loss = torch.zeros((), device=self.device)
         if patch_weight is not None:  # the texture critic, its own logistic loss and R1
             real_patches = self.patch(real)
             p_loss = (F.softplus(self.patch(fake)).mean()
                       + F.softplus(-real_patches).mean())
             if regularise:
-                (grad,) = torch.autograd.grad(real_patches.flatten(1).mean(1).sum(), real,
-                                              create_graph=True)
-                p_loss = p_loss + grad.pow(2).flatten(1).sum(1).mean() * (
+                p_loss = p_loss + _r1(real_patches.flatten(1).mean(1), real) * (
                     c.r1_gamma / 2 * c.r1_every)
             self.patch_optimizer.zero_grad(set_to_none=True)
             p_loss.backward()
@@ -546,12 +549,9 @@ def slim_checkpoint(run_dir: str | Path, out: str | Path,
         raise FileNotFoundError(f"no checkpoint in {run_dir}: train first (gandissect train "
                                 f"generator --run {run_dir})")
     state = load_state(source)
-    for key in ("g_optimizer", "d_optimizer"):
+    for key in ("g_optimizer", "d_optimizer", "patch_optimizer"):
         state.pop(key, None)
-    state.pop("patch_optimizer", None)
-    for key in ("generator", "discriminator", "ema", "patch_discriminator"):
-        if key not in state:
-            continue
+    for key in {"generator", "discriminator", "ema", "patch_discriminator"} & state.keys():
         state[key] = {name: value.to(dtype) if value.is_floating_point() else value
                       for name, value in state[key].items()}
     out = Path(out)
