@@ -14,7 +14,7 @@ TRAINERS = {
     "segmenter": ("gandissect.train.segmenter", "train_segmenter",
                   "the SceneWorld segmenter (object, part, material)", 80, 0),
     "classifier": ("gandissect.train.classifier", "train_classifier",
-                   "the SceneWorld scene classifier (small ResNet)", 40, 0),
+                   "the SceneWorld scene classifier (small ResNet)", 160, 0),
 }
 
 
