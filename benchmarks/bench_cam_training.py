@@ -25,7 +25,9 @@ from torch import nn
 from gandissect.attribute.evaluate import evaluate_attribution
 from gandissect.evaluate.classifier import evaluate_classifier
 from gandissect.models.classifier import SceneClassifier
-from gandissect.train import classifier as classifier_training
+from gandissect.train.classifier import ClassifierConfig, ClassifierTrainer
+from gandissect.train.common import run_training
+from gandissect.train.supervised import SupervisedTrainer
 
 # variant -> layers whose 3x3 convolutions become 1x1
 VARIANTS = {"": (), "small": ("layer3", "layer4"), "small4": ("layer4",)}
@@ -44,18 +46,24 @@ def pointwise(model: SceneClassifier, layers: tuple[str, ...]) -> SceneClassifie
     return model
 
 
+def trainer_for(layers: tuple[str, ...]) -> type[ClassifierTrainer]:
+    """A ``ClassifierTrainer`` whose model has 1x1 convolutions under ``layers`` (built from the
+    same seeded random state as the recipe's model, then changed)."""
+
+    class Trainer(ClassifierTrainer):
+        def __init__(self, config, run, device="cpu", workers=0) -> None:
+            torch.manual_seed(config.seed)
+            model = pointwise(SceneClassifier(config.channels, config.blocks,
+                                              strides=config.strides), layers)
+            SupervisedTrainer.__init__(self, config, model, run, device, workers)
+
+    return Trainer
+
+
 def train(run_dir: Path, kimg: float, seed: int, variant: str, threads: int) -> nn.Module:
     """Train (or resume) one run; its model in eval mode."""
-    layers = VARIANTS[variant]
-    build = classifier_training.SceneClassifier
-    classifier_training.SceneClassifier = lambda channels, blocks, strides: pointwise(
-        build(channels, blocks, strides=strides), layers)
-    try:
-        trainer = classifier_training.train_classifier(
-            str(run_dir), classifier_training.ClassifierConfig(seed=seed, kimg=kimg),
-            threads=threads, progress=True)
-    finally:
-        classifier_training.SceneClassifier = build
+    trainer = run_training(trainer_for(VARIANTS[variant]), ClassifierConfig, str(run_dir),
+                           ClassifierConfig(seed=seed, kimg=kimg), threads=threads)
     return trainer.model.eval()
 
 
