@@ -232,3 +232,17 @@ def test_training_commands_parse():
         assert args.workers == (1 if model == "generator" else 0)  # as before: one, in-process
         assert args.device in ("cpu", "cuda")
         assert callable(args.run)
+
+
+def test_train_help_states_each_config_default_kimg():
+    """``gandissect train MODEL --help`` names the default that the model's config applies."""
+    from gandissect.train.classifier import ClassifierConfig
+    from gandissect.train.commands import TRAINERS
+    from gandissect.train.gan import GANConfig
+    from gandissect.train.segmenter import SegmenterConfig
+
+    configs = {"generator": GANConfig, "segmenter": SegmenterConfig,
+               "classifier": ClassifierConfig}
+    assert set(configs) == set(TRAINERS)
+    for name, config in configs.items():
+        assert TRAINERS[name][3] == config().kimg, name
