@@ -56,6 +56,24 @@ def write_text(path: str | Path, text: str) -> None:
     _atomic(Path(path), lambda stream: stream.write(data))
 
 
+def image_format(path: str | Path) -> str:
+    """The PIL format that ``path``'s suffix names; a ``ValueError`` saying what to use when it
+    names none (check output paths with it before a long job)."""
+    from PIL import Image
+
+    suffix = Path(path).suffix.lower()
+    known = Image.registered_extensions()
+    if suffix not in known:
+        raise ValueError(f"cannot tell the image format of {path}: end it in .png or .jpg")
+    return known[suffix]
+
+
+def save_image(path: str | Path, image) -> None:
+    """Save a PIL image atomically, in the format its suffix names."""
+    format_ = image_format(path)
+    _atomic(Path(path), lambda stream: image.save(stream, format=format_))
+
+
 def save_state(path: str | Path, state: Any) -> None:
     """``torch.save`` atomically; read back with ``load_state`` (no code runs on load)."""
     _atomic(Path(path), lambda stream: torch.save(state, stream))

@@ -2,6 +2,7 @@
 
 import math
 
+import numpy as np
 import pytest
 import torch
 
@@ -551,3 +552,85 @@ def test_cli_branch_with_the_patch_critic_trains_the_new_run(tmp_path, capsys):
     assert state["images_seen"] == 16 and state["config"]["patch_kimg"] == 0.008
     assert "patch_discriminator" in state and "patch_optimizer" in state
     assert load_state(tmp_path / "old" / "checkpoint.pt")["images_seen"] == 8
+
+
+def test_facade_purity_restated_by_a_loop():
+    """The eval's facade purity, per image by counting labels one by one."""
+    from gandissect.evaluate.generator import FACADE_MIN_PIXELS, _Tally
+
+    names = {"object": ["none", "sky", "cloud", "tree", "grass", "dome"],
+             "part": ["none", "door"], "material": ["none", "brick", "plaster", "stone", "glass"]}
+    generator = torch.Generator().manual_seed(3)
+    material = torch.randint(0, 5, (4, 12, 12), generator=generator)
+    material[1] = 4  # glass only: no facade
+    material[2, :, :] = 0
+    material[2, :6, :] = 3  # 72 stone pixels: one pure facade
+    material[3, :5, :] = 0  # fewer than FACADE_MIN_PIXELS facade pixels
+    material[3, 5:, 7:] = 0
+    labels = {"object": torch.zeros(4, 12, 12, dtype=torch.long),
+              "part": torch.zeros(4, 12, 12, dtype=torch.long), "material": material}
+
+    class Segmenter:
+        concepts = names
+
+        def segment(self, images):
+            return labels
+
+    class Classifier:
+        scene_names = ["house"]
+
+        def __call__(self, images):
+            return torch.zeros(len(images), 1)
+
+        def features(self, images):
+            return torch.zeros(len(images), 2)
+
+    tally = _Tally(Segmenter(), Classifier())
+    tally.add(torch.zeros(4, 3, 12, 12))
+    purities = []
+    for image in material:
+        counts = {code: 0 for code in (1, 2, 3)}
+        for value in image.flatten().tolist():
+            if value in counts:
+                counts[value] += 1
+        if sum(counts.values()) >= FACADE_MIN_PIXELS:
+            purities.append(max(counts.values()) / sum(counts.values()))
+    assert tally.facade_images == len(purities) == 2
+    assert tally.facade_purity == pytest.approx(sum(purities))
+    assert 1.0 in purities
+
+
+def test_material_grid_shows_buildings_and_their_segmented_materials():
+    from gandissect.evaluate.generator import _real_batches, material_grid
+    from gandissect.models.registry import load_generator, load_segmenter
+    from gandissect.world.grid import colorize
+
+    generator, segmenter = load_generator("sceneworld"), load_segmenter("sceneworld")
+    grid = np.asarray(material_grid(generator, segmenter, seed=2000, n=3, candidates=30))
+    size = generator.resolution
+    assert grid.shape == (4 * size * 2, 3 * size * 2, 3)
+    real = next(_real_batches(2000, 30, 30, size, "cpu"))
+    labels = segmenter.segment(real)
+    building = segmenter.concepts["object"].index("building")
+    first = int(((labels["object"] == building).flatten(1).sum(1) >= 300).nonzero()[0])
+    tile = grid[::2, ::2][:, :size]  # undo the 2x zoom; first column
+    image = ((real[first].clamp(-1, 1) + 1) * 127.5).round().byte().permute(1, 2, 0).numpy()
+    assert np.array_equal(tile[:size], image)
+    assert np.array_equal(tile[size:2 * size],
+                          colorize(labels["material"][first].numpy(), "material"))
+    with pytest.raises(ValueError, match="show a building"):
+        material_grid(generator, segmenter, seed=2000, n=3, candidates=2)
+
+
+def test_eval_refuses_a_grid_name_without_an_image_suffix_first(tmp_path, capsys, monkeypatch):
+    from gandissect.cli import main
+    from gandissect.models import registry
+
+    def never(*_, **__):
+        raise AssertionError("the models must not load before the names are checked")
+
+    monkeypatch.setattr(registry, "load_generator", never)
+    out = tmp_path / "walls.txt"
+    assert main(["eval", "generator", "--material-grid", str(out), "--quiet"]) == 2
+    assert "end it in .png" in capsys.readouterr().err
+    assert not out.exists()

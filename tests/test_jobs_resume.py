@@ -23,6 +23,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 TESTS = Path(__file__).resolve().parent
@@ -206,3 +207,19 @@ def test_a_temporary_left_by_a_killed_write_goes_with_the_next_write(tmp_path):
     save_state(tmp_path / "state.pt", {"done": 3})
     assert load_state(tmp_path / "state.pt") == {"done": 3}
     assert not left.exists() and other.exists()
+
+
+def test_images_are_saved_whole_in_the_format_their_suffix_names(tmp_path):
+    from PIL import Image
+
+    from gandissect.fileio import save_image
+
+    picture = Image.new("RGB", (5, 3), (200, 40, 40))
+    save_image(tmp_path / "a.png", picture)
+    save_image(tmp_path / "b.JPG", picture)
+    assert Image.open(tmp_path / "a.png").format == "PNG"
+    assert Image.open(tmp_path / "b.JPG").format == "JPEG"
+    assert np.array_equal(np.asarray(Image.open(tmp_path / "a.png")), np.asarray(picture))
+    with pytest.raises(ValueError, match="end it in .png"):
+        save_image(tmp_path / "c.txt", picture)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.png", "b.JPG"]  # no temporaries

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from gandissect.cli import add_device_argument, print_result
+from gandissect.fileio import image_format, save_image
 
 DEFAULTS = {"segmenter": (1000, 1000), "classifier": (2000, 1001), "generator": (5000, 2000)}
 
@@ -17,6 +18,9 @@ def _run_eval(args: argparse.Namespace) -> int:
     progress = not args.quiet
     if n < 1:
         raise ValueError(f"--n must be at least 1, got {n}")
+    for path in (args.grid, args.material_grid):
+        if path is not None:
+            image_format(path)  # a bad name fails now, not after the evaluation
     if args.model == "segmenter":
         from gandissect.evaluate.segmenter import evaluate_segmenter
 
@@ -28,14 +32,20 @@ def _run_eval(args: argparse.Namespace) -> int:
         result = evaluate_classifier(load_classifier(args.name, args.device), n, seed,
                                      progress=progress)
     else:
-        from gandissect.evaluate.generator import comparison_grid, evaluate_generator
+        from gandissect.evaluate.generator import (
+            comparison_grid,
+            evaluate_generator,
+            material_grid,
+        )
 
         generator = load_generator(args.name, args.device)
-        result = evaluate_generator(generator, load_segmenter(device=args.device),
-                                    load_classifier(device=args.device), n, seed,
-                                    progress=progress)
+        segmenter = load_segmenter(device=args.device)
+        result = evaluate_generator(generator, segmenter, load_classifier(device=args.device),
+                                    n, seed, progress=progress)
         if args.grid:  # only once the evaluation has succeeded
-            comparison_grid(generator, seed).save(args.grid)
+            save_image(args.grid, comparison_grid(generator, seed))
+        if args.material_grid:
+            save_image(args.material_grid, material_grid(generator, segmenter, seed))
     print_result(result, args.json)
     return 0
 
@@ -53,5 +63,8 @@ def register(commands) -> None:
     parser.add_argument("--json", action="store_true", help="print one JSON object on stdout")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
     parser.add_argument("--grid", help="generator: also save 64 generated beside 64 real images")
+    parser.add_argument("--material-grid",
+                        help="generator: also save 12 real and 12 generated images of buildings "
+                             "with their segmented materials (PNG)")
     add_device_argument(parser)
     parser.set_defaults(run=_run_eval)

@@ -13,11 +13,17 @@ scene classifier.
 
 Beside them, for diagnosis: ``object_pixel_share_*`` and ``material_pixel_share_*`` (each
 concept's share of all pixels, ``none`` included, for ``fake`` and ``real`` images), the
-scene shares, and each painting concept's share of real images that show it.
+scene shares, each painting concept's share of real images that show it, and
+``facade_purity_*``: over the images with at least ``FACADE_MIN_PIXELS`` pixels of facade
+materials (``FACADE_MATERIALS``), the mean share of those pixels that the image's most common
+facade material takes (1 when every wall in the image is labelled one material), with
+``facade_images_*``, how many images that is. SceneWorld paints each building in one
+material, so walls that the segmenter splits between materials show up here.
 """
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 from tqdm import tqdm
 
@@ -27,6 +33,8 @@ GANPAINT_CONCEPTS = (("object", "tree"), ("object", "grass"), ("part", "door"),
                      ("object", "sky"), ("object", "cloud"), ("material", "brick"),
                      ("object", "dome"))
 MIN_PIXELS = 4  # a concept "appears" in an image with at least this many labelled pixels
+FACADE_MATERIALS = ("brick", "plaster", "stone")
+FACADE_MIN_PIXELS = 64  # images with fewer facade pixels have no facade purity
 PIXEL_SHARES = ("object", "material")  # categories whose pixel shares the result reports
 
 
@@ -94,6 +102,7 @@ class _Tally:
                        for category in PIXEL_SHARES}
         self.scene_counts = torch.zeros(len(classifier.scene_names), dtype=torch.float64)
         self.appears = torch.zeros(len(GANPAINT_CONCEPTS), dtype=torch.float64)
+        self.facade_purity, self.facade_images = 0.0, 0
         self.features: list[torch.Tensor] = []
         self.images = 0
 
@@ -110,6 +119,14 @@ class _Tally:
             code = self.segmenter.concepts[category].index(name)
             pixels = (labels[category] == code).flatten(1).sum(1)
             self.appears[i] += (pixels >= MIN_PIXELS).sum().item()
+        materials = self.segmenter.concepts["material"]
+        facade = torch.stack([(labels["material"] == materials.index(name)).flatten(1).sum(1)
+                              for name in FACADE_MATERIALS if name in materials]
+                             or [labels["material"].new_zeros(len(images))], 1)
+        walled = facade.sum(1) >= FACADE_MIN_PIXELS
+        purity = facade[walled].amax(1).double() / facade[walled].sum(1).double()
+        self.facade_purity += float(purity.sum())
+        self.facade_images += int(walled.sum())
         self.features.append(self.classifier.features(images).float().cpu())
         self.images += len(images)
 
@@ -180,6 +197,10 @@ def evaluate_generator(generator, segmenter, classifier, n: int = 5000, seed: in
         "precision": round(precision, 4),
         "recall": round(recall, 4),
         **shares,
+        **{f"facade_{key}_{name}": value for name, tally in (("fake", fake), ("real", real))
+           for key, value in (("purity", round(tally.facade_purity / tally.facade_images, 4)
+                               if tally.facade_images else None),
+                              ("images", tally.facade_images))},
         "scene_share_fake": dict(zip(classifier.scene_names, (fake.scene_counts / n).tolist())),
         "scene_share_real": dict(zip(classifier.scene_names, (real.scene_counts / n).tolist())),
     }
@@ -205,3 +226,34 @@ def comparison_grid(generator, seed: int = 2000, n: int = 64):
     canvas.paste(Image.fromarray(left), (0, 0))
     canvas.paste(Image.fromarray(right), (left.shape[1] + gap, 0))
     return canvas
+
+
+def material_grid(generator, segmenter, seed: int = 2000, n: int = 12, candidates: int = 200,
+                  min_pixels: int = 300):
+    """A PIL image: ``n`` real images with buildings (at least ``min_pixels`` building pixels)
+    and their material labels (top two rows), then ``n`` generated ones and theirs, chosen in
+    order from the first ``candidates`` of each set (latents and world ``seed``)."""
+    from PIL import Image
+
+    from gandissect.world.grid import colorize
+
+    device = next(generator.parameters()).device
+    building = segmenter.concepts["object"].index("building")
+    rows = []
+    for images in (next(_real_batches(seed, candidates, candidates, generator.resolution,
+                                      device)),
+                   next(_fake_batches(generator, seed, candidates, candidates, device))):
+        with torch.no_grad():
+            labels = segmenter.segment(images)
+        chosen = ((labels["object"] == building).flatten(1).sum(1) >= min_pixels).nonzero()
+        chosen = chosen.flatten()[:n].cpu()
+        if len(chosen) < n:
+            raise ValueError(f"only {len(chosen)} of {candidates} images show a building of "
+                             f"{min_pixels} pixels; raise candidates or lower min_pixels")
+        pixels = ((images[chosen.to(images.device)].clamp(-1, 1) + 1) * 127.5).round()
+        pixels = pixels.byte().permute(0, 2, 3, 1).cpu().numpy()
+        materials = labels["material"][chosen.to(images.device)].cpu().numpy()
+        rows.append(np.concatenate(list(pixels), 1))
+        rows.append(np.concatenate([colorize(m, "material") for m in materials], 1))
+    grid = np.concatenate(rows, 0)
+    return Image.fromarray(grid).resize((grid.shape[1] * 2, grid.shape[0] * 2), Image.NEAREST)
