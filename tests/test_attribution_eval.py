@@ -273,3 +273,37 @@ def test_cli_smoke_prints_the_required_keys(capsys):
 def test_every_method_is_registered_with_a_known_pixel_map():
     for spec in METHODS.values():
         assert spec.pixel_map in ("signed", "abs")
+
+
+def test_completeness_scores_restate_integrated_gradients_sums():
+    """The completeness keys, from the attributions' sums and the model's scores directly."""
+    from gandissect.attribute import IntegratedGradients
+    from gandissect.attribute.evaluate import COMPLETENESS_BAR, _render
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(2),
+                          nn.Flatten(), nn.Linear(16, 6)).eval()
+    scores = evaluate_attribution(model, ["integrated_gradients"], n=6, batch=4, size=16,
+                                  progress=False, cascade_n=0)["integrated_gradients"]
+    data = _render(1001, range(6), 16, torch.device("cpu"))
+    attributions = IntegratedGradients(model).attribute(data.images, target=data.target,
+                                                        steps=64, method="gauss_legendre")
+    absolute, gaps = [], []
+    for i in range(6):
+        with torch.no_grad():
+            f_x = float(model(data.images[i:i + 1])[0, data.target[i]])
+            f_0 = float(model(torch.zeros_like(data.images[i:i + 1]))[0, data.target[i]])
+        absolute.append(abs(float(attributions[i].sum()) - (f_x - f_0)))
+        gaps.append(abs(f_x - f_0))
+    relative = sorted(a / g for a, g in zip(absolute, gaps))
+    assert scores["completeness_error_pooled"] == pytest.approx(sum(absolute) / sum(gaps),
+                                                                rel=1e-3, abs=1e-7)
+    assert scores["completeness_error_max"] == pytest.approx(relative[-1], rel=1e-3, abs=1e-7)
+    assert scores["completeness_error_mean"] == pytest.approx(np.mean(relative), rel=1e-3,
+                                                              abs=1e-7)
+    assert scores["completeness_error_median"] == pytest.approx(relative[2], rel=1e-3, abs=1e-7)
+    assert scores["completeness_abs_error_max"] == pytest.approx(max(absolute), rel=1e-3,
+                                                                 abs=1e-7)
+    assert scores["completeness_gap_median"] == pytest.approx(sorted(gaps)[2], rel=1e-5)
+    assert scores["completeness_share_over_bar"] == pytest.approx(
+        sum(r > COMPLETENESS_BAR for r in relative) / 6)

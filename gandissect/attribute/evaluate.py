@@ -52,6 +52,11 @@ The scores, all from those pixel maps:
 - **Completeness** (integrated gradients): ``|sum(attributions) - (f(x) - f(0))|`` relative
   to ``|f(x) - f(0)|``, mean, median and max over images, and the share of images above
   ``COMPLETENESS_BAR`` (1%), at the method's ``steps`` (64, Gauss-Legendre nodes, as Captum).
+  Beside them, ``completeness_error_pooled`` (the absolute errors' sum over the gaps' sum), the
+  absolute error's median and max (in the target's logit units) and the gap's median. The
+  ratio per image is ill-conditioned where ``f(x)`` is close to ``f(0)``: the quadrature's
+  absolute error does not shrink with the gap, because the integrand along the path
+  (``grad f . (x - 0)`` at each point) swings by many times its integral there.
 """
 
 from __future__ import annotations
@@ -451,12 +456,17 @@ class _Tally:
             "pixel_map": "upsampled" if spec.layer else spec.pixel_map,
         }
         if self.completeness:
-            errors = torch.cat(self.completeness)
+            absolute, gap = torch.cat(self.completeness).unbind(1)
+            errors = absolute / gap.clamp(min=1e-12)
             out["completeness_error_mean"] = float(errors.mean())
             out["completeness_error_median"] = float(errors.median())
             out["completeness_error_max"] = float(errors.max())
             out["completeness_share_over_bar"] = float((errors > COMPLETENESS_BAR).double()
                                                        .mean())
+            out["completeness_error_pooled"] = float(absolute.sum() / gap.sum().clamp(min=1e-12))
+            out["completeness_abs_error_median"] = float(absolute.median())
+            out["completeness_abs_error_max"] = float(absolute.max())
+            out["completeness_gap_median"] = float(gap.median())
         if spec.options:
             out["options"] = dict(spec.options)
         return out
@@ -473,15 +483,16 @@ def _attribute(method: Attribution, spec: MethodSpec, images: torch.Tensor,
     return out if isinstance(out, tuple) else (out, None)
 
 
-def _relative_completeness(model: nn.Module, images: torch.Tensor, target: torch.Tensor,
-                           error: torch.Tensor) -> torch.Tensor:
-    """``|error| / |f(x) - f(0)|`` per image (the baseline of integrated gradients here)."""
+def _completeness_terms(model: nn.Module, images: torch.Tensor, target: torch.Tensor,
+                        error: torch.Tensor) -> torch.Tensor:
+    """``(N, 2)``: ``|error|`` and ``|f(x) - f(0)|`` per image (0, mid-grey, is the baseline of
+    integrated gradients here)."""
     with torch.no_grad():
         scores = model(torch.cat([images, torch.zeros_like(images)]))
     rows = torch.arange(2 * len(images), device=images.device)
     picked = scores[rows, target.repeat(2)]
     gap = picked[: len(images)] - picked[len(images):]
-    return (error.abs() / gap.abs().clamp(min=1e-12)).cpu()
+    return torch.stack([error.detach().abs(), gap.abs()], 1).double().cpu()
 
 
 @dataclass
@@ -518,7 +529,7 @@ def _score_method(tally: _Tally, spec: MethodSpec, methods: dict[str, Attributio
     centres = options.get("centres")
     maps = pixel_maps(raw.detach(), size, spec.pixel_map, centres)
     if error is not None:
-        tally.completeness.append(_relative_completeness(model, data.images, data.target, error))
+        tally.completeness.append(_completeness_terms(model, data.images, data.target, error))
     tally.add_pointing(maps, data.masks, data.scenes, options["tolerance"])
     deletion, insertion = perturbation_curves(model, data.images, maps, data.target,
                                               options["steps"], options["baseline"])
