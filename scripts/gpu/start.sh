@@ -1,0 +1,24 @@
+#!/bin/bash
+# start.sh: run A continues carry/checkpoint.pt; run B branches from it with the texture critic
+set -u
+export PYTHONUNBUFFERED=1
+nvidia-smi -L; nproc
+rm -rf /tmp/repo; cp -r "$PWD" /tmp/repo; cd /tmp/repo; export PYTHONPATH=/tmp/repo
+python3 -c "import torch, safetensors, skimage, tqdm, PIL; print(torch.__version__, torch.cuda.is_available())" || exit 1
+mkdir -p /tmp/A /tmp/Bsrc /tmp/models /tmp/m /tmp/evals
+cp carry/checkpoint.pt /tmp/A/; cp carry/checkpoint.pt /tmp/Bsrc/
+cp models/sceneworld_segmenter.safetensors models/sceneworld_classifier.safetensors /tmp/models/
+train="python3 -m gandissect train generator --device cuda --workers 6 --kimg 3000 --checkpoint-minutes 1.5"
+setsid nohup $train --run /tmp/A > /tmp/trainA.log 2>&1 < /dev/null &
+setsid nohup $train --run /tmp/B --branch /tmp/Bsrc --patch > /tmp/trainB.log 2>&1 < /dev/null &
+sleep 20
+setsid nohup bash scripts/gpu/snapeval.sh /tmp/A A > /tmp/evalA.log 2>&1 < /dev/null &
+setsid nohup bash scripts/gpu/snapeval.sh /tmp/B B > /tmp/evalB.log 2>&1 < /dev/null &
+for i in $(seq 1 "${WAIT:-50}"); do
+  sleep 10
+  if ! pgrep -f "run /tmp/A" > /dev/null || ! pgrep -f "run /tmp/B" > /dev/null; then
+    echo "a training died"; tail -30 /tmp/trainA.log /tmp/trainB.log; break
+  fi
+  [ "$i" = 6 ] && bash scripts/gpu/status.sh
+done
+bash scripts/gpu/status.sh
