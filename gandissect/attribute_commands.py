@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 
 __all__ = ["register", "format_table"]
 
@@ -26,23 +25,28 @@ COLUMNS = (("pointing_game", "point"), ("center_baseline", "centre"),
 
 
 def format_table(result: dict) -> str:
-    """The headline scores of an ``evaluate_attribution`` result, one row per method."""
+    """The headline scores of an ``evaluate_attribution`` result, one row per method, with
+    integrated gradients' completeness error (pooled and worst image) when it was run."""
+    methods = {name: scores for name, scores in result.items() if name != "settings"}
+    completeness = any("completeness_error_pooled" in scores for scores in methods.values())
     lines = [f"{'method':22s}" + "".join(f"{title:>9s}" for _, title in COLUMNS)
-             + f"{'IG compl.':>11s}"]
-    for name, scores in result.items():
-        if name == "settings":
-            continue
+             + (f"{'IG err pooled':>15s}{'IG err max':>12s}" if completeness else "")]
+    for name, scores in methods.items():
         row = f"{name:22s}"
         for key, _ in COLUMNS:
             value = scores[key]
             row += f"{value:9.4f}" if key == "seconds_per_image" else f"{value:9.3f}"
-        error = scores.get("completeness_error_max")
-        row += f"{error:11.2e}" if error is not None and not math.isnan(error) else ""
+        if "completeness_error_pooled" in scores:
+            row += (f"{scores['completeness_error_pooled']:15.2e}"
+                    f"{scores['completeness_error_max']:12.2e}")
         lines.append(row)
     settings = result["settings"]
     lines.append(f"n {settings['n']}, seed {settings['seed']}, pointing on the defining concepts' "
                  f"pixels (within {settings['tolerance_px']} px in the JSON), "
                  f"{settings['steps']} steps, baseline {settings['baseline']}")
+    if completeness:
+        lines.append("IG err: integrated gradients' completeness error relative to "
+                     "f(x) - f(baseline), all images pooled, and the worst image's")
     return "\n".join(lines)
 
 

@@ -307,3 +307,18 @@ def test_completeness_scores_restate_integrated_gradients_sums():
     assert scores["completeness_gap_median"] == pytest.approx(sorted(gaps)[2], rel=1e-5)
     assert scores["completeness_share_over_bar"] == pytest.approx(
         sum(r > COMPLETENESS_BAR for r in relative) / 6)
+
+
+def test_the_table_shows_integrated_gradients_completeness_only_when_it_ran():
+    from gandissect.attribute_commands import format_table
+
+    scores = {"pointing_game": 0.5, "center_baseline": 0.25, "deletion_auc": 0.3,
+              "insertion_auc": 0.7, "sanity_rank_corr": 0.1, "seconds_per_image": 0.01}
+    settings = {"n": 4, "seed": 1001, "tolerance_px": 4, "steps": 16, "baseline": "zeros"}
+    ig = {**scores, "completeness_error_pooled": 0.002, "completeness_error_max": 53.0}
+    table = format_table({"saliency": scores, "integrated_gradients": ig, "settings": settings})
+    lines = table.splitlines()
+    assert "IG err pooled" in lines[0]
+    assert lines[2].split()[-2:] == ["2.00e-03", "5.30e+01"]
+    assert lines[1].split()[-1] == "0.0100"  # saliency's row ends with its time
+    assert "IG err" not in format_table({"saliency": scores, "settings": settings})
