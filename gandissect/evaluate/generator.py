@@ -235,6 +235,7 @@ def material_grid(generator, segmenter, seed: int = 2000, n: int = 12, candidate
     order from the first ``candidates`` of each set (latents and world ``seed``)."""
     from PIL import Image
 
+    from gandissect.world.dataset import tensor_to_image
     from gandissect.world.grid import colorize
 
     device = next(generator.parameters()).device
@@ -246,14 +247,12 @@ def material_grid(generator, segmenter, seed: int = 2000, n: int = 12, candidate
         with torch.no_grad():
             labels = segmenter.segment(images)
         chosen = ((labels["object"] == building).flatten(1).sum(1) >= min_pixels).nonzero()
-        chosen = chosen.flatten()[:n].cpu()
+        chosen = chosen.flatten()[:n]
         if len(chosen) < n:
             raise ValueError(f"only {len(chosen)} of {candidates} images show a building of "
                              f"{min_pixels} pixels; raise candidates or lower min_pixels")
-        pixels = ((images[chosen.to(images.device)].clamp(-1, 1) + 1) * 127.5).round()
-        pixels = pixels.byte().permute(0, 2, 3, 1).cpu().numpy()
-        materials = labels["material"][chosen.to(images.device)].cpu().numpy()
-        rows.append(np.concatenate(list(pixels), 1))
+        materials = labels["material"][chosen].cpu().numpy()
+        rows.append(np.concatenate(list(tensor_to_image(images[chosen])), 1))
         rows.append(np.concatenate([colorize(m, "material") for m in materials], 1))
     grid = np.concatenate(rows, 0)
     return Image.fromarray(grid).resize((grid.shape[1] * 2, grid.shape[0] * 2), Image.NEAREST)
