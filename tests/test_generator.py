@@ -634,3 +634,57 @@ def test_eval_refuses_a_grid_name_without_an_image_suffix_first(tmp_path, capsys
     assert main(["eval", "generator", "--material-grid", str(out), "--quiet"]) == 2
     assert "end it in .png" in capsys.readouterr().err
     assert not out.exists()
+
+
+def test_cli_config_starts_a_new_run_with_those_settings(tmp_path, capsys):
+    import json
+
+    from gandissect.cli import main
+    from gandissect.fileio import load_state
+
+    torch.set_num_threads(1)
+    settings = dict(TINY, d_channels=[4, 8, 16], grow_kimg=0)
+    config = tmp_path / "config.json"
+    config.write_text(json.dumps(settings))
+    run = tmp_path / "run"
+    assert main(["train", "generator", "--run", str(run), "--config", str(config),
+                 "--kimg", "0.008", "--workers", "0", "--device", "cpu"]) == 0
+    state = load_state(run / "checkpoint.pt")
+    assert state["images_seen"] == 8
+    expected = {**GANConfig().__dict__, **settings, "kimg": 0.008}
+    assert {k: state["config"][k] for k in expected} == expected
+    widths = Discriminator(16, [4, 8, 16]).state_dict()
+    assert {k: v.shape for k, v in state["discriminator"].items()} == {
+        k: v.shape for k, v in widths.items()}
+    # a run that exists continues with its own configuration: --config is refused
+    assert main(["train", "generator", "--run", str(run), "--config", str(config),
+                 "--workers", "0", "--device", "cpu"]) == 2
+    assert "already holds a run" in capsys.readouterr().err
+    assert load_state(run / "checkpoint.pt")["images_seen"] == 8
+
+
+@pytest.mark.parametrize("text, message", [
+    ('{"chanels": [8, 8, 8]}', "unknown fields \\['chanels'\\]"),
+    ("[1, 2]", "expected a JSON object"),
+    ("{not json", "cannot read a JSON object"),
+])
+def test_cli_config_refuses_bad_files_before_training(tmp_path, capsys, text, message):
+    from gandissect.cli import main
+
+    config = tmp_path / "config.json"
+    config.write_text(text)
+    assert main(["train", "generator", "--run", str(tmp_path / "run"), "--config",
+                 str(config), "--workers", "0", "--device", "cpu"]) == 2
+    assert __import__("re").search(message, capsys.readouterr().err)
+    assert not (tmp_path / "run").exists()
+
+
+def test_cli_config_and_branch_are_exclusive(tmp_path, capsys):
+    from gandissect.cli import main
+
+    config = tmp_path / "config.json"
+    config.write_text("{}")
+    assert main(["train", "generator", "--run", str(tmp_path / "new"), "--branch",
+                 str(tmp_path / "old"), "--config", str(config), "--device", "cpu"]) == 2
+    assert "give one of them" in capsys.readouterr().err
+    assert not (tmp_path / "new").exists()

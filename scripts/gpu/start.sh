@@ -1,16 +1,23 @@
 #!/bin/bash
-# start.sh: run A continues carry/checkpoint.pt; run B branches from it with the texture critic
+# start.sh: run A continues carry/checkpoint.pt and run B branches from it with the texture
+# critic; or, with CONFIG_A and CONFIG_B set (files in scripts/gpu/configs/), two new runs
+# from scratch. Starts the evaluators and prints the state after WAIT tens of seconds.
 set -u
 export PYTHONUNBUFFERED=1
 nvidia-smi -L; nproc
 rm -rf /tmp/repo; cp -r "$PWD" /tmp/repo; cd /tmp/repo; export PYTHONPATH=/tmp/repo
 python3 -c "import torch, safetensors, skimage, tqdm, PIL; print(torch.__version__, torch.cuda.is_available())" || exit 1
-mkdir -p /tmp/A /tmp/Bsrc /tmp/models /tmp/m /tmp/evals
-cp carry/checkpoint.pt /tmp/A/; cp carry/checkpoint.pt /tmp/Bsrc/
+mkdir -p /tmp/models /tmp/m /tmp/evals
 cp models/sceneworld_segmenter.safetensors models/sceneworld_classifier.safetensors /tmp/models/
-train="python3 -m gandissect train generator --device cuda --workers 6 --kimg 3000 --checkpoint-minutes 1.5"
-setsid nohup $train --run /tmp/A > /tmp/trainA.log 2>&1 < /dev/null &
-setsid nohup $train --run /tmp/B --branch /tmp/Bsrc --patch > /tmp/trainB.log 2>&1 < /dev/null &
+train="python3 -m gandissect train generator --device cuda --workers ${WORKERS:-6} --kimg 3000 --checkpoint-minutes 1.5"
+if [ -n "${CONFIG_A:-}" ]; then
+  a=(--config "scripts/gpu/configs/$CONFIG_A"); b=(--config "scripts/gpu/configs/$CONFIG_B")
+else
+  mkdir -p /tmp/A /tmp/Bsrc; cp carry/checkpoint.pt /tmp/A/; cp carry/checkpoint.pt /tmp/Bsrc/
+  a=(); b=(--branch /tmp/Bsrc --patch)
+fi
+setsid nohup $train --run /tmp/A "${a[@]}" > /tmp/trainA.log 2>&1 < /dev/null &
+setsid nohup $train --run /tmp/B "${b[@]}" > /tmp/trainB.log 2>&1 < /dev/null &
 sleep 20
 setsid nohup bash scripts/gpu/snapeval.sh /tmp/A A > /tmp/evalA.log 2>&1 < /dev/null &
 setsid nohup bash scripts/gpu/snapeval.sh /tmp/B B > /tmp/evalB.log 2>&1 < /dev/null &
