@@ -688,3 +688,30 @@ def test_cli_config_and_branch_are_exclusive(tmp_path, capsys):
                  str(tmp_path / "old"), "--config", str(config), "--device", "cpu"]) == 2
     assert "give one of them" in capsys.readouterr().err
     assert not (tmp_path / "new").exists()
+
+
+@pytest.mark.parametrize("device, during", [("cpu", None), ("cuda", (True, True))])
+def test_tf32_only_while_training_on_cuda(monkeypatch, device, during):
+    """TF32 is allowed while a CUDA run trains, and the flags are restored afterwards (the
+    training itself is replaced, as CI has no GPU)."""
+    import gandissect.train.gan as gan
+
+    flags = (torch.backends.cuda.matmul, torch.backends.cudnn)
+    seen = []
+
+    def fake_training(*args, **kwargs):
+        seen.append(tuple(flag.allow_tf32 for flag in flags))
+        raise KeyboardInterrupt  # a run stopped midway restores them too
+
+    monkeypatch.setattr(gan, "run_training", fake_training)
+    original = [flag.allow_tf32 for flag in flags]
+    try:
+        for flag in flags:
+            flag.allow_tf32 = False
+        with pytest.raises(KeyboardInterrupt):
+            gan.train_generator("unused", device=device)
+        assert seen == [during or (False, False)]
+        assert all(flag.allow_tf32 is False for flag in flags)
+    finally:
+        for flag, value in zip(flags, original):
+            flag.allow_tf32 = value
