@@ -589,7 +589,7 @@ def train_generator(run_dir: str, config: GANConfig | None = None, threads: int 
     rendering processes; returns the trainer. On a CUDA device, matrix products and
     convolutions may use TF32 while it trains (``torch.backends``' flags, restored after): on
     an H100 it doubled the shipped architecture's training steps (1,521 to 2,723 images/s at
-    batch 64, ``scripts/gpu/steprate.py``)."""
+    batch 64, ``benchmarks/bench_gan_steps.py``)."""
     flags = (torch.backends.cuda.matmul, torch.backends.cudnn)
     before = [flag.allow_tf32 for flag in flags]
     try:

@@ -1,6 +1,6 @@
 """Time GAN training steps at full resolution (no rendering) for several configurations.
 
-python scripts/gpu/steprate.py --device cuda [--steps 30] CONFIG.json ...
+python benchmarks/bench_gan_steps.py --device cuda [--steps 30] CONFIG.json ...
 Prints images per second for each configuration, with cudnn autotuning off and on, and with
 TF32 matmuls allowed; the real images are random tensors, so only the networks are timed."""
 
@@ -12,13 +12,14 @@ from pathlib import Path
 import torch
 
 from gandissect.train.gan import GANConfig, GANTrainer
+from gandissect.world.concepts import concepts
 
 
 def rate(config: GANConfig, device: str, steps: int) -> float:
     trainer = GANTrainer(config, run=None, device=device, workers=0)
     trainer.images_seen = 10**7  # past growing and conditioning: full size, with classes
     real = torch.rand(config.batch, 3, config.resolution, config.resolution) * 2 - 1
-    labels = torch.randint(0, 6, (config.batch,))
+    labels = torch.randint(0, len(concepts("scene")), (config.batch,))
     for _ in range(5):
         trainer.train_step(real, labels)
     if device.startswith("cuda"):
