@@ -350,7 +350,15 @@ ROWS: dict[str, tuple[Callable[[dict, Path], list], str]] = {
         r"--workers must be 0 or more, got -1"),
     "train generator --patch without --branch": (
         lambda w, o: ["train", "generator", "--run", o, "--patch", "--device", "cpu"],
-        r"--patch adds the texture critic to a branch of a trained run: give --branch"),
+        r"--patch and --semantic add a critic to a run started here: give --branch OLD_RUN "
+        r"or --from-weights FILE"),
+    "train generator --semantic without --branch": (
+        lambda w, o: ["train", "generator", "--run", o, "--semantic", "--device", "cpu"],
+        r"--patch and --semantic add a critic to a run started here"),
+    "train generator --from-weights of no file": (
+        lambda w, o: ["train", "generator", "--run", o, "--from-weights",
+                      w["root"] / "none.safetensors", "--device", "cpu"],
+        r"no weights at .*none.safetensors"),
     "train generator --branch from no run": (
         lambda w, o: ["train", "generator", "--run", o, "--branch", w["root"] / "no_run",
                       "--patch", "--device", "cpu"],

@@ -435,66 +435,6 @@ def test_branch_adds_the_patch_critic_and_keeps_the_rest(tmp_path):
         GANTrainer(GANConfig(**dict(PATCHED, loss="hinge", patch_kimg=0)), run)
 
 
-def test_patch_critic_term_of_the_generator_loss(tmp_path):
-    """Past its ramp, the generator's loss is the main one plus softplus(-patch logits): with
-    a critic that scores every patch 0.7 (and does not learn), exactly softplus(-0.7) more than
-    the same step without the critic."""
-    from gandissect.train.gan import branch_run
-
-    torch.set_num_threads(1)
-    train_generator(str(tmp_path / "old"), GANConfig(**PATCHED), kimg=0.008)
-    branch_run(tmp_path / "old", tmp_path / "new", patch=True)
-    losses, real = {}, torch.rand(4, 3, 16, 16) * 2 - 1
-    for name in ("old", "new"):
-        with RunFolder(tmp_path / name) as run:
-            state = run.load()
-            trainer = GANTrainer(GANConfig(**state["config"]), run)
-            trainer.load_state_dict(state)
-        trainer.images_seen = 24  # past the ramp: weight 1
-        if trainer.patch is not None:
-            with torch.no_grad():
-                trainer.patch.score.weight.zero_()
-                trainer.patch.score.bias.fill_(0.7)
-            for group in trainer.patch_optimizer.param_groups:
-                group["lr"] = 0.0
-        losses[name] = trainer.train_step(real.clone())
-    assert "patch_loss" not in losses["old"]
-    expected = losses["old"]["g_loss"] + float(torch.nn.functional.softplus(torch.tensor(-0.7)))
-    assert losses["new"]["g_loss"] == pytest.approx(expected, abs=1e-5)
-    assert losses["new"]["d_loss"] == pytest.approx(losses["old"]["d_loss"], abs=1e-6)
-    softplus = torch.nn.functional.softplus
-    assert losses["new"]["patch_loss"] == pytest.approx(  # real and fake patches alike
-        float(softplus(torch.tensor(0.7)) + softplus(torch.tensor(-0.7))), abs=1e-5)
-
-
-def test_training_with_the_patch_critic_resumes_exactly(tmp_path):
-    """Stopped and continued, a branch with the patch critic ends where an uninterrupted one
-    ends, critic and its optimiser included; its slim checkpoint keeps the critic."""
-    from gandissect.train.gan import branch_run
-
-    torch.set_num_threads(1)
-    train_generator(str(tmp_path / "old"), GANConfig(**PATCHED), kimg=0.008)
-    branch_run(tmp_path / "old", tmp_path / "whole", patch=True)
-    branch_run(tmp_path / "old", tmp_path / "split", patch=True)
-    whole = train_generator(str(tmp_path / "whole"), kimg=0.028)
-    train_generator(str(tmp_path / "split"), kimg=0.016)
-    resumed = train_generator(str(tmp_path / "split"), kimg=0.028)
-    assert resumed.images_seen == whole.images_seen == 28
-    for key in ("patch_discriminator", "discriminator", "ema"):
-        for a, b in zip(whole.state_dict()[key].values(), resumed.state_dict()[key].values()):
-            assert torch.equal(a, b), key
-    with RunFolder(tmp_path / "fresh") as run:  # the critic's initial weights
-        fresh = GANTrainer(GANConfig(**dict(PATCHED, patch_kimg=0.008)), run).patch
-    for name, value in fresh.state_dict().items():
-        assert not torch.equal(whole.patch.state_dict()[name], value), name  # it learned
-    slim = slim_checkpoint(tmp_path / "whole", tmp_path / "slim.pt")
-    from gandissect.fileio import load_state
-
-    state = load_state(slim)
-    assert "patch_optimizer" not in state
-    assert all(v.dtype == torch.float16 for v in state["patch_discriminator"].values())
-
-
 def test_pixel_shares_count_every_labelled_pixel():
     """The eval's pixel tallies and "appears" counts restated by loops over pixels, on labels
     given outright."""
@@ -715,3 +655,171 @@ def test_tf32_only_while_training_on_cuda(monkeypatch, device, during):
     finally:
         for flag, value in zip(flags, original):
             flag.allow_tf32 = value
+
+
+SEMANTIC = dict(PATCHED, semantic_channels=[8, 8, 8], semantic_warmup_kimg=0.004,
+                semantic_ramp_kimg=0.008)
+
+
+def test_semantic_maps_are_the_segmenters_probabilities_stacked(tmp_path):
+    from gandissect.models.registry import load_segmenter
+
+    torch.set_num_threads(1)
+    with RunFolder(tmp_path / "run") as run:
+        trainer = GANTrainer(GANConfig(**dict(SEMANTIC, semantic_kimg=0)), run)
+    images = torch.rand(2, 3, 16, 16) * 2 - 1
+    maps = trainer.semantic_maps(images)
+    logits = load_segmenter("sceneworld")(images)
+    start = 0
+    for category in ("object", "part", "material"):  # the segmenter's heads, in order
+        k = logits[category].shape[1]
+        for c in range(k):  # softmax by its formula, one label at a time
+            expected = logits[category][:, c].exp() / logits[category].exp().sum(1)
+            torch.testing.assert_close(maps[:, start + c], expected, atol=1e-5, rtol=1e-4)
+        start += k
+    assert maps.shape == (2, start, 16, 16)
+    assert trainer.semantic.from_rgb.weight.shape[1] == start
+    assert not any(p.requires_grad for p in trainer.segmenter.parameters())
+    assert not trainer.segmenter.training  # batch norm on its running statistics
+
+
+@pytest.mark.parametrize("critic", ["patch", "semantic"])
+def test_second_critic_term_of_the_generator_loss(tmp_path, critic):
+    """Past its ramp, the generator's loss is the main one plus softplus(-critic logits): with
+    a critic that scores every patch (patch critic) or image (semantic critic) 0.7 and does
+    not learn, exactly softplus(-0.7) more than the same step without it; its weight is None
+    before it starts and below full size, 0 while it warms up, then rises linearly."""
+    from gandissect.train.gan import branch_run
+
+    torch.set_num_threads(1)
+    train_generator(str(tmp_path / "old"), GANConfig(**SEMANTIC), kimg=0.008)
+    branch_run(tmp_path / "old", tmp_path / "new", **{critic: True})
+    with pytest.raises(ValueError, match=f"already trains a {critic}"):
+        branch_run(tmp_path / "new", tmp_path / "again", **{critic: True})
+    losses, real = {}, torch.rand(4, 3, 16, 16) * 2 - 1
+    for name in ("old", "new"):
+        with RunFolder(tmp_path / name) as run:
+            state = run.load()
+            trainer = GANTrainer(GANConfig(**state["config"]), run)
+            trainer.load_state_dict(state)
+        scorer = getattr(trainer, critic)
+        if scorer is not None:
+            weight, top = getattr(trainer, f"{critic}_weight"), trainer.generator.levels - 1
+            weights = []
+            for seen in (4, 8, 12, 16, 20, 40):
+                trainer.images_seen = seen
+                weights.append(weight(top, 1.0))
+            assert weights == [None, 0.0, 0.0, 0.5, 1.0, 1.0]
+            assert weight(top - 1, 1.0) is None and weight(top, 0.5) is None
+            with torch.no_grad():
+                scorer.score.weight.zero_()
+                scorer.score.bias.fill_(0.7)
+            for group in getattr(trainer, f"{critic}_optimizer").param_groups:
+                group["lr"] = 0.0
+        trainer.images_seen = 24  # past the ramp: weight 1
+        losses[name] = trainer.train_step(real.clone())
+    assert f"{critic}_loss" not in losses["old"]
+    softplus = torch.nn.functional.softplus
+    expected = losses["old"]["g_loss"] + float(softplus(torch.tensor(-0.7)))
+    assert losses["new"]["g_loss"] == pytest.approx(expected, abs=1e-5)
+    assert losses["new"]["d_loss"] == pytest.approx(losses["old"]["d_loss"], abs=1e-6)
+    assert losses["new"][f"{critic}_loss"] == pytest.approx(  # real and fake scored alike
+        float(softplus(torch.tensor(0.7)) + softplus(torch.tensor(-0.7))), abs=1e-5)
+    with RunFolder(tmp_path / "hinge") as run, pytest.raises(ValueError, match="logistic"):
+        GANTrainer(GANConfig(**{**SEMANTIC, "loss": "hinge", f"{critic}_kimg": 0}), run)
+
+
+@pytest.mark.parametrize("critic", ["patch", "semantic"])
+def test_training_with_a_second_critic_resumes_exactly(tmp_path, critic):
+    """Stopped and continued, a branch with the patch or the semantic critic ends where an
+    uninterrupted one ends, critic and its optimiser included; its slim checkpoint keeps the
+    critic."""
+    from gandissect.fileio import load_state
+    from gandissect.train.gan import branch_run
+
+    torch.set_num_threads(1)
+    train_generator(str(tmp_path / "old"), GANConfig(**SEMANTIC), kimg=0.008)
+    branch_run(tmp_path / "old", tmp_path / "whole", **{critic: True})
+    branch_run(tmp_path / "old", tmp_path / "split", **{critic: True})
+    whole = train_generator(str(tmp_path / "whole"), kimg=0.028)
+    train_generator(str(tmp_path / "split"), kimg=0.016)
+    resumed = train_generator(str(tmp_path / "split"), kimg=0.028)
+    assert resumed.images_seen == whole.images_seen == 28
+    key = f"{critic}_discriminator"
+    for name in (key, "discriminator", "ema"):
+        for a, b in zip(whole.state_dict()[name].values(), resumed.state_dict()[name].values()):
+            assert torch.equal(a, b), name
+    with RunFolder(tmp_path / "fresh") as run:  # the critic's initial weights
+        fresh = GANTrainer(GANConfig(**{**SEMANTIC, f"{critic}_kimg": 0.008}), run)
+    for name, value in getattr(fresh, critic).state_dict().items():
+        if not name.startswith("from_rgb_at"):  # the from-RGB layers of smaller sizes idle
+            assert not torch.equal(whole.state_dict()[key][name], value), name  # it learned
+    state = load_state(slim_checkpoint(tmp_path / "whole", tmp_path / "slim.pt"))
+    assert f"{critic}_optimizer" not in state
+    assert all(v.dtype == torch.float16 for v in state[key].values())
+
+
+def test_a_run_from_weights_starts_as_they_are_and_waits_for_its_critics(tmp_path):
+    """A run started from a weights file: generator and moving average are those weights, the
+    image count is theirs, no growing; the generator does not move while the fresh critics
+    warm up, and does after."""
+    from gandissect.train.gan import start_from_weights
+
+    torch.set_num_threads(1)
+    old = train_generator(str(tmp_path / "old"), GANConfig(**PATCHED), kimg=0.008)
+    weights = tmp_path / "old" / "sceneworld_generator.safetensors"
+    state, _, metadata = read_weights(weights)
+    assert metadata["images_seen"] == "8"
+    config = GANConfig(**dict(SEMANTIC, grow_kimg=5, d_channels=[4, 8, 8], kimg=0.012))
+    start_from_weights(weights, tmp_path / "new", config, warmup_kimg=0.008, semantic=True)
+    with pytest.raises(FileExistsError, match="already holds a run"):
+        start_from_weights(weights, tmp_path / "new")
+    with pytest.raises(ValueError, match="not a generator"):
+        start_from_weights("models/sceneworld_segmenter.safetensors", tmp_path / "other")
+    with pytest.raises(ValueError, match="give a --kimg above 0.008"):
+        start_from_weights(weights, tmp_path / "other", GANConfig(**dict(PATCHED, kimg=0.008)))
+    assert not (tmp_path / "other").exists()
+    new = train_generator(str(tmp_path / "new"), kimg=0.012)  # still warming up at 12 < 16
+    c = new.config
+    assert (c.grow_kimg, c.semantic_kimg, c.generator_frozen_until_kimg) == (0.0, 0.008, 0.016)
+    assert c.d_channels == [4, 8, 8] and c.channels == [8, 8, 8]
+    assert new.images_seen == 12
+    for name, value in state.items():
+        assert torch.equal(new.generator.generator.state_dict()[name], value), name
+        assert torch.equal(new.ema.generator.state_dict()[name], value), name
+    assert not torch.equal(new.discriminator.state_dict()["from_rgb.weight"],
+                           old.discriminator.state_dict()["from_rgb.weight"])  # fresh critic
+    new = train_generator(str(tmp_path / "new"), kimg=0.024)
+    moved = [not torch.equal(new.generator.generator.state_dict()[name], value)
+             for name, value in state.items() if value.is_floating_point()]
+    assert any(moved)
+
+
+def test_cli_from_weights_with_the_semantic_critic(tmp_path, capsys):
+    from gandissect.cli import main
+    from gandissect.fileio import load_state
+
+    torch.set_num_threads(1)
+    train_generator(str(tmp_path / "old"), GANConfig(**SEMANTIC), kimg=0.008)
+    weights = str(tmp_path / "old" / "sceneworld_generator.safetensors")
+    run, config = str(tmp_path / "new"), tmp_path / "config.json"
+    config.write_text('{"d_channels": [4, 8, 8]}')
+    assert main(["train", "generator", "--run", run, "--from-weights", weights, "--semantic",
+                 "--config", str(config), "--critic-warmup", "0.004", "--kimg", "0.016",
+                 "--workers", "0", "--device", "cpu"]) == 2
+    assert "give semantic_channels with 3 channel counts" in capsys.readouterr().err
+    assert not (tmp_path / "new").exists()
+    config.write_text('{"d_channels": [4, 8, 8], "semantic_channels": [4, 4, 4], "batch": 4}')
+    assert main(["train", "generator", "--run", run, "--from-weights", weights, "--semantic",
+                 "--config", str(config), "--critic-warmup", "0.004", "--kimg", "0.016",
+                 "--workers", "0", "--device", "cpu"]) == 0
+    assert "critics learn alone for 0.004" in capsys.readouterr().out
+    state = load_state(tmp_path / "new" / "checkpoint.pt")
+    assert state["images_seen"] == 16 and state["config"]["semantic_kimg"] == 0.008
+    assert "semantic_discriminator" in state
+    for argv, message in ((["--branch", str(tmp_path / "old")], "give one of them"),
+                          (["--patch"], "set patch_kimg in its --config")):
+        assert main(["train", "generator", "--run", str(tmp_path / "x"), "--from-weights",
+                     weights, *argv, "--device", "cpu"]) == 2
+        assert message in capsys.readouterr().err
+    assert not (tmp_path / "x").exists()

@@ -65,6 +65,9 @@ class Discriminator(nn.Module):
     ``spectral_norm=True`` uses spectrally normalised plain layers (for the hinge loss);
     otherwise equalised-learning-rate layers (for the logistic loss with R1).
 
+    ``in_channels`` other than 3 scores other per-pixel maps than RGB images (the semantic
+    critic of generator training scores the segmenter's label probabilities).
+
     ``classes > 0`` adds a projection term (Miyato & Koyama 2018): given ``labels``, the score
     gains ``<e[label], h>`` with ``h`` the last hidden features and ``e`` a learnt embedding
     per class, zero at the start (so the discriminator starts as the unconditional one) and
@@ -72,16 +75,16 @@ class Discriminator(nn.Module):
     """
 
     def __init__(self, resolution: int = 64, channels: list[int] | None = None,
-                 spectral_norm: bool = False, classes: int = 0) -> None:
+                 spectral_norm: bool = False, classes: int = 0, in_channels: int = 3) -> None:
         super().__init__()
         steps = int(math.log2(resolution)) - 2  # resolutions above 4x4
         channels = list(channels or [32, 64, 128, 256, 256][-steps - 1:])
         if len(channels) != steps + 1:
             raise ValueError(f"need {steps + 1} channel counts for {resolution} px")
         conv, linear = (_sn_conv, _sn_linear) if spectral_norm else (EqualConv2d, EqualLinear)
-        self.from_rgb = conv(3, channels[0], 1)
+        self.from_rgb = conv(in_channels, channels[0], 1)
         # For progressive growing: from-RGB layers for images at R/2, R/4, ..., 4 px.
-        self.from_rgb_at = nn.ModuleList(conv(3, c, 1) for c in channels[1:])
+        self.from_rgb_at = nn.ModuleList(conv(in_channels, c, 1) for c in channels[1:])
         self.blocks = nn.ModuleList(
             nn.ModuleList([conv(cin, cin, 3, 1), conv(cin, cout, 3, 1)])
             for cin, cout in zip(channels[:-1], channels[1:])

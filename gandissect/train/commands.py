@@ -26,25 +26,45 @@ def _run_training(args: argparse.Namespace) -> int:
         print(f"slim checkpoint ({out.stat().st_size / 1e6:.1f} MB) in {out}; copy it to "
               f"NEWRUN/checkpoint.pt to continue there")
         return 0
-    if getattr(args, "branch", None) and getattr(args, "config", None):
+    branch, weights = getattr(args, "branch", None), getattr(args, "from_weights", None)
+    if branch and getattr(args, "config", None):
         raise ValueError("--config sets up a new run; a --branch continues its source's "
                          "configuration: give one of them")
-    if getattr(args, "branch", None):
-        from gandissect.train.gan import branch_run
-
-        branch_run(args.branch, args.run_dir, patch=args.patch)
-        print(f"branched {args.branch} into {args.run_dir}"
-              + (" with a patch discriminator" if args.patch else ""))
-    elif getattr(args, "patch", False):
-        raise ValueError("--patch adds the texture critic to a branch of a trained run: give "
-                         "--branch OLD_RUN as well")
+    if branch and weights:
+        raise ValueError("--branch continues a run's checkpoint, --from-weights starts from a "
+                         "weights file: give one of them")
     if args.workers < 0:
         raise ValueError(f"--workers must be 0 or more, got {args.workers}")
+    config = None
+    if getattr(args, "config", None):
+        config = _new_run_config(args.config, args.run_dir)
+    if branch:
+        from gandissect.train.gan import branch_run
+
+        branch_run(branch, args.run_dir, patch=args.patch, semantic=args.semantic)
+        print(f"branched {branch} into {args.run_dir}"
+              + (" with a patch discriminator" if args.patch else "")
+              + (" with a semantic critic" if args.semantic else ""))
+    elif weights:
+        from gandissect.train.gan import GANConfig, start_from_weights
+
+        if args.patch:
+            raise ValueError("--patch adds the texture critic to a --branch; for a run from "
+                             "--from-weights set patch_kimg in its --config")
+        config = config or GANConfig()
+        if args.kimg is not None:
+            config.kimg = args.kimg
+        start_from_weights(weights, args.run_dir, config, warmup_kimg=args.critic_warmup,
+                           semantic=args.semantic)
+        print(f"started {args.run_dir} from {weights}; its critics learn alone for "
+              f"{args.critic_warmup:g} thousand images")
+        config = None  # the run's checkpoint holds it now
+    elif getattr(args, "patch", False) or getattr(args, "semantic", False):
+        raise ValueError("--patch and --semantic add a critic to a run started here: give "
+                         "--branch OLD_RUN or --from-weights FILE as well")
     module, function, *_ = TRAINERS[args.model]
     train = getattr(import_module(module), function)
-    extra = {}
-    if getattr(args, "config", None):
-        extra["config"] = _new_run_config(args.config, args.run_dir)
+    extra = {} if config is None else {"config": config}
     trainer = train(args.run_dir, threads=args.threads, kimg=args.kimg, **extra,
                     checkpoint_minutes=args.checkpoint_minutes, device=args.device,
                     workers=args.workers)
@@ -110,6 +130,17 @@ def register_models(models) -> None:
             parser.add_argument("--patch", action="store_true",
                                 help="with --branch: add the texture (patch) discriminator "
                                      "from the checkpoint's point on")
+            parser.add_argument("--from-weights", metavar="FILE",
+                                help="start --run (a new folder) from generator weights "
+                                     "written by gandissect (the shipped ones included) "
+                                     "with fresh critics")
+            parser.add_argument("--critic-warmup", type=float, default=20.0, metavar="KIMG",
+                                help="with --from-weights: thousands of images the fresh "
+                                     "critics learn alone before the generator moves "
+                                     "(default 20)")
+            parser.add_argument("--semantic", action="store_true",
+                                help="with --branch or --from-weights: add the semantic "
+                                     "critic (it scores the frozen segmenter's label maps)")
         parser.set_defaults(run=_run_training)
 
 

@@ -38,6 +38,20 @@ run it first trains alone, then enters the generator's loss with a weight that r
 Tried on the CPU for up to 96,000 images from the shipped run continued: it did not lower
 brick more than the same run continued without it (model card), so it is off by default.
 
+Semantic critic (``GANConfig.semantic_kimg``, ``--branch OLD --semantic`` or ``--from-weights
+FILE --semantic``): a second ``Discriminator`` that scores, instead of pixels, the frozen
+shipped segmenter's label probabilities of the image (object, part and material softmaxes
+stacked), with its own logistic loss and R1, and a warm-up and ramp like the texture critic's.
+It is aimed at what the pixel critics let through: generated walls that the segmenter reads
+as a patchwork of brick, plaster and stone where every real wall is one material (the
+generator's model card, "Why brick misses"); its gradient reaches the generator through the
+frozen segmenter.
+
+Runs from weights (``start_from_weights``, ``gandissect train generator --from-weights FILE``):
+a generator weights file (the shipped one included; training checkpoints are not shipped)
+starts a run with fresh critics; the generator stays fixed while they learn
+(``GANConfig.generator_frozen_until_kimg``), then trains on.
+
 Adam with beta1 = 0; an exponential moving average of the generator's weights is what gets
 shipped. Real images are SceneWorld scenes rendered on the fly from world ``SEEDS['generator']``,
 scene indices continuing where the last checkpoint stopped.
@@ -115,6 +129,20 @@ class GANConfig:
     patch_warmup_kimg: float = 5.0
     patch_ramp_kimg: float = 10.0
     patch_weight: float = 1.0
+    # A semantic critic (``Discriminator`` over the frozen shipped segmenter's label
+    # probabilities, object, part and material softmaxed and stacked) beside the main one, on
+    # full-size images only, from ``semantic_kimg`` thousand images on (None: none); warm-up
+    # and ramp as for the patch critic. It sees what the pixel critics let through: a wall
+    # that the segmenter reads as a patchwork of materials where a real wall is one.
+    semantic_kimg: float | None = None
+    semantic_channels: list[int] = field(default_factory=lambda: [32, 64, 128, 128, 128])
+    semantic_warmup_kimg: float = 5.0
+    semantic_ramp_kimg: float = 10.0
+    semantic_weight: float = 1.0
+    # The generator stays as it is until this many thousand images (None: it trains from the
+    # start), so that the fresh critics of a run started from trained weights
+    # (``start_from_weights``) catch up with it first.
+    generator_frozen_until_kimg: float | None = None
 
 
 def scene_prior(world_seed: int, n: int = 20_000) -> list[float]:
@@ -309,14 +337,26 @@ class GANTrainer:
             r1_ratio = config.r1_every / (config.r1_every + 1)  # lazy regularisation correction
             self.d_optimizer = torch.optim.Adam(self.d_parameters, config.d_lr * r1_ratio,
                                                 betas=(0.0, 0.99 ** r1_ratio))
+        same = {k: self.d_optimizer.defaults[k] for k in ("lr", "betas")}  # as the main D
         self.patch = self.patch_optimizer = None
         if config.patch_kimg is not None:
             if config.loss != "logistic":
                 raise ValueError("the patch discriminator is trained with the logistic loss: "
                                  "set loss='logistic' or patch_kimg=None")
             self.patch = PatchDiscriminator(config.patch_channels).to(self.device)
-            same = {k: self.d_optimizer.defaults[k] for k in ("lr", "betas")}  # as the main D
             self.patch_optimizer = torch.optim.Adam(self.patch.parameters(), **same)
+        self.semantic = self.semantic_optimizer = self.segmenter = None
+        if config.semantic_kimg is not None:
+            if config.loss != "logistic":
+                raise ValueError("the semantic critic is trained with the logistic loss: "
+                                 "set loss='logistic' or semantic_kimg=None")
+            from gandissect.models.registry import load_segmenter
+
+            self.segmenter = load_segmenter("sceneworld", self.device).requires_grad_(False)
+            maps = sum(head.out_channels for head in self.segmenter.heads.values())
+            self.semantic = Discriminator(config.resolution, config.semantic_channels,
+                                          in_channels=maps).to(self.device)
+            self.semantic_optimizer = torch.optim.Adam(self.semantic.parameters(), **same)
         self.images_seen, self.step, self.seconds = 0, 0, 0.0
         self.latents = torch.Generator().manual_seed(config.seed + 1)
         self.fixed_z = torch.randn(32, config.z_dim, generator=torch.Generator().manual_seed(7))
@@ -337,14 +377,17 @@ class GANTrainer:
         } | ({} if self.patch is None else {
             "patch_discriminator": self.patch.state_dict(),
             "patch_optimizer": self.patch_optimizer.state_dict(),
+        }) | ({} if self.semantic is None else {
+            "semantic_discriminator": self.semantic.state_dict(),
+            "semantic_optimizer": self.semantic_optimizer.state_dict(),
         })
 
     def load_state_dict(self, state: dict) -> None:
         """Continue from ``state``; a checkpoint from before the class embeddings existed gets
         them at zero (so the networks start where it stopped), with fresh Adam moments; a slim
         checkpoint (``slim_checkpoint``: no optimiser state, half precision) continues with
-        fresh Adam moments. A run given a patch discriminator after its checkpoint was written
-        starts that one afresh."""
+        fresh Adam moments. A run given a patch or semantic critic after its checkpoint was
+        written starts that one afresh."""
         g = self.generator.generator
         g_state, ema_state = state["generator"], state["ema"]
         g_optimizer, d_optimizer = state.get("g_optimizer"), state.get("d_optimizer")
@@ -364,10 +407,12 @@ class GANTrainer:
             self.g_optimizer.load_state_dict(g_optimizer)
         if d_optimizer is not None:
             self.d_optimizer.load_state_dict(d_optimizer)
-        if self.patch is not None and "patch_discriminator" in state:
-            self.patch.load_state_dict(state["patch_discriminator"])
-            if state.get("patch_optimizer") is not None:
-                self.patch_optimizer.load_state_dict(state["patch_optimizer"])
+        for critic, optimizer, name in ((self.patch, self.patch_optimizer, "patch"),
+                                        (self.semantic, self.semantic_optimizer, "semantic")):
+            if critic is not None and f"{name}_discriminator" in state:
+                critic.load_state_dict(state[f"{name}_discriminator"])
+                if state.get(f"{name}_optimizer") is not None:
+                    optimizer.load_state_dict(state[f"{name}_optimizer"])
         self.images_seen, self.step = state["images_seen"], state["step"]
         self.seconds = state["seconds"]
         self.latents.set_state(state["latents"])
@@ -393,19 +438,42 @@ class GANTrainer:
         at = self.config.condition_kimg
         return at is not None and self.images_seen >= at * 1000
 
-    def patch_weight(self, level: int, alpha: float) -> float | None:
-        """The patch discriminator's weight in the generator's loss at this point (0 while it
-        warms up), or None where it does not train: not configured, not reached yet, or
+    def _critic_weight(self, start_kimg: float | None, warmup_kimg: float, ramp_kimg: float,
+                       weight: float, level: int, alpha: float) -> float | None:
+        """A second critic's weight in the generator's loss at this point: 0 while it warms up
+        (``warmup_kimg`` after ``start_kimg``), then rising linearly to ``weight`` over
+        ``ramp_kimg``; None where it does not train: not configured, not reached yet, or
         images below full size."""
-        c = self.config
-        top = round(math.log2(c.resolution / 4))
-        if c.patch_kimg is None or level < top or alpha < 1:
+        top = round(math.log2(self.config.resolution / 4))
+        if start_kimg is None or level < top or alpha < 1:
             return None
-        kimg = self.images_seen / 1000 - c.patch_kimg
+        kimg = self.images_seen / 1000 - start_kimg
         if kimg < 0:
             return None
-        ramp = (kimg - c.patch_warmup_kimg) / c.patch_ramp_kimg if c.patch_ramp_kimg else 1.0
-        return c.patch_weight * min(max(ramp, 0.0), 1.0)
+        ramp = (kimg - warmup_kimg) / ramp_kimg if ramp_kimg else 1.0
+        return weight * min(max(ramp, 0.0), 1.0)
+
+    def patch_weight(self, level: int, alpha: float) -> float | None:
+        """The patch discriminator's weight in the generator's loss (``_critic_weight``)."""
+        c = self.config
+        return self._critic_weight(c.patch_kimg, c.patch_warmup_kimg, c.patch_ramp_kimg,
+                                   c.patch_weight, level, alpha)
+
+    def semantic_weight(self, level: int, alpha: float) -> float | None:
+        """The semantic critic's weight in the generator's loss (``_critic_weight``)."""
+        c = self.config
+        return self._critic_weight(c.semantic_kimg, c.semantic_warmup_kimg,
+                                   c.semantic_ramp_kimg, c.semantic_weight, level, alpha)
+
+    def generator_frozen(self) -> bool:
+        """Whether the generator waits for its critics at this point of training."""
+        until = self.config.generator_frozen_until_kimg
+        return until is not None and self.images_seen < until * 1000
+
+    def semantic_maps(self, images: torch.Tensor) -> torch.Tensor:
+        """What the semantic critic scores: the frozen segmenter's per-pixel probabilities of
+        every learned category, stacked, ``(N, sum of label counts, H, W)``."""
+        return torch.cat([logits.softmax(1) for logits in self.segmenter(images).values()], 1)
 
     def train_step(self, real: torch.Tensor,
                    labels: torch.Tensor | None = None) -> dict[str, float]:
@@ -458,9 +526,38 @@ class GANTrainer:
             self.patch_optimizer.zero_grad(set_to_none=True)
             p_loss.backward()
             self.patch_optimizer.step()
-        # Generator
-        critics = self.d_parameters + ([] if self.patch is None else
-                                       list(self.patch.parameters()))
+        semantic_weight = self.semantic_weight(level, alpha)
+        if semantic_weight is not None:  # the semantic critic, its own logistic loss and R1
+            with torch.no_grad():
+                real_maps, fake_maps = self.semantic_maps(real.detach()), self.semantic_maps(fake)
+            real_maps.requires_grad_(regularise)
+            real_semantic = self.semantic(real_maps)
+            s_loss = (F.softplus(self.semantic(fake_maps)).mean()
+                      + F.softplus(-real_semantic).mean())
+            if regularise:
+                s_loss = s_loss + _r1(real_semantic, real_maps) * (c.r1_gamma / 2 * c.r1_every)
+            self.semantic_optimizer.zero_grad(set_to_none=True)
+            s_loss.backward()
+            self.semantic_optimizer.step()
+        losses = {"d_loss": d_loss.item(), "r1": r1.item()}
+        if patch_weight is not None:
+            losses["patch_loss"] = p_loss.item()
+        if semantic_weight is not None:
+            losses["semantic_loss"] = s_loss.item()
+        if not self.generator_frozen():
+            losses["g_loss"] = self._generator_step(n, level, alpha, conditioned, patch_weight,
+                                                    semantic_weight)
+        self.images_seen += n
+        self.step += 1
+        return losses
+
+    def _generator_step(self, n: int, level: int, alpha: float, conditioned: bool,
+                        patch_weight: float | None, semantic_weight: float | None) -> float:
+        """One generator step against every critic (weights frozen meanwhile), then the moving
+        average; returns the generator's loss."""
+        G, hinge = self.generator, self.config.loss != "logistic"
+        critics = [*self.d_parameters, *(() if self.patch is None else self.patch.parameters()),
+                   *(() if self.semantic is None else self.semantic.parameters())]
         for p in critics:
             p.requires_grad_(False)
         z = self._z(n)
@@ -470,18 +567,16 @@ class GANTrainer:
         g_loss = -fake_score.mean() if hinge else F.softplus(-fake_score).mean()
         if patch_weight:
             g_loss = g_loss + patch_weight * F.softplus(-self.patch(fake)).mean()
+        if semantic_weight:
+            g_loss = g_loss + semantic_weight * F.softplus(
+                -self.semantic(self.semantic_maps(fake))).mean()
         self.g_optimizer.zero_grad(set_to_none=True)
         g_loss.backward()
         self.g_optimizer.step()
         for p in critics:
             p.requires_grad_(True)
         self._update_ema(n)
-        self.images_seen += n
-        self.step += 1
-        losses = {"d_loss": d_loss.item(), "g_loss": g_loss.item(), "r1": r1.item()}
-        if patch_weight is not None:
-            losses["patch_loss"] = p_loss.item()
-        return losses
+        return g_loss.item()
 
     @torch.no_grad()
     def _update_ema(self, n: int) -> None:
@@ -529,7 +624,8 @@ class GANTrainer:
             if log():
                 self.run.log({"images_seen": self.images_seen, "seconds": round(self.seconds),
                               **{k: round(v, 4) for k, v in losses.items()}})
-                bar.set_postfix(d=f"{losses['d_loss']:.3f}", g=f"{losses['g_loss']:.3f}")
+                bar.set_postfix(d=f"{losses['d_loss']:.3f}",
+                                g=f"{losses.get('g_loss', float('nan')):.3f}")
             if checkpoint():
                 self.save()
         bar.close()
@@ -549,9 +645,11 @@ def slim_checkpoint(run_dir: str | Path, out: str | Path,
         raise FileNotFoundError(f"no checkpoint in {run_dir}: train first (gandissect train "
                                 f"generator --run {run_dir})")
     state = load_state(source)
-    for key in ("g_optimizer", "d_optimizer", "patch_optimizer"):
+    for key in ("g_optimizer", "d_optimizer", "patch_optimizer", "semantic_optimizer"):
         state.pop(key, None)
-    for key in {"generator", "discriminator", "ema", "patch_discriminator"} & state.keys():
+    networks = {"generator", "discriminator", "ema", "patch_discriminator",
+                "semantic_discriminator"}
+    for key in networks & state.keys():
         state[key] = {name: value.to(dtype) if value.is_floating_point() else value
                       for name, value in state[key].items()}
     out = Path(out)
@@ -559,10 +657,12 @@ def slim_checkpoint(run_dir: str | Path, out: str | Path,
     return out
 
 
-def branch_run(source: str | Path, run_dir: str | Path, patch: bool = False) -> Path:
+def branch_run(source: str | Path, run_dir: str | Path, patch: bool = False,
+               semantic: bool = False) -> Path:
     """Start run ``run_dir`` from the checkpoint of run ``source`` (which is left as it is);
-    ``patch``: the new run adds the texture critic (``GANConfig.patch_kimg``) from the
-    checkpoint's point on. Returns the new checkpoint's path."""
+    ``patch`` / ``semantic``: the new run adds the texture critic (``GANConfig.patch_kimg``) /
+    the semantic critic (``GANConfig.semantic_kimg``) from the checkpoint's point on. Returns
+    the new checkpoint's path."""
     from gandissect.fileio import load_state, save_state
 
     source, run_dir = Path(source), Path(run_dir)
@@ -577,9 +677,67 @@ def branch_run(source: str | Path, run_dir: str | Path, patch: bool = False) -> 
         if state["config"].get("patch_kimg") is not None:
             raise ValueError(f"{source} already trains a patch discriminator")
         state["config"]["patch_kimg"] = state["images_seen"] / 1000
+    if semantic:
+        if state["config"].get("semantic_kimg") is not None:
+            raise ValueError(f"{source} already trains a semantic critic")
+        state["config"]["semantic_kimg"] = state["images_seen"] / 1000
     run_dir.mkdir(parents=True, exist_ok=True)
     save_state(run_dir / "checkpoint.pt", state)
     return run_dir / "checkpoint.pt"
+
+
+def start_from_weights(weights: str | Path, run_dir: str | Path,
+                       config: GANConfig | None = None, warmup_kimg: float = 20.0,
+                       semantic: bool = False) -> Path:
+    """Start run ``run_dir`` from a generator weights file written by this project (a run's
+    ``sceneworld_generator.safetensors``, the shipped one included) with fresh critics: the
+    generator and its moving average start as those weights, at full size (no growing), with
+    the latent classes the weights have, counting images from the ones stored with them; the
+    generator then waits ``warmup_kimg`` thousand images while the critics learn. ``config``
+    gives the other settings (the architecture comes from the weights); ``semantic`` adds the
+    semantic critic from the start. Returns the new checkpoint's path."""
+    from gandissect.models.registry import read_weights
+
+    run_dir = Path(run_dir)
+    if (run_dir / "checkpoint.pt").exists():
+        raise FileExistsError(f"{run_dir} already holds a run: continue it without "
+                              f"--from-weights, or start a new --run folder")
+    state, architecture, metadata = read_weights(weights)
+    if architecture.get("architecture") != "proggan":
+        raise ValueError(f"{weights} holds a {architecture.get('architecture')!r}, not a "
+                         f"generator trained by gandissect (a 'proggan' weights file)")
+    if warmup_kimg < 0:
+        raise ValueError(f"the critics' warm-up must be 0 or more thousand images, got "
+                         f"{warmup_kimg}")
+    config = copy.deepcopy(config) if config is not None else GANConfig()
+    config.z_dim, config.channels = architecture["z_dim"], list(architecture["channels"])
+    config.resolution = 4 * 2 ** (len(config.channels) - 1)
+    config.grow_kimg = 0.0
+    images_seen = int(metadata.get("images_seen", 0))
+    kimg_now = images_seen / 1000
+    offsets = architecture.get("class_offsets")
+    config.condition_kimg = None if offsets is None else min(config.condition_kimg or 0.0,
+                                                             kimg_now)
+    config.generator_frozen_until_kimg = kimg_now + warmup_kimg
+    if semantic:
+        config.semantic_kimg = kimg_now
+    steps = len(config.channels)  # the critics' channel counts: one per resolution from 4 px
+    for name in ("d_channels",) + (("semantic_channels",) if config.semantic_kimg is not None
+                                   else ()):
+        if len(getattr(config, name)) != steps:
+            raise ValueError(f"{weights} draws {config.resolution} px: give {name} with "
+                             f"{steps} channel counts in --config")
+    if config.kimg * 1000 <= images_seen:
+        raise ValueError(f"{weights} has seen {images_seen:,} images already: give a --kimg "
+                         f"above {kimg_now:g}")
+    with RunFolder(run_dir) as run:
+        trainer = GANTrainer(config, run)
+        for generator in (trainer.generator.generator, trainer.ema.generator):
+            generator.load_state_dict(state)
+        trainer.images_seen = images_seen
+        trainer.seconds = float(metadata.get("training_seconds", 0))
+        run.save(trainer.state_dict())
+    return run.checkpoint_path
 
 
 def train_generator(run_dir: str, config: GANConfig | None = None, threads: int | None = None,

@@ -1,7 +1,9 @@
 #!/bin/bash
 # start.sh: run A continues carry/checkpoint.pt and run B branches from it with the texture
 # critic; or, with CONFIG_A and CONFIG_B set (files in scripts/gpu/configs/), two new runs
-# from scratch. Starts the evaluators and prints the state after WAIT tens of seconds.
+# from scratch; or, with FROM_WEIGHTS=1, two runs from the shipped generator's weights with
+# fresh critics, B with the semantic critic. Starts the evaluators and prints the state after
+# WAIT tens of seconds.
 set -u
 export PYTHONUNBUFFERED=1
 nvidia-smi -L; nproc
@@ -10,7 +12,9 @@ python3 -c "import torch, safetensors, skimage, tqdm, PIL; print(torch.__version
 mkdir -p /tmp/models /tmp/m /tmp/evals
 cp models/sceneworld_segmenter.safetensors models/sceneworld_classifier.safetensors /tmp/models/
 train="python3 -m gandissect train generator --device cuda --workers ${WORKERS:-6} --kimg 3000 --checkpoint-minutes 1.5"
-if [ -n "${CONFIG_A:-}" ]; then
+if [ -n "${FROM_WEIGHTS:-}" ]; then
+  a=(--from-weights models/sceneworld_generator.safetensors); b=("${a[@]}" --semantic)
+elif [ -n "${CONFIG_A:-}" ]; then
   a=(--config "scripts/gpu/configs/$CONFIG_A"); b=(--config "scripts/gpu/configs/$CONFIG_B")
 else
   mkdir -p /tmp/A /tmp/Bsrc; cp carry/checkpoint.pt /tmp/A/; cp carry/checkpoint.pt /tmp/Bsrc/
