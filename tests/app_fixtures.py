@@ -180,7 +180,7 @@ EXPECT = {
     "toy": {"brushes": {"tree", "grass", "sky"}, "removed": 0.95, "painted": 0.95,
             "outside_change": 0.5, "drawn": 0.5},
     "shipped": {"brushes": {"tree", "grass", "door", "sky", "cloud", "brick", "dome"},
-                "removed": 0.3, "painted": 0.2, "outside_change": 8.0, "drawn": 0.1},
+                "removed": 0.3, "painted": 0.2, "outside_change": 8.0, "drawn": 0.3},
 }
 
 

@@ -29,23 +29,23 @@ def test_shipped_generator_layout():
 
 
 def test_shipped_generator_quick_metrics():
-    """A regression guard on 300 samples (the model card measures 5,000). The
-    shipped weights meet the object, precision / recall and most concept bars; they miss two
-    (issue 3 stays open): the scene histogram (0.114 at n = 5,000, bar 0.10; 0.167 here) and
-    brick (2.06x at n = 5,000, bar 1.5x; 2.34x here). The guards below sit above today's
-    figures so that a retrained generator that is worse fails."""
+    """A regression guard on 300 samples (the model card measures 5,000, where every bar holds:
+    object TV 0.021, scene TV 0.037, precision 0.778 / recall 0.684, brick 1.20x). Here, on
+    300: object TV 0.043, scene TV 0.080, precision 0.797 / recall 0.750, every concept ratio
+    within 0.93-1.31. The guards sit above today's figures so that a retrained generator that
+    is worse fails; brick, the bar the weights shipped before missed (2.34x here), is held to
+    the issue's 1.5x like the others."""
     from gandissect.evaluate.generator import evaluate_generator
 
     torch.manual_seed(0)
     result = evaluate_generator(load_generator(), load_segmenter(), load_classifier(), n=300,
                                 seed=3000, batch=100, progress=False)
     assert result["object_freq_tv"] <= 0.06
-    assert result["scene_hist_tv"] <= 0.20
+    assert result["scene_hist_tv"] <= 0.15
     assert result["precision"] >= 0.7 and result["recall"] >= 0.5
     ratios = result["concept_freq_ratio"]
-    for concept in ("tree", "grass", "door", "sky", "cloud", "dome"):
+    for concept in ("tree", "grass", "door", "sky", "cloud", "dome", "brick"):
         assert 1 / 1.5 <= ratios[concept] <= 1.5, (concept, ratios[concept])
-    assert ratios["brick"] <= 2.6
 
 
 def test_the_shipped_brushes_find_their_causal_weights_and_refined_sets():
