@@ -92,19 +92,15 @@ def test_draw_trees_where_there_were_none(ws, kind):
     # respects context draws few trees in the sky: on this scene the shipped one fills 0.0-0.07
     # of a pair of sky cells between the top row and the horizon, and 0.5-0.99 of most pairs
     # on grass or at a building's foot (the toy draws anywhere)
-    labels = ws.scenes.segment(ws.scenes.render(session.z, []))["object"][0].numpy()
-    grass = labels == ws.scenes.concept("object/grass").code
-    cell = tree.shape[0] // ws.scenes.cells[0]
+    before = ws.scenes.segment(ws.scenes.render(session.z, []))["object"][0].numpy()
+    grass = before == ws.scenes.concept("object/grass").code
+    (rows, cols), cell = ws.scenes.cells, tree.shape[0] // ws.scenes.cells[0]
+    pairs = ((slice(r * cell, (r + 1) * cell), slice(c * cell, (c + 2) * cell))
+             for r in range(rows) for c in range(cols - 1))
+    here = next((p for p in pairs if (~tree[p]).mean() >= 0.5 and grass[p].mean() > 0.5), None)
+    assert here is not None, "no pair of grass cells without much tree in the test scene"
     region = np.zeros_like(tree)
-    for row in range(tree.shape[0] // cell):
-        for col in range(tree.shape[1] // cell - 1):
-            here = (slice(row * cell, (row + 1) * cell), slice(col * cell, (col + 2) * cell))
-            if (~tree[here]).mean() >= 0.5 and grass[here].mean() > 0.5:
-                region[here] = ~tree[here]
-                break
-        if region.any():
-            break
-    assert region.any(), "no pair of grass cells without much tree in the test scene"
+    region[here] = ~tree[here]
     out = paint.apply_brush(ws, session, painted(ws, region), "object/tree", "draw", 1.0, 15)
     code = ws.scenes.concept("object/tree").code
     labels = ws.scenes.segment(ws.scenes.render(session.z, [session.strokes[0].stroke()]))
