@@ -5,11 +5,11 @@
 For each concept (tree, dome, door, brick, cloud, grass, sky): the fraction of its pixels
 removed by ablating the top K = 20 units everywhere, ranked by IoU and by ACE, with the
 collateral change of the other pixels (evaluation seed 3; dissection seed 1, ACE selection
-seed 4); with --refine also the ACE top K improved by swaps on the selection images. Then door
-insertion in 2x2-cell regions by context over 200 images (door units ranked by IoU and by ACE),
-and the locality of a masked edit (mean absolute change outside the dilated mask, as a share of
-the range). Prints a table and one JSON line. Needs the shipped generator, segmenter and a
-dissection (computed and cached if --dissection is not given).
+seed 4); with --refine also the ACE top K improved by swaps on the selection images. Then the
+locality of a masked edit (mean absolute change outside the dilated mask, as a share of the
+range). Prints a table and one JSON line. Needs the shipped generator, segmenter and a
+dissection (computed and cached if --dissection is not given). Door insertion by context is
+measured by bench_insertion_context.py.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from pathlib import Path
 import torch
 
 from gandissect.ace import ace_report, units_by_iou
-from gandissect.causal import ConceptRef, insertion_by_context, locality
+from gandissect.causal import ConceptRef, locality
 from gandissect.dissect import dissect, latents, load_dissection
 from gandissect.intervene import Stroke
 from gandissect.models.registry import load_generator, load_segmenter
@@ -57,17 +57,6 @@ def main() -> None:
                             for ranking, value in report["removed_fraction"].items())
         print(f"{name:6s} removed {removed}  collateral {report['collateral']}  "
               f"bar {BARS.get(name, '-')}")
-    door = ConceptRef.find(segmenter, "door")
-    insertion_values = dissection.layer(args.layer).stats["insertion"]
-    # GANPaint's door brush ranks by causal effect; the IoU ranking is measured beside it
-    door_rankings = {"iou": units_by_iou(dissection, args.layer, door)[:args.units],
-                     "ace": results["removal"]["door"]["unit_ids"]["ace"]}
-    results["door_insertion_by_context"] = {
-        ranking: insertion_by_context(generator, segmenter, args.layer, units, door,
-                                      insertion_values, n=200)
-        for ranking, units in door_rankings.items()}
-    for ranking, by_context in results["door_insertion_by_context"].items():
-        print(f"door insertion by context ({ranking} units):", by_context)
     tree_units = units_by_iou(dissection, args.layer, ConceptRef.find(segmenter, "tree"))
     size = generator.resolution
     mask = torch.zeros(size, size)

@@ -9,8 +9,9 @@
   ``keep`` > 0, also a term that keeps the labels of the rest of the picture (specificity).
 - ``refine_by_swaps``: improve a unit set (e.g. the ACE top K) by exact swaps: the gradient at
   the current set proposes the swaps, the segmenter's labels decide.
-- ``insertion_by_context``: insert units in a small region and measure the concept area that
-  appears, grouped by what the region showed before (building, tree, sky, grass, ...).
+- ``insertion_maps`` / ``insertion_by_context``: insert units in every small window of the layer,
+  one at a time, and measure the concept area that appears, grouped by what the window showed
+  before (building, tree, sky, grass, ...).
 - ``locality``: how much an edit under a mask changes the image outside the mask.
 """
 
@@ -27,7 +28,7 @@ from tqdm import tqdm
 from gandissect.dissect.latents import latents
 from gandissect.fileio import JobCheckpoint
 from gandissect.hooks import Trace, get_layer, partial_forward
-from gandissect.intervene import Stroke, render_edited
+from gandissect.intervene import Stroke, render_edited, stroke_edit
 
 
 @dataclass(frozen=True)
@@ -372,53 +373,106 @@ def refine_by_swaps(generator, segmenter, layer: str, concept: ConceptRef,
             "start_collateral": start_collateral, "history": history}
 
 
+def _windows(h: int, w: int, cell: int) -> torch.Tensor:
+    """Every ``cell`` x ``cell`` window of an ``h`` x ``w`` layer (stride one cell), as 0/1
+    masks ``((h - cell + 1) * (w - cell + 1), h, w)`` in row-major order of their corners."""
+    masks = torch.zeros((h - cell + 1) * (w - cell + 1), h, w)
+    for k, (y, x) in enumerate((y, x) for y in range(h - cell + 1) for x in range(w - cell + 1)):
+        masks[k, y:y + cell, x:x + cell] = 1
+    return masks
+
+
 @torch.no_grad()
+def insertion_maps(generator, segmenter, layer: str, units: Sequence[int], concept: ConceptRef,
+                   insert_values: torch.Tensor, z: torch.Tensor, cell: int = 2,
+                   batch: int = 4) -> tuple[torch.Tensor, torch.Tensor]:
+    """Insert ``units`` in every ``cell`` x ``cell`` window of ``layer``, one window at a time.
+
+    Returns ``added``, ``(N, P, Q)``: the concept pixels of the whole edited image minus those
+    of the clean one, for the window whose top-left layer cell is ``(p, q)``; and ``shares``,
+    ``(N, objects, P, Q)``: the share of that window's pixels (at image resolution) that each
+    object label covered in the clean image (``segmenter.concepts["object"]`` order, 0 = none).
+    ``batch`` images are edited at a time, each in all ``P * Q`` windows at once.
+    """
+    device = _device(generator)
+    with Trace(generator, layer, stop=True) as trace:
+        generator(z[:1].to(device))
+    h, w = trace.output.shape[2:]
+    if not 1 <= cell <= min(h, w):
+        raise ValueError(f"cell must lie in [1, {min(h, w)}] for the {h}x{w} layer {layer!r}")
+    windows = _windows(h, w, cell)
+    edit_of = stroke_edit([Stroke(units=list(units), mode="insert", mask=windows)], insert_values)
+    n_objects = len(segmenter.concepts["object"])
+    added, shares = [], []
+    for start in range(0, len(z), batch):
+        zb = z[start:start + batch].to(device)
+        with Trace(generator, layer) as trace:
+            images = generator(zb)
+        clean = segmenter.segment(images)
+        size = images.shape[-2:]
+        pixels = F.interpolate(windows[:, None], size=size, mode="nearest")[:, 0].to(device)
+        objects = F.one_hot(clean["object"].long(), n_objects).permute(0, 3, 1, 2).float()
+        shares.append(torch.einsum("nohw,khw->nok", objects, pixels)
+                      / pixels.sum((1, 2)))
+        features = trace.output.repeat_interleave(len(windows), 0)
+        edited = torch.cat([edit_of(part) for part in features.split(len(windows))])
+        after = segmenter.segment(_run_from_layer(
+            generator, layer, edited, zb.repeat_interleave(len(windows), 0)))
+        count = (after[concept.category] == concept.code).flatten(1).sum(1)
+        before = (clean[concept.category] == concept.code).flatten(1).sum(1)
+        added.append(count.view(len(zb), len(windows)) - before[:, None])
+    grid = (h - cell + 1, w - cell + 1)
+    return (torch.cat(added).view(len(z), *grid).cpu(),
+            torch.cat(shares).view(len(z), n_objects, *grid).cpu())
+
+
 def insertion_by_context(generator, segmenter, layer: str, units: Sequence[int],
                          concept: ConceptRef, insert_values: torch.Tensor,
                          contexts: Sequence[str] = ("building", "tree", "sky", "grass"),
-                         n: int = 200, seed: int = 5, cell: int = 2, batch: int = 20,
+                         n: int = 200, seed: int = 5, cell: int = 2, batch: int = 4,
+                         min_share: float = 0.5, min_pixels: int = 4,
                          progress: bool = True) -> dict:
-    """Insert ``units`` in one ``cell`` x ``cell`` region of layer cells per image, at a random
-    place; report the mean concept area added (pixels) by the object that filled the region."""
-    device = _device(generator)
+    """Insert ``units`` in every ``cell`` x ``cell`` window of ``layer`` of ``n`` images (seed
+    ``seed``), one window at a time, and group the windows by the object that covered more than
+    ``min_share`` of the window before (its context), as GAN Dissection measured door insertion.
+
+    Per context: ``windows`` and ``images`` counted, ``added_pixels`` the mean concept pixels
+    added to the image, ``appears`` the share of windows where at least ``min_pixels`` were added.
+    """
     object_names = segmenter.concepts["object"]
     unknown = [c for c in contexts if c not in object_names]
     if unknown:
         raise ValueError(f"unknown context objects {unknown}")
-    sums = dict.fromkeys(contexts, 0.0)
-    counts = dict.fromkeys(contexts, 0)
-    places = torch.Generator().manual_seed(seed)
-    for start in tqdm(range(0, n, batch), desc=f"insert {concept.name}", disable=not progress):
-        z = latents(seed, range(start, min(start + batch, n)), generator.z_dim).to(device)
-        with Trace(generator, layer) as trace:
-            images = generator(z)
-        h, w = trace.output.shape[2:]
-        if not 1 <= cell <= min(h, w):
-            raise ValueError(f"cell must lie in [1, {min(h, w)}] for the {h}x{w} layer {layer!r}")
-        size = images.shape[-1]
-        masks = torch.zeros(len(z), h, w)
-        for i in range(len(z)):
-            y = int(torch.randint(0, h - cell + 1, (1,), generator=places))
-            x = int(torch.randint(0, w - cell + 1, (1,), generator=places))
-            masks[i, y:y + cell, x:x + cell] = 1
-        labels = segmenter.segment(images)
-        edited = segmenter.segment(render_edited(
-            generator, z, layer, [Stroke(units=list(units), mode="insert", mask=masks)],
-            insert_values))
-        pixel_masks = F.interpolate(masks[:, None], size=(size, size), mode="nearest")[:, 0]
-        pixel_masks = pixel_masks.bool().to(device)
-        for i in range(len(z)):
-            region = labels["object"][i][pixel_masks[i]]
-            context = object_names[int(region.mode().values)]
-            if context not in sums:
-                continue
-            before = (labels[concept.category][i] == concept.code).sum()
-            after = (edited[concept.category][i] == concept.code).sum()
-            sums[context] += float(after - before)
-            counts[context] += 1
-    return {context: {"images": counts[context],
-                      "added_pixels": round(sums[context] / counts[context], 2)
-                      if counts[context] else None} for context in contexts}
+    if not 0.5 <= min_share < 1:  # then at most one object covers more than min_share
+        raise ValueError(f"min_share must lie in [0.5, 1), got {min_share}")
+    if min_pixels < 1:
+        raise ValueError(f"min_pixels must be at least 1, got {min_pixels}")
+    z = latents(seed, range(n), generator.z_dim)
+    parts = [insertion_maps(generator, segmenter, layer, units, concept, insert_values,
+                            z[start:start + batch], cell=cell, batch=batch)
+             for start in tqdm(range(0, n, batch), desc=f"insert {concept.name}",
+                               disable=not progress)]
+    return context_table(torch.cat([a for a, _ in parts]), torch.cat([s for _, s in parts]),
+                         [object_names.index(c) for c in contexts], contexts, min_share,
+                         min_pixels)
+
+
+def context_table(added: torch.Tensor, shares: torch.Tensor, codes: Sequence[int],
+                  names: Sequence[str], min_share: float = 0.5, min_pixels: int = 4) -> dict:
+    """``insertion_maps``' outputs grouped by context: for each object label ``codes[i]``
+    (reported as ``names[i]``), the windows it covered more than ``min_share`` of: how many,
+    in how many images, the mean concept pixels added and the share adding ``min_pixels``+."""
+    result = {}
+    for code, name in zip(codes, names):
+        inside = shares[:, code] > min_share
+        values = added[inside].float()
+        result[name] = {
+            "windows": int(inside.sum()),
+            "images": int(inside.flatten(1).any(1).sum()),
+            "added_pixels": round(float(values.mean()), 2) if len(values) else None,
+            "appears": round(float((values >= min_pixels).float().mean()), 3)
+            if len(values) else None}
+    return result
 
 
 @torch.no_grad()

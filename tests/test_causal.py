@@ -8,14 +8,16 @@ from gandissect.ace import ace_report, units_by_iou
 from gandissect.causal import (
     ConceptRef,
     ace_sample,
+    context_table,
     insertion_by_context,
+    insertion_maps,
     locality,
     refine_by_swaps,
     removal,
     select_by_ace,
 )
 from gandissect.dissect import dissect, latents
-from gandissect.intervene import Stroke
+from gandissect.intervene import Stroke, render_edited
 
 
 class Units(nn.Module):
@@ -361,13 +363,90 @@ def test_swaps_resume_after_a_kill_to_the_same_result(toy, tmp_path):
     assert resumed == whole
 
 
-def test_insertion_by_context_and_locality(toy):
-    gen, seg = toy
+class GroundDraw(Draw):
+    """Units -> a 32 px image whose lower half is ground (green): unit 0 draws red (a tree)
+    there only, so inserting it respects context; the upper half is sky."""
+
+    def forward(self, x):
+        n = x.shape[0]
+        ground = (torch.arange(32.0) >= 16).float().view(1, 1, 32, 1).expand(n, 1, 32, 32)
+        red = torch.nn.functional.interpolate(x[:, :1], scale_factor=4, mode="nearest")
+        red = torch.where(ground > 0, red * self.scale - 1, torch.full_like(red, -1.0))
+        return torch.cat([red, ground * 2 - 1, torch.zeros_like(red)], 1)
+
+
+class GroundToy(nn.Sequential):
+    z_dim = 8
+    resolution = 32
+
+    def __init__(self):
+        super().__init__()
+        self.add_module("layer1", Units())
+        self.add_module("output", GroundDraw())
+
+
+class GroundSegmenter(nn.Module):
+    """object: tree where red > 0, else grass where green > 0, else sky."""
+
+    concepts = {"object": ["none", "tree", "grass", "sky"]}
+
+    def segment(self, images):
+        tree, ground = images[:, 0] > 0, images[:, 1] > 0
+        return {"object": torch.where(tree, 1, torch.where(ground, 2, 3))}
+
+
+def test_insertion_maps_restate_one_edit_per_window():
+    gen, seg = GroundToy().eval(), GroundSegmenter()
     tree = ConceptRef.find(seg, "tree")
-    result = insertion_by_context(gen, seg, "layer1", [0], tree, torch.tensor([2.0, 0, 0, 0]),
-                                  contexts=("grass", "tree"), n=20, cell=2, batch=10,
-                                  progress=False)
-    assert result["grass"]["images"] > 0 and result["grass"]["added_pixels"] > 0
+    values = torch.tensor([2.0, 0, 0, 0])
+    z = latents(2, range(5), 8)
+    added, shares = insertion_maps(gen, seg, "layer1", [0], tree, values, z, cell=3, batch=2)
+    assert added.shape == (5, 6, 6) and shares.shape == (5, 4, 6, 6)
+    for i in range(5):
+        clean = seg.segment(gen(z[i:i + 1]))["object"][0]
+        for y in range(6):
+            for x in range(6):
+                mask = torch.zeros(8, 8)
+                mask[y:y + 3, x:x + 3] = 1
+                edited = seg.segment(render_edited(gen, z[i:i + 1], "layer1",
+                                                   [Stroke([0], "insert", mask)], values))
+                expected = int((edited["object"] == 1).sum() - (clean == 1).sum())
+                assert int(added[i, y, x]) == expected
+                window = clean[y * 4:y * 4 + 12, x * 4:x * 4 + 12]
+                for code in range(4):
+                    assert float(shares[i, code, y, x]) == pytest.approx(
+                        float((window == code).float().mean()))
+
+
+def test_insertion_respects_context_and_the_table_restates_it():
+    gen, seg = GroundToy().eval(), GroundSegmenter()
+    tree = ConceptRef.find(seg, "tree")
+    values = torch.tensor([2.0, 0, 0, 0])
+    result = insertion_by_context(gen, seg, "layer1", [0], tree, values,
+                                  contexts=("grass", "sky", "tree"), n=12, seed=5, cell=2,
+                                  batch=5, progress=False)
+    assert result["sky"]["windows"] == 12 * 3 * 7  # rows 0-2 lie in the sky, row 3 half
+    assert result["sky"]["added_pixels"] == 0.0 and result["sky"]["appears"] == 0.0
+    assert result["grass"]["added_pixels"] > 30 and result["grass"]["appears"] > 0.9
+    added, shares = insertion_maps(gen, seg, "layer1", [0], tree, values,
+                                   latents(5, range(12), 8), cell=2)
+    grass = [float(added[i, y, x]) for i in range(12) for y in range(7) for x in range(7)
+             if shares[i, 2, y, x] > 0.5]
+    assert result["grass"]["windows"] == len(grass)
+    assert result["grass"]["added_pixels"] == round(sum(grass) / len(grass), 2)
+    assert result["grass"]["appears"] == round(sum(a >= 4 for a in grass) / len(grass), 3)
+    # windows with no dominant object count nowhere; an absent context reports None
+    table = context_table(added, shares, [1], ["tree"], min_share=0.9)
+    assert table["tree"]["windows"] == int((shares[:, 1] > 0.9).sum())
+    empty = context_table(added[:0], shares[:0], [3], ["sky"])
+    assert empty["sky"] == {"windows": 0, "images": 0, "added_pixels": None, "appears": None}
+    with pytest.raises(ValueError, match=r"min_share must lie in \[0.5, 1\)"):
+        insertion_by_context(gen, seg, "layer1", [0], tree, values, contexts=("sky",),
+                             n=2, min_share=0.3, progress=False)
+
+
+def test_locality_of_a_masked_insertion(toy):
+    gen, seg = toy
     mask = torch.zeros(32, 32)
     mask[0:8, 0:8] = 1
     z = latents(0, range(6), 8)
