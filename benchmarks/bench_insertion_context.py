@@ -22,7 +22,6 @@ from pathlib import Path
 import numpy as np
 import torch
 from PIL import Image, ImageDraw, ImageFont
-from tqdm import tqdm
 
 from gandissect.ace import ranked_units, units_by_ace, units_by_iou
 from gandissect.causal import ConceptRef, context_table, insertion_maps
@@ -141,10 +140,8 @@ def main() -> None:
     tables, maps = {}, {}
     for ranking, units in rankings.items():
         start = time.perf_counter()
-        parts = [insertion_maps(generator, segmenter, LAYER, units, door, values,
-                                z[i:i + args.batch], cell=CELL, batch=args.batch)
-                 for i in tqdm(range(0, len(z), args.batch), desc=f"door insertion ({ranking})")]
-        added, shares = (torch.cat([p[k] for p in parts]) for k in (0, 1))
+        added, shares = insertion_maps(generator, segmenter, LAYER, units, door, values, z,
+                                       cell=CELL, batch=args.batch, progress=True)
         maps[ranking] = added, shares
         tables[ranking] = context_table(added, shares, [objects.index(c) for c in contexts],
                                         contexts)

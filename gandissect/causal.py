@@ -385,7 +385,7 @@ def _windows(h: int, w: int, cell: int) -> torch.Tensor:
 @torch.no_grad()
 def insertion_maps(generator, segmenter, layer: str, units: Sequence[int], concept: ConceptRef,
                    insert_values: torch.Tensor, z: torch.Tensor, cell: int = 2,
-                   batch: int = 4) -> tuple[torch.Tensor, torch.Tensor]:
+                   batch: int = 4, progress: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
     """Insert ``units`` in every ``cell`` x ``cell`` window of ``layer``, one window at a time.
 
     Returns ``added``, ``(N, P, Q)``: the concept pixels of the whole edited image minus those
@@ -395,22 +395,22 @@ def insertion_maps(generator, segmenter, layer: str, units: Sequence[int], conce
     ``batch`` images are edited at a time, each in all ``P * Q`` windows at once.
     """
     device = _device(generator)
-    with Trace(generator, layer, stop=True) as trace:
-        generator(z[:1].to(device))
+    with Trace(generator, layer) as trace:
+        size = generator(z[:1].to(device)).shape[-2:]
     h, w = trace.output.shape[2:]
     if not 1 <= cell <= min(h, w):
         raise ValueError(f"cell must lie in [1, {min(h, w)}] for the {h}x{w} layer {layer!r}")
     windows = _windows(h, w, cell)
+    pixels = F.interpolate(windows[:, None], size=size, mode="nearest")[:, 0].to(device)
     edit_of = stroke_edit([Stroke(units=list(units), mode="insert", mask=windows)], insert_values)
     n_objects = len(segmenter.concepts["object"])
     added, shares = [], []
-    for start in range(0, len(z), batch):
+    for start in tqdm(range(0, len(z), batch), desc=f"insert {concept.name}",
+                      disable=not progress):
         zb = z[start:start + batch].to(device)
         with Trace(generator, layer) as trace:
             images = generator(zb)
         clean = segmenter.segment(images)
-        size = images.shape[-2:]
-        pixels = F.interpolate(windows[:, None], size=size, mode="nearest")[:, 0].to(device)
         objects = F.one_hot(clean["object"].long(), n_objects).permute(0, 3, 1, 2).float()
         shares.append(torch.einsum("nohw,khw->nok", objects, pixels)
                       / pixels.sum((1, 2)))
@@ -447,14 +447,11 @@ def insertion_by_context(generator, segmenter, layer: str, units: Sequence[int],
         raise ValueError(f"min_share must lie in [0.5, 1), got {min_share}")
     if min_pixels < 1:
         raise ValueError(f"min_pixels must be at least 1, got {min_pixels}")
-    z = latents(seed, range(n), generator.z_dim)
-    parts = [insertion_maps(generator, segmenter, layer, units, concept, insert_values,
-                            z[start:start + batch], cell=cell, batch=batch)
-             for start in tqdm(range(0, n, batch), desc=f"insert {concept.name}",
-                               disable=not progress)]
-    return context_table(torch.cat([a for a, _ in parts]), torch.cat([s for _, s in parts]),
-                         [object_names.index(c) for c in contexts], contexts, min_share,
-                         min_pixels)
+    added, shares = insertion_maps(generator, segmenter, layer, units, concept, insert_values,
+                                   latents(seed, range(n), generator.z_dim), cell=cell,
+                                   batch=batch, progress=progress)
+    return context_table(added, shares, [object_names.index(c) for c in contexts], contexts,
+                         min_share, min_pixels)
 
 
 def context_table(added: torch.Tensor, shares: torch.Tensor, codes: Sequence[int],

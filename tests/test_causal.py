@@ -375,14 +375,11 @@ class GroundDraw(Draw):
         return torch.cat([red, ground * 2 - 1, torch.zeros_like(red)], 1)
 
 
-class GroundToy(nn.Sequential):
-    z_dim = 8
-    resolution = 32
-
-    def __init__(self):
-        super().__init__()
-        self.add_module("layer1", Units())
-        self.add_module("output", GroundDraw())
+def ground_toy() -> Toy:
+    """``Toy`` drawing with ``GroundDraw``."""
+    gen = Toy()
+    gen.output = GroundDraw()
+    return gen.eval()
 
 
 class GroundSegmenter(nn.Module):
@@ -396,7 +393,7 @@ class GroundSegmenter(nn.Module):
 
 
 def test_insertion_maps_restate_one_edit_per_window():
-    gen, seg = GroundToy().eval(), GroundSegmenter()
+    gen, seg = ground_toy(), GroundSegmenter()
     tree = ConceptRef.find(seg, "tree")
     values = torch.tensor([2.0, 0, 0, 0])
     z = latents(2, range(5), 8)
@@ -419,7 +416,7 @@ def test_insertion_maps_restate_one_edit_per_window():
 
 
 def test_insertion_respects_context_and_the_table_restates_it():
-    gen, seg = GroundToy().eval(), GroundSegmenter()
+    gen, seg = ground_toy(), GroundSegmenter()
     tree = ConceptRef.find(seg, "tree")
     values = torch.tensor([2.0, 0, 0, 0])
     result = insertion_by_context(gen, seg, "layer1", [0], tree, values,
