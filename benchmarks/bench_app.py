@@ -30,10 +30,10 @@ import numpy as np
 import torch
 from PIL import Image
 
-from app import paint
-from app.session import Session
-from app.ui import build_app, launch
-from app.workspace import AppConfig, Workspace
+from gandissect.app import paint
+from gandissect.app.session import Session
+from gandissect.app.ui import build_app, launch
+from gandissect.app.workspace import AppConfig, Workspace
 from gandissect.models.registry import shipped_path
 from gandissect.train.gan import stand_in_generator
 

@@ -3,7 +3,7 @@ errors, cross-talk, server memory).
 
     python benchmarks/bench_app_load.py [--clients 8] [--seconds 60] [--toy] [--canvas 512]
 
-The app is started as a user starts it (``python -m app``, served on 127.0.0.1 only) in a
+The app is started as a user starts it (``python -m gandissect.app``, served on 127.0.0.1 only) in a
 subprocess whose resident memory (``VmRSS``) is sampled throughout. Each client is a thread with
 its own ``gradio_client.Client``, hence its own session, and its own edit: scene seed, painted
 box, brush, mode (remove or draw), strength and number of units.
@@ -50,7 +50,7 @@ from bench_app import percentiles
 from gradio_client import Client, handle_file
 from PIL import Image
 
-import app  # noqa: F401  (switches analytics and Hugging Face calls off, for the clients too)
+import gandissect.app  # noqa: F401  (switches analytics and Hugging Face calls off, for the clients too)
 
 ROOT = Path(__file__).resolve().parents[1]
 MODES = ("remove", "draw")
@@ -60,7 +60,8 @@ REQUEST_TIMEOUT_S = 120
 
 def random_generator():
     """Plug-in factory ``bench_app_load:random_generator``: the shipped architecture with fixed
-    random weights (``bench_app.py``'s stand-in, served as ``python -m app`` serves a model)."""
+    random weights (``bench_app.py``'s stand-in, served as ``python -m gandissect.app`` serves
+    a model)."""
     import torch
 
     from gandissect.train.gan import stand_in_generator
@@ -83,13 +84,14 @@ def shipped_generator_exists() -> bool:
 
 def server_command(models: str, port: int, canvas: int, samples: int,
                    cache: Path) -> tuple[list[str], str]:
-    """``python -m app`` for ``models`` ("toy", "shipped" or "random") and its PYTHONPATH."""
-    command = [sys.executable, "-m", "app", "--host", "127.0.0.1", "--port", str(port),
+    """``python -m gandissect.app`` for ``models`` ("toy", "shipped" or "random") and its
+    PYTHONPATH."""
+    command = [sys.executable, "-m", "gandissect.app", "--host", "127.0.0.1", "--port", str(port),
                "--canvas", str(canvas), "--samples", str(samples), "--cache", str(cache),
                "--device", "cpu"]
     if models == "toy":
-        return command + ["--generator", "app_fixtures:toy_generator", "--segmenter",
-                          "app_fixtures:toy_segmenter"], str(ROOT / "tests")
+        return command + ["--generator", "conftest:toy_generator", "--segmenter",
+                          "conftest:toy_segmenter"], str(ROOT / "tests")
     if models == "random":
         return command + ["--generator", "bench_app_load:random_generator"], str(ROOT /
                                                                                  "benchmarks")
@@ -98,7 +100,7 @@ def server_command(models: str, port: int, canvas: int, samples: int,
 
 @dataclass
 class Server:
-    """A running ``python -m app`` subprocess."""
+    """A running ``python -m gandissect.app`` subprocess."""
 
     process: subprocess.Popen
     url: str
@@ -492,7 +494,7 @@ def main() -> None:
                   args.threads, args.malloc_arenas) as server:
         result = load_test(server, args.clients, args.seconds, warmup, args.max_edits,
                            Path(folder) / "clients")
-    result = {"generator": {"toy": "toy (tests/app_fixtures.py)", "shipped": "shipped",
+    result = {"generator": {"toy": "toy (tests/conftest.py)", "shipped": "shipped",
                             "random": "random weights, shipped architecture"}[models],
               "server_threads": args.threads, "malloc_arenas": args.malloc_arenas, **result}
     result["memory_flat"] = result["rss"]["growth_after_warmup_mb"] < args.max_growth_mb

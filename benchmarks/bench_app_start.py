@@ -1,9 +1,10 @@
-"""How long the app takes to be ready on a fresh install: ``python -m app`` with the shipped
-models and an empty cache, from the process start to the page answering (median of a few).
+"""How long the app takes to be ready on a fresh install: ``python -m gandissect.app`` with the
+shipped models and an empty cache, from the process start to the page answering (median of a
+few).
 
     python benchmarks/bench_app_start.py [--repeats 3] [--threads 2]
 
-The issue's bar is 30 s. Each start gets a new, empty cache folder, so nothing computed by an
+The bar is 30 s. Each start gets a new, empty cache folder, so nothing computed by an
 earlier start is reused (the shipped dissection and causal weights are read from ``models/``).
 Prints one line per start and one JSON line.
 """

@@ -1,8 +1,9 @@
 """Time GAN training steps at full resolution (no rendering) for several configurations.
 
-python benchmarks/bench_gan_steps.py --device cuda [--steps 30] CONFIG.json ...
-Prints images per second for each configuration, with cudnn autotuning off and on, and with
-TF32 matmuls allowed; the real images are random tensors, so only the networks are timed."""
+python benchmarks/bench_gan_steps.py --device cuda [--steps 30] [CONFIG.json ...]
+Prints images per second for the shipped generator's recipe (``--config sceneworld``) and each
+configuration given, with cudnn autotuning off and on, and with TF32 matmuls allowed; the real
+images are random tensors, so only the networks are timed."""
 
 import argparse
 import json
@@ -11,7 +12,7 @@ from pathlib import Path
 
 import torch
 
-from gandissect.train.gan import GANConfig, GANTrainer
+from gandissect.train.gan import RECIPES, GANConfig, GANTrainer
 from gandissect.world.concepts import concepts
 
 
@@ -38,8 +39,8 @@ def main() -> None:
     parser.add_argument("--device", default="cuda")
     parser.add_argument("--steps", type=int, default=30)
     args = parser.parse_args()
-    for path in ["defaults"] + args.configs:
-        values = {} if path == "defaults" else json.loads(Path(path).read_text())
+    for path in ["sceneworld"] + args.configs:
+        values = RECIPES[path] if path in RECIPES else json.loads(Path(path).read_text())
         for batch in (32, 64, 128):
             for bench, tf32 in ((False, False), (True, False), (True, True)):
                 torch.backends.cudnn.benchmark = bench

@@ -31,7 +31,7 @@ from gandissect.models.registry import load_generator, load_segmenter, shipped_d
 from gandissect.visualize import apply_colormap
 
 LAYER, CELL, SEED = "layer4", 2, 5
-ISSUE_CONTEXTS = ("building", "tree", "sky", "grass")
+PAPER_CONTEXTS = ("building", "tree", "sky", "grass")
 
 
 def to_rgb(image: torch.Tensor) -> np.ndarray:
@@ -53,10 +53,10 @@ def heat_overlay(image: np.ndarray, added: torch.Tensor, cell_px: int, top: floa
 
 
 def bars(tables: dict[str, dict], width: int, font, min_windows: int = 50) -> Image.Image:
-    """A bar chart of mean door pixels added per window, by context (the issue's first, then
+    """A bar chart of mean door pixels added per window, by context (GAN Dissection's first, then
     the others with ``min_windows`` windows or more), one bar per ranking."""
-    others = [c for c in next(iter(tables.values())) if c not in ISSUE_CONTEXTS]
-    contexts = [c for c in (*ISSUE_CONTEXTS, *others)
+    others = [c for c in next(iter(tables.values())) if c not in PAPER_CONTEXTS]
+    contexts = [c for c in (*PAPER_CONTEXTS, *others)
                 if all(t[c]["windows"] >= min_windows for t in tables.values())]
     top = max(t[c]["added_pixels"] for t in tables.values() for c in contexts)
     row, label_w = 22, 90
@@ -151,10 +151,10 @@ def main() -> None:
         print(f"{'context':10s} {'windows':>8s} {'images':>7s} {'added px':>9s} {'appears':>8s}")
         for context, entry in tables[ranking].items():
             if entry["windows"]:
-                mark = " *" if context in ISSUE_CONTEXTS else ""
+                mark = " *" if context in PAPER_CONTEXTS else ""
                 print(f"{context:10s} {entry['windows']:8d} {entry['images']:7d} "
                       f"{entry['added_pixels']:9.2f} {entry['appears']:8.3f}{mark}")
-    print("* the issue's contexts")
+    print("* the contexts GAN Dissection measured")
     if args.figure:
         added, shares = maps["iou"]
         building = shares[:, objects.index("building")] > 0.5

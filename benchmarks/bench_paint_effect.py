@@ -20,10 +20,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from app import paint
-from app.pictures import pixels
-from app.session import Session
-from app.workspace import AppConfig, Workspace
+from gandissect.app import paint
+from gandissect.app.pictures import pixels
+from gandissect.app.session import Session
+from gandissect.app.workspace import AppConfig, Workspace
 from gandissect.world.dataset import image_to_tensor
 
 

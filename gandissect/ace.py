@@ -21,6 +21,7 @@ import torch
 from gandissect.causal import ACE_EPOCHS, ConceptRef, refine_by_swaps, removal, select_by_ace
 from gandissect.dissect import Dissection
 from gandissect.dissect.identity import fingerprint, settings_key
+from gandissect.errors import UserError
 from gandissect.fileio import JobCheckpoint, load_state, save_state
 from gandissect.stats import IoUTally
 
@@ -33,14 +34,14 @@ def concept_index(dissection: Dissection, layer: str, concept: ConceptRef) -> in
                                                  stats["concept_category"].tolist())):
         if name == concept.name and categories[category] == concept.category:
             return index
-    raise ValueError(f"concept {concept.name!r} ({concept.category}) is not in the dissection")
+    raise UserError(f"concept {concept.name!r} ({concept.category}) is not in the dissection")
 
 
 def _iou_matrix(dissection: Dissection, layer: str) -> torch.Tensor:
     """``(units, concepts)`` IoU of ``layer`` (fixed-threshold dissection)."""
     stats = dissection.layer(layer).stats
     if "iou" not in stats:
-        raise ValueError("unit selection needs a dissection run with --threshold quantile")
+        raise UserError("unit selection needs a dissection run with --threshold quantile")
     tally = IoUTally([0])
     tally.load_state_dict(stats["iou"])
     return tally.result().float()
@@ -155,7 +156,7 @@ def units_by_ace(generator, segmenter, dissection: Dissection, layer: str, conce
     return _rank(state["weights"], initial), state["weights"]
 
 
-# refine_by_swaps' settings for `gandissect ace --refine`; the collateral cap is the issue's
+# refine_by_swaps' settings for `gandissect ace --refine`; the collateral cap is the
 # specificity bar (other concepts' pixels change by less than 10%)
 SWAP_TRIES, MAX_SWAPS, MAX_COLLATERAL = 6, 30, 0.1
 REFINED_K = 20  # the set size whose refinement, when cached, leads a brush's ranking
@@ -267,11 +268,11 @@ def ace_report(generator, segmenter, dissection: Dissection, layer: str, concept
     the removal counts batch by batch), so a killed run restarted gives the same report."""
     used = {"dissection": dissection.settings.get("seed"), "selection": selection_seed}
     if seed in used.values():
-        raise ValueError(f"evaluation seed {seed} was used for selection ({used}); "
-                         "choose another --seed")
+        raise UserError(f"evaluation seed {seed} was used for selection ({used}); "
+                        "choose another --seed")
     units = dissection.layer(layer).shape[0]
     if not 1 <= k <= units:
-        raise ValueError(f"--units must lie in [1, {units}] for layer {layer!r}")
+        raise UserError(f"--units must lie in [1, {units}] for layer {layer!r}")
     rankings = {"iou": units_by_iou(dissection, layer, concept)[:k]}
     ace_ranking, _ = units_by_ace(generator, segmenter, dissection, layer, concept,
                                   selection_n, selection_seed, epochs, cache_dir, progress,

@@ -17,18 +17,20 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import functools
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
-from torch import nn
 from torch.nn import functional as F
 from tqdm import tqdm
 
 from gandissect.dissect.latents import latents
+from gandissect.errors import UserError
 from gandissect.fileio import JobCheckpoint
-from gandissect.hooks import Trace, get_layer, partial_forward
-from gandissect.intervene import Stroke, render_edited, stroke_edit
+from gandissect.hooks import Trace, apply_edit, edit_alpha, forward_from, partial_forward
+from gandissect.intervene import Stroke, pool_mask, render_edited, stroke_edit
+from gandissect.torchutil import eval_mode, model_device
 
 
 @dataclass(frozen=True)
@@ -46,16 +48,12 @@ class ConceptRef:
                    if name in names[1:] and (category is None or cat == category)]
         if not matches:
             known = sorted({n for names in segmenter.concepts.values() for n in names[1:]})
-            raise ValueError(f"unknown concept {name!r}; the segmenter knows: {', '.join(known)}")
+            raise UserError(f"unknown concept {name!r}; the segmenter knows: {', '.join(known)}")
         if len(matches) > 1:
-            raise ValueError(f"{name!r} is in several categories "
-                             f"({', '.join(c for c, _ in matches)}); say which")
+            raise UserError(f"{name!r} is in several categories "
+                            f"({', '.join(c for c, _ in matches)}); say which")
         cat, code = matches[0]
         return cls(cat, name, code)
-
-
-def _device(model: torch.nn.Module) -> torch.device:
-    return next(model.parameters()).device
 
 
 @torch.no_grad()
@@ -67,7 +65,7 @@ def removal(generator, segmenter, layer: str, units: Sequence[int], concept: Con
     ``checkpoint``: the counts so far are saved there (batch by batch, at its interval) and a
     saved state is resumed from, so a killed run restarted ends with the same counts."""
     if n < 1:
-        raise ValueError("need at least one sample")
+        raise UserError("need at least one sample")
     strokes = [Stroke(units=list(units), mode="ablate")]
     checkpoint = checkpoint or JobCheckpoint(None, "")
     saved = checkpoint.load()
@@ -76,7 +74,7 @@ def removal(generator, segmenter, layer: str, units: Sequence[int], concept: Con
     for start in tqdm(range(begin, n, batch), desc=f"remove {concept.name}",
                       disable=not progress):
         z = latents(seed, range(start, min(start + batch, n)), generator.z_dim).to(
-            _device(generator))
+            model_device(generator))
         clean = segmenter.segment(generator(z))[concept.category]
         edited = segmenter.segment(render_edited(generator, z, layer, strokes))[concept.category]
         present = (clean == concept.code).flatten(1).any(1)
@@ -98,28 +96,6 @@ def removal(generator, segmenter, layer: str, units: Sequence[int], concept: Con
     }
 
 
-def _run_from_layer(generator, layer: str, features: torch.Tensor,
-                    z: torch.Tensor) -> torch.Tensor:
-    """The image ``generator(z)`` would draw with ``layer``'s output replaced by ``features``.
-
-    A sequential generator (ProGAN) finishes the pass from ``layer`` alone; any other (e.g.
-    StyleGAN2, whose layers also take w) reruns from ``z`` with a hook that substitutes
-    ``features`` for ``layer``'s output.
-    """
-    if isinstance(generator, nn.Sequential):
-        names = [name for name, _ in generator.named_children()]
-        if layer in names:
-            x = features
-            for name in names[names.index(layer) + 1:]:
-                x = getattr(generator, name)(x)
-            return x
-    handle = get_layer(generator, layer).register_forward_hook(lambda *_: features)
-    try:
-        return generator(z)
-    finally:
-        handle.remove()
-
-
 def _shows(generator, segmenter, concept: ConceptRef, z: torch.Tensor,
            batch: int) -> torch.Tensor:
     """Whether each latent's image shows the concept (segmented), ``(N,)`` bool."""
@@ -137,8 +113,8 @@ def ace_sample(generator, segmenter, concept: ConceptRef, n: int, seed: int, bat
     most ``scan * n`` latents in all). Removal is learnt only from images with the concept, so
     a rare concept (a dome in one image of eight) would otherwise teach it from a handful."""
     if n < 1:
-        raise ValueError(f"the ACE selection needs n >= 1 samples, got n={n}")
-    device = _device(generator)
+        raise UserError(f"the ACE selection needs n >= 1 samples, got n={n}")
+    device = model_device(generator)
     z = latents(seed, range(n), generator.z_dim).to(device)
     present = _shows(generator, segmenter, concept, z, batch)
     more, start = [], n
@@ -157,6 +133,19 @@ def ace_sample(generator, segmenter, concept: ConceptRef, n: int, seed: int, bat
     return z, present
 
 
+def _frozen(learn: Callable) -> Callable:
+    """Run ``learn(generator, segmenter, ...)`` with both models in eval mode and their
+    parameters frozen (only the unit weights learn), and the caller's modes and
+    ``requires_grad`` flags restored after."""
+
+    @functools.wraps(learn)
+    def wrapper(generator, segmenter, *args, **kwargs):
+        with eval_mode(generator, segmenter, freeze=True):
+            return learn(generator, segmenter, *args, **kwargs)
+
+    return wrapper
+
+
 # Epochs of the ACE selection: the reference's 10. On the shipped generator, 20 epochs moved
 # the removed fraction at K = 20 (validation seed 7, 300 images) by +0.25 for door (0.42 to
 # 0.67) but -0.10 for brick (0.51 to 0.41) and -0.009 to +0.005 for the five other GANPaint
@@ -164,6 +153,7 @@ def ace_sample(generator, segmenter, concept: ConceptRef, n: int, seed: int, bat
 ACE_EPOCHS = 10
 
 
+@_frozen
 def select_by_ace(generator, segmenter, layer: str, concept: ConceptRef,
                   initial: torch.Tensor, insert_values: torch.Tensor, n: int = 200,
                   seed: int = 4, epochs: int = ACE_EPOCHS, lr: float = 0.01, l2: float = 0.005,
@@ -189,9 +179,9 @@ def select_by_ace(generator, segmenter, layer: str, concept: ConceptRef,
     step.
     """
     if n < 1 or epochs < 0 or not 0 <= keep < float("inf"):
-        raise ValueError(f"the ACE selection needs n >= 1 samples, epochs >= 0 and a finite "
-                         f"keep >= 0, got n={n}, epochs={epochs}, keep={keep}")
-    device = _device(generator)
+        raise UserError(f"the ACE selection needs n >= 1 samples, epochs >= 0 and a finite "
+                        f"keep >= 0, got n={n}, epochs={epochs}, keep={keep}")
+    device = model_device(generator)
     with torch.no_grad():
         z, present = ace_sample(generator, segmenter, concept, n, seed, batch, top_up)
         n = len(z)
@@ -204,8 +194,6 @@ def select_by_ace(generator, segmenter, layer: str, concept: ConceptRef,
     alpha = initial.detach().float().clamp(0, 1).to(device).clone().requires_grad_(True)
     optimizer = torch.optim.Adam([alpha], lr=lr)
     values = insert_values.float().to(device).view(1, -1, 1, 1)
-    segmenter.requires_grad_(False)
-    generator.requires_grad_(False)
     order = torch.Generator().manual_seed(seed)
     checkpoint = checkpoint or JobCheckpoint(None, "")
     saved = checkpoint.load()
@@ -224,9 +212,9 @@ def select_by_ace(generator, segmenter, layer: str, concept: ConceptRef,
             index = steps[step]
             x = features[index]
             a = alpha.view(1, -1, 1, 1)
-            edited = torch.where(present[index].view(-1, 1, 1, 1), x * (1 - a),
-                                 x * (1 - a) + values * a)
-            image = _run_from_layer(generator, layer, edited, z[index])
+            absent = (~present[index]).view(-1, 1, 1, 1)  # inserted there, ablated elsewhere
+            edited = apply_edit(x, a, values * absent)
+            image = forward_from(generator, layer, edited, z[index])
             probabilities = F.softmax(segmenter(image)[concept.category], 1)
             p = probabilities[:, concept.code].mean((1, 2))  # per image
             loss = torch.where(present[index], p, -p).mean() + l2 * alpha.pow(2).sum()
@@ -256,6 +244,7 @@ def _removal_counts(clean: torch.Tensor, edited: torch.Tensor, code: int) -> tor
                          int((others & (edited != clean)).sum())])
 
 
+@_frozen
 def refine_by_swaps(generator, segmenter, layer: str, concept: ConceptRef,
                     units: Sequence[int], n: int = 200, seed: int = 4, tries: int = 6,
                     max_swaps: int = 30, keep: float = 0.0, max_collateral: float = 0.1,
@@ -282,35 +271,32 @@ def refine_by_swaps(generator, segmenter, layer: str, concept: ConceptRef,
     """
     units = [int(u) for u in units]
     if not units or len(set(units)) != len(units):
-        raise ValueError("refine_by_swaps needs a non-empty set of distinct units")
+        raise UserError("refine_by_swaps needs a non-empty set of distinct units")
     if tries < 1 or max_swaps < 0 or not 0 <= keep < float("inf") or not max_collateral >= 0:
-        raise ValueError(f"need tries >= 1, max_swaps >= 0, a finite keep >= 0 and "
-                         f"max_collateral >= 0, got tries={tries}, max_swaps={max_swaps}, "
-                         f"keep={keep}, max_collateral={max_collateral}")
-    device = _device(generator)
+        raise UserError(f"need tries >= 1, max_swaps >= 0, a finite keep >= 0 and "
+                        f"max_collateral >= 0, got tries={tries}, max_swaps={max_swaps}, "
+                        f"keep={keep}, max_collateral={max_collateral}")
+    device = model_device(generator)
     with torch.no_grad():
         z, present = ace_sample(generator, segmenter, concept, n, seed, batch)
         z = z[present]
         if not len(z):
-            raise ValueError(f"no image of seed {seed} shows {concept.name!r}: nothing to remove")
+            raise UserError(f"no image of seed {seed} shows {concept.name!r}: nothing to remove")
         features = torch.cat([partial_forward(generator, layer, z[i:i + batch])
                               for i in range(0, len(z), batch)])
         clean = torch.cat([segmenter.segment(generator(z[i:i + batch]))[concept.category]
                            for i in range(0, len(z), batch)])
     n_units = features.shape[1]
     if max(units) >= n_units or min(units) < 0:
-        raise ValueError(f"units must lie in [0, {n_units - 1}] for layer {layer!r}")
-    segmenter.requires_grad_(False)
-    generator.requires_grad_(False)
+        raise UserError(f"units must lie in [0, {n_units - 1}] for layer {layer!r}")
 
     @torch.no_grad()
     def measure(chosen: list[int]) -> tuple[float, float]:
         """(score, collateral) of ablating ``chosen``."""
         counts = torch.zeros(4, dtype=torch.long)
         for i in range(0, len(z), batch):
-            x = features[i:i + batch].clone()
-            x[:, chosen] = 0
-            edited = segmenter.segment(_run_from_layer(generator, layer, x, z[i:i + batch]))
+            x = apply_edit(features[i:i + batch], edit_alpha(chosen, n_units), 0.0)
+            edited = segmenter.segment(forward_from(generator, layer, x, z[i:i + batch]))
             counts += _removal_counts(clean[i:i + batch], edited[concept.category],
                                       concept.code)
         before, removed, other, changed = counts.tolist()
@@ -324,8 +310,8 @@ def refine_by_swaps(generator, segmenter, layer: str, concept: ConceptRef,
         a.requires_grad_(True)
         watched_total = (clean != concept.code).sum().clamp(min=1)
         for i in range(0, len(z), batch):
-            x = features[i:i + batch] * (1 - a.view(1, -1, 1, 1))
-            p = F.softmax(segmenter(_run_from_layer(generator, layer, x, z[i:i + batch]))
+            x = apply_edit(features[i:i + batch], a.view(-1, 1, 1), 0.0)
+            p = F.softmax(segmenter(forward_from(generator, layer, x, z[i:i + batch]))
                           [concept.category], 1)
             labels = clean[i:i + batch]
             objective = p[:, concept.code].mean((1, 2)).sum() / len(z)
@@ -394,12 +380,12 @@ def insertion_maps(generator, segmenter, layer: str, units: Sequence[int], conce
     object label covered in the clean image (``segmenter.concepts["object"]`` order, 0 = none).
     ``batch`` images are edited at a time, each in all ``P * Q`` windows at once.
     """
-    device = _device(generator)
+    device = model_device(generator)
     with Trace(generator, layer) as trace:
         size = generator(z[:1].to(device)).shape[-2:]
     h, w = trace.output.shape[2:]
     if not 1 <= cell <= min(h, w):
-        raise ValueError(f"cell must lie in [1, {min(h, w)}] for the {h}x{w} layer {layer!r}")
+        raise UserError(f"cell must lie in [1, {min(h, w)}] for the {h}x{w} layer {layer!r}")
     windows = _windows(h, w, cell)
     pixels = F.interpolate(windows[:, None], size=size, mode="nearest")[:, 0].to(device)
     edit_of = stroke_edit([Stroke(units=list(units), mode="insert", mask=windows)], insert_values)
@@ -416,7 +402,7 @@ def insertion_maps(generator, segmenter, layer: str, units: Sequence[int], conce
                       / pixels.sum((1, 2)))
         features = trace.output.repeat_interleave(len(windows), 0)
         edited = torch.cat([edit_of(part) for part in features.split(len(windows))])
-        after = segmenter.segment(_run_from_layer(
+        after = segmenter.segment(forward_from(
             generator, layer, edited, zb.repeat_interleave(len(windows), 0)))
         count = (after[concept.category] == concept.code).flatten(1).sum(1)
         before = (clean[concept.category] == concept.code).flatten(1).sum(1)
@@ -442,11 +428,11 @@ def insertion_by_context(generator, segmenter, layer: str, units: Sequence[int],
     object_names = segmenter.concepts["object"]
     unknown = [c for c in contexts if c not in object_names]
     if unknown:
-        raise ValueError(f"unknown context objects {unknown}")
+        raise UserError(f"unknown context objects {unknown}")
     if not 0.5 <= min_share < 1:  # then at most one object covers more than min_share
-        raise ValueError(f"min_share must lie in [0.5, 1), got {min_share}")
+        raise UserError(f"min_share must lie in [0.5, 1), got {min_share}")
     if min_pixels < 1:
-        raise ValueError(f"min_pixels must be at least 1, got {min_pixels}")
+        raise UserError(f"min_pixels must be at least 1, got {min_pixels}")
     added, shares = insertion_maps(generator, segmenter, layer, units, concept, insert_values,
                                    latents(seed, range(n), generator.z_dim), cell=cell,
                                    batch=batch, progress=progress)
@@ -477,13 +463,11 @@ def locality(generator, layer: str, strokes: Sequence[Stroke], z: torch.Tensor,
              insert_values: torch.Tensor | None = None) -> float:
     """Mean absolute change outside the strokes' masks dilated by one layer cell, as a fraction
     of the image range (2)."""
-    clean = generator(z.to(_device(generator)))
+    clean = generator(z.to(model_device(generator)))
     edited = render_edited(generator, z, layer, strokes, insert_values)
     with Trace(generator, layer, stop=True) as trace:
-        generator(z[:1].to(_device(generator)))
+        generator(z[:1].to(model_device(generator)))
     h, w = trace.output.shape[2:]
-    from gandissect.intervene import pool_mask
-
     touched = torch.zeros(len(z), h, w)
     for stroke in strokes:
         if stroke.mask is None:

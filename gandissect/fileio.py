@@ -1,4 +1,5 @@
-"""Writing results so that nothing half-written is ever left on disk."""
+"""Files and folders: results written so that nothing half-written is ever left on disk,
+output folders checked before a long job starts, folder locks and resumable job states."""
 
 from __future__ import annotations
 
@@ -12,6 +13,8 @@ from pathlib import Path
 from typing import Any
 
 import torch
+
+from gandissect.errors import UserError
 
 
 def _umask() -> int:
@@ -57,14 +60,14 @@ def write_text(path: str | Path, text: str) -> None:
 
 
 def image_format(path: str | Path) -> str:
-    """The PIL format that ``path``'s suffix names; a ``ValueError`` saying what to use when it
+    """The PIL format that ``path``'s suffix names; a ``UserError`` saying what to use when it
     names none (check output paths with it before a long job)."""
     from PIL import Image
 
     suffix = Path(path).suffix.lower()
     known = Image.registered_extensions()
     if suffix not in known:
-        raise ValueError(f"cannot tell the image format of {path}: end it in .png or .jpg")
+        raise UserError(f"cannot tell the image format of {path}: end it in .png or .jpg")
     return known[suffix]
 
 
@@ -79,13 +82,13 @@ def save_state(path: str | Path, state: Any) -> None:
     _atomic(Path(path), lambda stream: torch.save(state, stream))
 
 
-class DamagedFile(ValueError):
+class DamagedFile(UserError):
     """A file this project wrote cannot be read back (truncated or altered since)."""
 
 
 def load_state(path: str | Path) -> Any:
     """Load a file written by ``save_state`` with ``weights_only=True``; ``DamagedFile`` (a
-    ``ValueError`` naming the file) when it cannot be read."""
+    ``UserError`` naming the file) when it cannot be read."""
     import pickle
     import zipfile
 
@@ -93,6 +96,29 @@ def load_state(path: str | Path) -> Any:
         return torch.load(Path(path), map_location="cpu", weights_only=True)
     except (RuntimeError, EOFError, pickle.UnpicklingError, zipfile.BadZipFile) as error:
         raise DamagedFile(f"cannot read {path}: it is damaged or truncated ({error})") from None
+
+
+def writable_folder(path: str | Path, what: str = "output folder") -> Path:
+    """``path`` as a folder this process can write to (made if missing); a ``UserError``
+    saying so otherwise. Check output folders with it before a long job starts."""
+    path = Path(path)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=path, prefix=".write-test-"):
+            pass
+    except OSError as error:
+        raise UserError(f"cannot write to {what} {path}: {error}") from None
+    return path
+
+
+def empty_folder(path: str | Path) -> Path:
+    """``path`` if it is missing or an empty folder; a ``UserError`` otherwise (for outputs
+    that must not mix with older files)."""
+    path = Path(path)
+    if path.exists() and (not path.is_dir() or any(path.iterdir())):
+        raise UserError(f"output directory {path} exists and is not empty; "
+                        "choose a new directory or remove it")
+    return path
 
 
 class FolderLock:
@@ -114,8 +140,8 @@ class FolderLock:
             fcntl.flock(stream, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:
             stream.close()
-            raise ValueError(f"another job is writing to {self.folder}; wait for it to finish "
-                             f"or choose another {self.what}") from None
+            raise UserError(f"another job is writing to {self.folder}; wait for it to finish "
+                            f"or choose another {self.what}") from None
         self._stream = stream
         return self
 

@@ -13,8 +13,11 @@ hooks on exit, even when the forward raises::
     with Edit(model, "layer4", alpha=a, value=v):
         image = model(z)                  # layer4's output x becomes x * (1 - a) + v * a
 
+    image = forward_from(model, "layer4", edited_features, z)   # the pass from layer4 on
+
 ``alpha`` broadcasts per unit and per pixel against the ``(B, U, H, W)`` output (see
-``edit_alpha`` to build it from unit ids and a spatial mask), ``value`` per unit.
+``edit_alpha`` to build it from unit ids and a spatial mask), ``value`` per unit. Every edit in
+the library (strokes, causal selection, interventions) goes through ``apply_edit``.
 """
 
 from __future__ import annotations
@@ -27,12 +30,16 @@ from typing import Any
 import torch
 from torch import nn
 
+from gandissect.errors import UserError
+
 __all__ = [
     "StopForward",
     "Trace",
     "TraceDict",
     "Edit",
+    "apply_edit",
     "edit_alpha",
+    "forward_from",
     "get_layer",
     "layer_names",
     "partial_forward",
@@ -73,18 +80,18 @@ def get_layer(model: nn.Module, name: str) -> nn.Module:
         close = difflib.get_close_matches(name, names, n=5)
         hint = f" Did you mean {', '.join(close)}?" if close else ""
         shown = ", ".join(names[:40]) + (" ..." if len(names) > 40 else "")
-        raise ValueError(f"no layer named {name!r} in {type(model).__name__}.{hint} "
-                         f"Valid layers: {shown}") from None
+        raise UserError(f"no layer named {name!r} in {type(model).__name__}.{hint} "
+                        f"Valid layers: {shown}") from None
     if _scripted(module):
-        raise ValueError(f"layer {name!r} is a TorchScript module, which takes no forward hooks; "
-                         "trace a Python module around it (a TorchScript generator loaded as "
-                         "torchscript:PATH has its top-level layers wrapped so)")
+        raise UserError(f"layer {name!r} is a TorchScript module, which takes no forward hooks; "
+                        "trace a Python module around it (a TorchScript generator loaded as "
+                        "torchscript:PATH has its top-level layers wrapped so)")
     return module
 
 
 def _as_tensor_output(output: Any, layer: str) -> torch.Tensor:
-    if not isinstance(output, torch.Tensor):  # a ValueError: the command line reports it
-        raise ValueError(
+    if not isinstance(output, torch.Tensor):  # a UserError: the command line reports it
+        raise UserError(
             f"layer {layer!r} returns {type(output).__name__}, not a tensor; "
             "trace a submodule whose output is a tensor"
         )
@@ -179,7 +186,7 @@ class TraceDict(dict):
         super().__init__()
         layers = list(dict.fromkeys(layers))
         if not layers:
-            raise ValueError("TraceDict needs at least one layer")
+            raise UserError("TraceDict needs at least one layer")
         self.stop = stop
         self._stack = ExitStack()
         for name in layers:
@@ -231,7 +238,7 @@ def edit_alpha(
     else:
         index = torch.as_tensor(units, dtype=torch.int64).reshape(-1)
         if index.numel() and (int(index.min()) < 0 or int(index.max()) >= n_units):
-            raise ValueError(f"unit ids must lie in [0, {n_units - 1}], got {index.tolist()}")
+            raise UserError(f"unit ids must lie in [0, {n_units - 1}], got {index.tolist()}")
         per_unit[index] = 1
     per_unit = per_unit * strength
     if mask is None:
@@ -241,16 +248,46 @@ def edit_alpha(
         return per_unit[:, None, None] * mask[None]
     if mask.dim() == 3:
         return per_unit[None, :, None, None] * mask[:, None]
-    raise ValueError(f"mask must be (H, W) or (B, H, W), got shape {tuple(mask.shape)}")
+    raise UserError(f"mask must be (H, W) or (B, H, W), got shape {tuple(mask.shape)}")
+
+
+def apply_edit(output: torch.Tensor, alpha, value=0.0, layer: str = "the layer"
+               ) -> torch.Tensor:
+    """The library's one edit rule: ``output * (1 - alpha) + value * alpha``.
+
+    ``alpha`` broadcasts against ``output`` (a scalar, per unit ``(U, 1, 1)``, per unit and
+    cell ``(U, H, W)``, per sample ``(B, U, H, W)``); ``value`` is a scalar, one value per unit
+    ``(U,)``, or any tensor that broadcasts against ``output`` (e.g. ``(B, U, 1, 1)``). Both
+    are moved to the output's device and dtype, and gradients flow through both. Ablation is
+    ``value=0``; insertion writes each unit's high quantile. ``layer`` names the layer in
+    error messages.
+    """
+    alpha = torch.as_tensor(alpha).to(output.device, output.dtype)
+    value = torch.as_tensor(value).to(output.device, output.dtype)
+    if value.dim() == 1:
+        if output.dim() < 2 or value.numel() != output.shape[1]:
+            raise UserError(
+                f"value has {value.numel()} entries but layer {layer!r} has "
+                f"{output.shape[1] if output.dim() > 1 else 1} units")
+        value = value.reshape(1, -1, *([1] * (output.dim() - 2)))
+    for name, tensor in (("edit alpha", alpha), ("edit value", value)):
+        try:
+            if torch.broadcast_shapes(tensor.shape, output.shape) != output.shape:
+                raise RuntimeError
+        except RuntimeError:
+            raise UserError(
+                f"{name} of shape {tuple(tensor.shape)} does not broadcast against the output "
+                f"of {layer!r}, shape {tuple(output.shape)}; build alpha with edit_alpha(units, "
+                "n_units, mask at the layer's resolution)") from None
+    return output * (1 - alpha) + value * alpha
 
 
 class Edit(Trace):
-    """Replace a layer's output ``x`` with ``x * (1 - alpha) + value * alpha`` on every call.
+    """Replace a layer's output ``x`` with ``apply_edit(x, alpha, value)`` on every call.
 
     ``alpha`` broadcasts against the output (per unit ``(U, 1, 1)``, per unit and pixel
     ``(U, H, W)``, per sample ``(B, U, H, W)``, or a scalar); ``value`` is a scalar or ``(U,)``.
-    Both are moved to the output's device and dtype. Ablation is ``value=0``; insertion uses
-    each unit's high quantile as ``value``.
+    Ablation is ``value=0``; insertion uses each unit's high quantile as ``value``.
     """
 
     def __init__(self, model: nn.Module, layer: str, alpha, value=0.0, **kwargs: Any) -> None:
@@ -259,27 +296,31 @@ class Edit(Trace):
         self.alpha = torch.as_tensor(alpha, dtype=torch.float32)
         self.value = torch.as_tensor(value, dtype=torch.float32)
         if self.value.dim() > 1:
-            raise ValueError("value must be a scalar or one value per unit")
+            raise UserError("value must be a scalar or one value per unit")
 
     def _apply(self, output: torch.Tensor) -> torch.Tensor:
-        alpha = self.alpha.to(output.device, output.dtype)
-        value = self.value.to(output.device, output.dtype)
-        if value.dim() == 1:
-            if output.dim() < 2 or value.numel() != output.shape[1]:
-                raise ValueError(
-                    f"value has {value.numel()} entries but layer {self.layer!r} has "
-                    f"{output.shape[1] if output.dim() > 1 else 1} units"
-                )
-            value = value.reshape(1, -1, *([1] * (output.dim() - 2)))
-        try:
-            torch.broadcast_shapes(alpha.shape, output.shape)
-        except RuntimeError:
-            raise ValueError(
-                f"edit alpha of shape {tuple(alpha.shape)} does not broadcast against the "
-                f"output of {self.layer!r}, shape {tuple(output.shape)}; build it with "
-                "edit_alpha(units, n_units, mask at the layer's resolution)"
-            ) from None
-        return output * (1 - alpha) + value * alpha
+        return apply_edit(output, self.alpha, self.value, self.layer)
+
+
+def forward_from(model: nn.Module, layer: str, output: torch.Tensor, *inputs: Any,
+                 **kwargs: Any) -> torch.Tensor:
+    """What ``model(*inputs, **kwargs)`` returns when ``layer`` outputs ``output`` instead of
+    what it computes: the rest of the forward pass from a given (e.g. edited) layer output.
+
+    When ``layer`` is a child of an ``nn.Sequential`` model (ProGAN), only the children after
+    it run. Any other model (e.g. StyleGAN2, whose layers also read w) runs again from
+    ``inputs`` with ``layer``'s output replaced, so ``inputs`` must be those that produced the
+    original output.
+    """
+    if isinstance(model, nn.Sequential):
+        names = [name for name, _ in model.named_children()]
+        if layer in names:
+            x = output
+            for child in list(model.children())[names.index(layer) + 1:]:
+                x = child(x)
+            return x
+    with Trace(model, layer, retain_output=False, edit=lambda _: output):
+        return model(*inputs, **kwargs)
 
 
 def layer_shapes(model: nn.Module, *inputs: Any) -> dict[str, tuple[int, ...] | str]:

@@ -22,7 +22,9 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from gandissect.errors import UserError
 from gandissect.hooks import Trace
+from gandissect.torchutil import eval_mode, model_device
 
 __all__ = ["cell_centres", "aligned_upsample"]
 
@@ -43,19 +45,16 @@ def cell_centres(model: nn.Module, layer: str, size: tuple[int, int] | int = 64,
     model's mode and parameters' ``requires_grad`` are left as they were.
     """
     height, width = (size, size) if isinstance(size, int) else size
-    parameter = next(model.parameters(), None)
-    device = parameter.device if parameter is not None else torch.device("cpu")
+    device = model_device(model)
     generator = torch.Generator().manual_seed(seed)
     images = torch.rand(samples, 3, height, width, generator=generator) * (high - low) + low
     images = images.to(device).requires_grad_(True)
-    was_training = model.training
-    model.eval()
-    try:
+    with eval_mode(model):
         with Trace(model, layer, detach=False, clone=False) as trace:
             model(images)
         maps = trace.output
         if maps.dim() != 4:
-            raise ValueError(f"layer {layer!r} outputs {tuple(maps.shape)}, not (N, C, h, w)")
+            raise UserError(f"layer {layer!r} outputs {tuple(maps.shape)}, not (N, C, h, w)")
         h, w = maps.shape[-2:]
         centres = []
         for axis, count, other in ((0, h, w // 2), (1, w, h // 2)):
@@ -65,8 +64,6 @@ def cell_centres(model: nn.Module, layer: str, size: tuple[int, int] | int = 64,
                 (grad,) = torch.autograd.grad(cell.sum(), images, retain_graph=True)
                 found.append(_centroid(grad.abs().sum((0, 1)).double().cpu(), axis))
             centres.append(torch.tensor(found, dtype=torch.float64))
-    finally:
-        model.train(was_training)
     return centres[0], centres[1]
 
 
@@ -85,7 +82,7 @@ def aligned_upsample(maps: torch.Tensor, size: tuple[int, int],
     rows, columns = centres
     h, w = maps.shape[-2:]
     if (len(rows), len(columns)) != (h, w):
-        raise ValueError(f"centres are for a {len(rows)}x{len(columns)} map, got {h}x{w}")
+        raise UserError(f"centres are for a {len(rows)}x{len(columns)} map, got {h}x{w}")
     u = _cell_coordinates(rows, size[0])
     v = _cell_coordinates(columns, size[1])
     gy = (u / max(h - 1, 1) * 2 - 1) if h > 1 else torch.zeros_like(u)

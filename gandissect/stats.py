@@ -21,6 +21,8 @@ from typing import Any
 
 import torch
 
+from gandissect.errors import UserError
+
 __all__ = [
     "Quantile",
     "TopK",
@@ -36,13 +38,13 @@ _EXACT_FLOAT32_SUM = 2**24
 def _maps_to_rows(maps: torch.Tensor) -> torch.Tensor:
     """(B, U, H, W) or (B, U) -> (U, B*H*W), one contiguous row per unit."""
     if maps.dim() < 2:
-        raise ValueError(f"expected (batch, units, ...) activations, got shape {tuple(maps.shape)}")
+        raise UserError(f"expected (batch, units, ...) activations, got shape {tuple(maps.shape)}")
     return maps.transpose(0, 1).reshape(maps.shape[1], -1)
 
 
 def _check_units(expected: int | None, got: int, what: str) -> int:
     if expected is not None and expected != got:
-        raise ValueError(f"{what}: this statistic has {expected} units, the batch has {got}")
+        raise UserError(f"{what}: this statistic has {expected} units, the batch has {got}")
     return got
 
 
@@ -72,9 +74,9 @@ class Quantile:
         max_exponent: int = 24,
     ) -> None:
         if not 1 <= mantissa_bits <= 12:
-            raise ValueError("mantissa_bits must be between 1 and 12")
+            raise UserError("mantissa_bits must be between 1 and 12")
         if not -126 <= min_exponent < max_exponent <= 127:
-            raise ValueError("need -126 <= min_exponent < max_exponent <= 127")
+            raise UserError("need -126 <= min_exponent < max_exponent <= 127")
         self.units = units
         self.mantissa_bits = mantissa_bits
         self.min_exponent = min_exponent
@@ -147,7 +149,7 @@ class Quantile:
     def add(self, values: torch.Tensor) -> None:
         """Add ``(N, U)`` values: N observations of each of U units (N = 0 adds nothing)."""
         if values.dim() != 2:
-            raise ValueError(f"Quantile.add expects (N, units), got shape {tuple(values.shape)}")
+            raise UserError(f"Quantile.add expects (N, units), got shape {tuple(values.shape)}")
         self._add_rows(values.detach().t())
 
     def add_maps(self, maps: torch.Tensor) -> None:
@@ -167,7 +169,7 @@ class Quantile:
             self._count_rows(rows)
             return
         if not bool(torch.isfinite(rows).all()):
-            raise ValueError(
+            raise UserError(
                 "Quantile.add: NaN or infinite values; check the model's activations "
                 "(or clamp them) before collecting statistics"
             )
@@ -201,7 +203,7 @@ class Quantile:
         valid = batch_counts.sum(1)
         if bool((valid != n).any()):
             bad = int((valid != n).nonzero()[0])
-            raise ValueError(
+            raise UserError(
                 f"Quantile.add: unit {bad} has NaN or infinite values; "
                 "check the model's activations (or clamp them) before collecting statistics"
             )
@@ -223,11 +225,11 @@ class Quantile:
         solves ``rank(v) = q * n`` by linear interpolation inside the bin holding that rank.
         """
         if self.counts is None or self.count == 0:
-            raise ValueError("no values added yet: call add() before asking for quantiles")
+            raise UserError("no values added yet: call add() before asking for quantiles")
         scalar = not isinstance(q, (list, tuple, torch.Tensor))
         qs = torch.as_tensor([q] if scalar else q, dtype=torch.float64, device=self.counts.device)
         if not bool(((qs >= 0) & (qs <= 1)).all()):  # NaN fails too
-            raise ValueError(f"quantiles must lie in [0, 1], got {qs.tolist()}")
+            raise UserError(f"quantiles must lie in [0, 1], got {qs.tolist()}")
         if self._edges is None or self._edges.device != self.counts.device:
             self._edges = self._make_edges(self.counts.device)
         counts = self.counts.double()
@@ -275,7 +277,7 @@ class Quantile:
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         if state.get("kind") != "Quantile":
-            raise ValueError("not a Quantile state")
+            raise UserError("not a Quantile state")
         self.__init__(state["units"], **{k: state[k] for k in self._settings()})
         if "index" in state:
             self._ensure(state["units"], torch.device("cpu"))
@@ -287,7 +289,7 @@ class Quantile:
     def merge(self, other: Quantile) -> None:
         """Fold in another sketch of the same units and settings (exact)."""
         if not isinstance(other, Quantile) or other._settings() != self._settings():
-            raise ValueError("can only merge a Quantile with the same settings")
+            raise UserError("can only merge a Quantile with the same settings")
         self._flush()
         other._flush()
         if other.counts is None:
@@ -307,7 +309,7 @@ class TopK:
 
     def __init__(self, k: int = 12, units: int | None = None) -> None:
         if k < 1:
-            raise ValueError("k must be at least 1")
+            raise UserError("k must be at least 1")
         self.k = k
         self.units = units
         self.scores: torch.Tensor | None = None  # (U, <=k) float32, descending
@@ -316,12 +318,12 @@ class TopK:
     def add(self, scores: torch.Tensor, ids: torch.Tensor | list[int]) -> None:
         """Add ``(N, U)`` scores for the samples with the given ``(N,)`` ids."""
         if scores.dim() != 2:
-            raise ValueError(f"TopK.add expects (N, units) scores, got {tuple(scores.shape)}")
+            raise UserError(f"TopK.add expects (N, units) scores, got {tuple(scores.shape)}")
         ids = torch.as_tensor(ids, dtype=torch.int64, device=scores.device)
         if ids.shape != (scores.shape[0],):
-            raise ValueError("TopK.add: need one id per row of scores")
+            raise UserError("TopK.add: need one id per row of scores")
         if bool(torch.isnan(scores).any()):
-            raise ValueError("TopK.add: scores contain NaN")
+            raise UserError("TopK.add: scores contain NaN")
         self.units = _check_units(self.units, scores.shape[1], "TopK.add")
         new_scores = scores.detach().float().t()
         new_ids = ids[None, :].expand_as(new_scores)
@@ -340,7 +342,7 @@ class TopK:
     def result(self) -> tuple[torch.Tensor, torch.Tensor]:
         """``(scores, ids)``, each ``(U, k)``, best first."""
         if self.scores is None:
-            raise ValueError("no values added yet")
+            raise UserError("no values added yet")
         return self.scores, self.ids
 
     def state_dict(self) -> dict[str, Any]:
@@ -351,14 +353,14 @@ class TopK:
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         if state.get("kind") != "TopK":
-            raise ValueError("not a TopK state")
+            raise UserError("not a TopK state")
         self.__init__(state["k"], state["units"])
         if "scores" in state:
             self.scores, self.ids = state["scores"].clone(), state["ids"].clone()
 
     def merge(self, other: TopK) -> None:
         if not isinstance(other, TopK) or other.k != self.k:
-            raise ValueError("can only merge a TopK with the same k")
+            raise UserError("can only merge a TopK with the same k")
         if other.scores is None:
             return
         self.units = _check_units(self.units, other.units, "TopK.merge")
@@ -403,7 +405,7 @@ class IoUTally:
     def __init__(self, concept_category: torch.Tensor | list[int], n_categories: int | None = None):
         self.concept_category = torch.as_tensor(concept_category, dtype=torch.int64)
         if self.concept_category.dim() != 1 or self.concept_category.numel() == 0:
-            raise ValueError("concept_category must be a non-empty list of category indices")
+            raise UserError("concept_category must be a non-empty list of category indices")
         self.n_categories = n_categories or int(self.concept_category.max()) + 1
         self.intersection: torch.Tensor | None = None  # (U, C) int64
         self.unit_area: torch.Tensor | None = None  # (U, categories) int64
@@ -417,16 +419,16 @@ class IoUTally:
     def add(self, unit_masks: torch.Tensor, concept_masks: torch.Tensor) -> None:
         """Add ``(B, U, H, W)`` unit masks and ``(B, C, H, W)`` concept masks (booleans)."""
         if unit_masks.dim() < 2 or concept_masks.dim() < 2:
-            raise ValueError("IoUTally.add expects (batch, units, ...) and (batch, concepts, ...)")
+            raise UserError("IoUTally.add expects (batch, units, ...) and (batch, concepts, ...)")
         if unit_masks.shape[0] != concept_masks.shape[0]:
-            raise ValueError("IoUTally.add: unit and concept masks have different batch sizes")
+            raise UserError("IoUTally.add: unit and concept masks have different batch sizes")
         if unit_masks.shape[2:] != concept_masks.shape[2:]:
-            raise ValueError(
+            raise UserError(
                 f"IoUTally.add: unit masks are {tuple(unit_masks.shape[2:])} but concept masks "
                 f"are {tuple(concept_masks.shape[2:])}; upsample the activations to the labels"
             )
         if concept_masks.shape[1] != self.concepts:
-            raise ValueError(
+            raise UserError(
                 f"IoUTally.add: {concept_masks.shape[1]} concept masks for {self.concepts} concepts"
             )
         units = unit_masks.shape[1]
@@ -436,7 +438,7 @@ class IoUTally:
             self.unit_area = torch.zeros(units, self.n_categories, dtype=torch.int64, device=device)
             self.concept_area = torch.zeros(self.concepts, dtype=torch.int64, device=device)
         elif units != self.intersection.shape[0]:
-            raise ValueError(f"IoUTally.add: expected {self.intersection.shape[0]} units")
+            raise UserError(f"IoUTally.add: expected {self.intersection.shape[0]} units")
         a = _maps_to_rows(unit_masks.bool())  # (U, P)
         s = concept_masks.bool().transpose(0, 1).reshape(self.concepts, -1).t()  # (P, C)
         self.intersection += _exact_mask_product(a, s)
@@ -459,9 +461,9 @@ class IoUTally:
         cheaper than the dense matrix product.
         """
         if unit_masks.dim() != 4:
-            raise ValueError("IoUTally.add_labels expects (B, U, H, W) unit masks")
+            raise UserError("IoUTally.add_labels expects (B, U, H, W) unit masks")
         if unit_masks.shape[0] != labels.shape[0] or unit_masks.shape[2:] != labels.shape[2:]:
-            raise ValueError(
+            raise UserError(
                 f"IoUTally.add_labels: masks {tuple(unit_masks.shape)} and labels "
                 f"{tuple(labels.shape)} must share batch and spatial size"
             )
@@ -475,25 +477,25 @@ class IoUTally:
         Lets a caller skip the (image, unit) maps that cannot reach the threshold at all.
         """
         if labels.dim() != 4 or labels.shape[1] != self.n_categories:
-            raise ValueError(f"IoUTally: labels must be (B, {self.n_categories}, H, W) codes")
+            raise UserError(f"IoUTally: labels must be (B, {self.n_categories}, H, W) codes")
         if active.dim() != 2 or active.shape[1] != 3:
-            raise ValueError("IoUTally.add_active: active must be (M, 3) (image, unit, pixel)")
+            raise UserError("IoUTally.add_active: active must be (M, 3) (image, unit, pixel)")
         category = self.concept_category
         if bool((category[1:] < category[:-1]).any()):
-            raise ValueError("IoUTally.add_labels needs concepts numbered category by category")
+            raise UserError("IoUTally.add_labels needs concepts numbered category by category")
         device = active.device
         sizes = torch.bincount(category, minlength=self.n_categories).to(device)
         offsets = sizes.cumsum(0) - sizes
         batch = labels.shape[0]
         codes = labels.to(device).long().flatten(2)  # (B, K, P)
         if bool(((codes < 0) | (codes > sizes[None, :, None])).any()):
-            raise ValueError("IoUTally.add_labels: a label code exceeds its category's concepts")
+            raise UserError("IoUTally.add_labels: a label code exceeds its category's concepts")
         if self.intersection is None:
             self.intersection = torch.zeros(units, self.concepts, dtype=torch.int64, device=device)
             self.unit_area = torch.zeros(units, self.n_categories, dtype=torch.int64, device=device)
             self.concept_area = torch.zeros(self.concepts, dtype=torch.int64, device=device)
         elif units != self.intersection.shape[0]:
-            raise ValueError(f"IoUTally.add_labels: expected {self.intersection.shape[0]} units")
+            raise UserError(f"IoUTally.add_labels: expected {self.intersection.shape[0]} units")
         # Global concept id of every labelled pixel, -1 where a category has no label.
         concept = torch.where(codes > 0, codes - 1 + offsets[None, :, None], -1)
         image, unit, pixel = active.long().unbind(1)
@@ -513,7 +515,7 @@ class IoUTally:
     def union(self) -> torch.Tensor:
         """(U, C) union counts with the category-conditioned unit area."""
         if self.intersection is None:
-            raise ValueError("no masks added yet")
+            raise UserError("no masks added yet")
         unit_area = self.unit_area[:, self.concept_category.to(self.unit_area.device)]
         return unit_area + self.concept_area[None, :] - self.intersection
 
@@ -537,7 +539,7 @@ class IoUTally:
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         if state.get("kind") != "IoUTally":
-            raise ValueError("not an IoUTally state")
+            raise UserError("not an IoUTally state")
         self.__init__(state["concept_category"], state["n_categories"])
         self.images = state["images"]
         if "intersection" in state:
@@ -549,7 +551,7 @@ class IoUTally:
         if not isinstance(other, IoUTally) or not torch.equal(
             other.concept_category, self.concept_category
         ):
-            raise ValueError("can only merge an IoUTally over the same concepts")
+            raise UserError("can only merge an IoUTally over the same concepts")
         if other.intersection is None:
             return
         if self.intersection is None:
@@ -578,13 +580,13 @@ class ConditionalMean:
         if activations.shape[0] != concept_masks.shape[0] or (
             activations.shape[2:] != concept_masks.shape[2:]
         ):
-            raise ValueError(
+            raise UserError(
                 "ConditionalMean.add: activations and concept masks must share batch and "
                 f"spatial shape, got {tuple(activations.shape)} and {tuple(concept_masks.shape)}"
             )
         if not bool(torch.isfinite(activations).all()):
-            raise ValueError("ConditionalMean.add: activations contain NaN or infinite values; "
-                             "check the model's activations (or clamp them)")
+            raise UserError("ConditionalMean.add: activations contain NaN or infinite values; "
+                            "check the model's activations (or clamp them)")
         values = _maps_to_rows(activations.detach()).double()  # (U, P)
         masks = _maps_to_rows(concept_masks.bool()).t().double()  # (P, C)
         if self.sums is None:
@@ -592,13 +594,13 @@ class ConditionalMean:
                                     device=values.device)
             self.pixels = torch.zeros(masks.shape[1], dtype=torch.int64, device=values.device)
         if self.sums.shape != (values.shape[0], masks.shape[1]):
-            raise ValueError(f"ConditionalMean.add: expected (units, concepts) {self.sums.shape}")
+            raise UserError(f"ConditionalMean.add: expected (units, concepts) {self.sums.shape}")
         self.sums += values @ masks
         self.pixels += masks.sum(0).long()
 
     def result(self) -> torch.Tensor:
         if self.sums is None:
-            raise ValueError("no values added yet")
+            raise UserError("no values added yet")
         return (self.sums / self.pixels.double()).float()  # 0/0 -> NaN: concept never seen
 
     def state_dict(self) -> dict[str, Any]:
@@ -609,7 +611,7 @@ class ConditionalMean:
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         if state.get("kind") != "ConditionalMean":
-            raise ValueError("not a ConditionalMean state")
+            raise UserError("not a ConditionalMean state")
         self.__init__()
         if "sums" in state:
             self.sums, self.pixels = state["sums"].clone(), state["pixels"].clone()

@@ -8,7 +8,6 @@ on the number of scenes.
 
 from __future__ import annotations
 
-import argparse
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -16,9 +15,11 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
+from gandissect.errors import UserError
 from gandissect.fileio import save_state, write_json
-from gandissect.hooks import TraceDict, get_layer, layer_shapes
+from gandissect.hooks import TraceDict, get_layer
 from gandissect.stats import ConditionalMean, Quantile, TopK
+from gandissect.torchutil import model_device
 from gandissect.world import concepts, render_batch
 from gandissect.world.dataset import image_to_tensor
 
@@ -55,10 +56,10 @@ def collect_unit_stats(
 ) -> dict[str, LayerStats]:
     """Stream ``n`` SceneWorld scenes (images in [-1, 1]) through ``model`` and tally ``layers``."""
     if n <= 0:
-        raise ValueError("need at least one scene (n >= 1)")
+        raise UserError("need at least one scene (n >= 1)")
     for layer in layers:
         get_layer(model, layer)  # fail fast on a wrong name, listing valid ones
-    device = next(model.parameters(), torch.empty(0)).device
+    device = model_device(model)
     n_objects = len(concepts("object"))
     result = {name: LayerStats(Quantile(), TopK(top_k), ConditionalMean()) for name in layers}
     bar = tqdm(total=n, unit="scene", disable=not progress, desc="unit stats")
@@ -69,8 +70,8 @@ def collect_unit_stats(
         for name, trace in traces.items():
             acts = trace.output
             if acts.dim() != 4:
-                raise ValueError(f"layer {name!r} outputs shape {tuple(acts.shape)}; "
-                                 "choose a convolutional layer with (batch, units, H, W) output")
+                raise UserError(f"layer {name!r} outputs shape {tuple(acts.shape)}; "
+                                "choose a convolutional layer with (batch, units, H, W) output")
             stats = result[name]
             stats.quantile.add_maps(acts)
             stats.top.add(acts.amax((2, 3)), indices)
@@ -105,59 +106,13 @@ def summarize(stats: dict[str, LayerStats], settings: dict) -> dict:
     return {"settings": settings, "layers": layers}
 
 
-# ---------------------------------------------------------------------- command line
-def _classifier(args: argparse.Namespace) -> torch.nn.Module:
-    from gandissect.models.specs import resolve_classifier
-
-    return resolve_classifier(args.model, args.weights)
-
-
-def _run_layers(args: argparse.Namespace) -> int:
-    model = _classifier(args)
-    x = torch.zeros(1, 3, args.size, args.size)
-    for name, shape in layer_shapes(model, x).items():
-        print(f"{name:40s} {type(get_layer(model, name)).__name__:24s} {shape}")
-    return 0
-
-
-def _run_unit_stats(args: argparse.Namespace) -> int:
-    out = Path(args.out)
-    model = _classifier(args)
-    stats = collect_unit_stats(model, args.layer, args.n, args.size, args.seed, args.batch,
-                               args.top_k)
-    settings = {"model": args.model, "weights": args.weights, "layers": args.layer, "n": args.n,
-                "size": args.size, "seed": args.seed, "top_k": args.top_k,
-                "images": "SceneWorld RGB scaled to [-1, 1]"}
+def write_unit_stats(out: str | Path, stats: dict[str, LayerStats], settings: dict) -> Path:
+    """Write ``out/unit_stats.json`` (``summarize``) and each layer's statistics' states in
+    ``out/stats_<layer>.pt`` (read back with ``gandissect.fileio.load_state``)."""
+    out = Path(out)
     for layer, s in stats.items():
         save_state(out / f"stats_{layer}.pt", {
             "quantile": s.quantile.state_dict(), "top": s.top.state_dict(),
             "object_mean": s.object_mean.state_dict(), "settings": settings})
     write_json(out / "unit_stats.json", summarize(stats, settings))
-    print(f"wrote {out / 'unit_stats.json'} and the statistics' states ({len(stats)} layers)")
-    return 0
-
-
-def register(commands) -> None:
-    """Add ``layers`` and ``unit-stats`` to the command line."""
-    from gandissect.models.specs import CLASSIFIER_SCHEMES, spellings
-
-    model_help = f"the model: {spellings(CLASSIFIER_SCHEMES)}"
-    layers = commands.add_parser("layers", help="list a model's layers and their output shapes")
-    layers.add_argument("model", help=model_help)
-    layers.add_argument("--weights", help="a state-dict file (loaded without running code)")
-    layers.add_argument("--size", type=int, default=64, help="input image size for the trace")
-    layers.set_defaults(run=_run_layers)
-
-    unit = commands.add_parser(
-        "unit-stats", help="per-unit quantiles, top scenes and object means over SceneWorld")
-    unit.add_argument("model", help=model_help)
-    unit.add_argument("--layer", action="append", required=True,
-                      help="dotted layer name (repeat for several layers)")
-    unit.add_argument("--weights", help="a state-dict file (loaded without running code)")
-    unit.add_argument("--n", type=int, default=256, help="number of SceneWorld scenes")
-    unit.add_argument("--size", type=int, default=64)
-    unit.add_argument("--seed", type=int, default=0)
-    unit.add_argument("--batch", type=int, default=32)
-    unit.add_argument("--top-k", type=int, default=8)
-    unit.add_argument("--out", required=True, help="output directory")
-    unit.set_defaults(run=_run_unit_stats)
+    return out / "unit_stats.json"

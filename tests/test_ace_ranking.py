@@ -3,7 +3,7 @@ are cached, by IoU before (``gandissect.ace.ranked_units``), without ever traini
 
 import pytest
 import torch
-from app_fixtures import TREE_UNITS, toy_generator, toy_segmenter
+from conftest import TREE_UNITS, toy_generator, toy_segmenter
 
 from gandissect.ace import (
     any_cached_ace,
@@ -20,7 +20,6 @@ from gandissect.dissect import dissect
 
 @pytest.fixture(scope="module")
 def toy():
-    torch.set_num_threads(1)
     generator, segmenter = toy_generator(), toy_segmenter()
     result = dissect(generator, segmenter, ["layer4"], n=96, seed=1, batch=32, progress=False)
     return generator, segmenter, result, ConceptRef.find(segmenter, "tree")

@@ -17,13 +17,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
-from app_fixtures import EXPECT, app_config, edit_effect, free_port, kinds, tree_scene
+from conftest import EXPECT, app_config, edit_effect, free_port, kinds, tree_scene
 from PIL import Image
 
-from app.pictures import pixels
-from app.ui import build_app, launch
-from app.workspace import Workspace
+from gandissect.app.pictures import pixels
+from gandissect.app.ui import build_app, launch
+from gandissect.app.workspace import Workspace
 
 playwright = pytest.importorskip("playwright.sync_api", reason="pip install playwright")
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
@@ -38,7 +37,6 @@ TIMEOUT_MS = 60_000
 
 @pytest.fixture(scope="module", params=kinds())
 def served(request, tmp_path_factory):
-    torch.set_num_threads(1)
     ws = Workspace.open(app_config(request.param, tmp_path_factory.mktemp("cache"),
                                    canvas=CANVAS))
     assert ws.problem is None, ws.problem

@@ -1,6 +1,6 @@
 """The app's callbacks called directly: painting, units, classifiers, and bad input.
 
-Every generator-side test runs on the toy (``app_fixtures``) and on the shipped SceneWorld
+Every generator-side test runs on the toy (``conftest``) and on the shipped SceneWorld
 generator (skipped only where its weights are missing).
 """
 
@@ -8,7 +8,7 @@ import gradio as gr
 import numpy as np
 import pytest
 import torch
-from app_fixtures import (
+from conftest import (
     EXPECT,
     app_config,
     edit_effect,
@@ -20,11 +20,11 @@ from app_fixtures import (
 )
 from PIL import Image
 
-from app import classifiers, paint, units
-from app.session import Session
-from app.ui import build_app
-from app.unit_table import TableQuery
-from app.workspace import Workspace
+from gandissect.app import classifiers, paint, units
+from gandissect.app.session import Session
+from gandissect.app.ui import build_app
+from gandissect.app.unit_table import TableQuery
+from gandissect.app.workspace import Workspace
 from gandissect.causal import ConceptRef
 
 
@@ -35,7 +35,6 @@ def kind(request):
 
 @pytest.fixture(scope="module")
 def ws(kind, tmp_path_factory):
-    torch.set_num_threads(1)
     workspace = Workspace.open(app_config(kind, tmp_path_factory.mktemp("cache")))
     assert workspace.problem is None, workspace.problem
     yield workspace
@@ -276,7 +275,7 @@ def test_the_page_builds_with_every_tab_and_one_model_worker(ws):
 
 def test_a_missing_shipped_generator_is_explained_and_the_app_still_starts(tmp_path,
                                                                            monkeypatch):
-    import app.workspace as workspace
+    import gandissect.app.workspace as workspace
 
     monkeypatch.setattr(workspace, "shipped_path", lambda kind: tmp_path / "absent")
     ws = Workspace.open(workspace.AppConfig(cache=tmp_path, progress=False))
@@ -335,7 +334,6 @@ def test_causal_weights_beside_the_dissection_rank_the_brushes_without_learning(
 
 @pytest.fixture(scope="module")
 def classifier_ws(tmp_path_factory):
-    torch.set_num_threads(1)
     workspace = Workspace.open(app_config("toy", tmp_path_factory.mktemp("cache")))
     yield workspace
     workspace.close()
@@ -403,9 +401,9 @@ def test_feature_visualization_beside_top_scenes(classifier_ws):
 def test_classifiers_tab_takes_a_torchvision_model_with_its_weights(tmp_path):
     import torchvision
 
-    from app.explain import ClassifierModels
-    from gandissect.app_commands import config_from_args
+    from gandissect.app.explain import ClassifierModels
     from gandissect.cli import build_parser
+    from gandissect.cli.app import config_from_args
 
     torch.manual_seed(0)
     saved = torchvision.models.resnet18(num_classes=7)

@@ -1,5 +1,5 @@
 """The app served on a free local port and driven through its API with ``gradio_client``; and
-``python -m app`` started as a user starts it."""
+``python -m gandissect.app`` started as a user starts it."""
 
 import os
 import subprocess
@@ -10,8 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
-from app_fixtures import (
+from conftest import (
     EXPECT,
     app_config,
     edit_effect,
@@ -22,8 +21,8 @@ from app_fixtures import (
 )
 from PIL import Image
 
-from app.ui import build_app, launch
-from app.workspace import Workspace
+from gandissect.app.ui import build_app, launch
+from gandissect.app.workspace import Workspace
 
 gradio_client = pytest.importorskip("gradio_client")
 ROOT = Path(__file__).resolve().parents[1]
@@ -31,7 +30,6 @@ ROOT = Path(__file__).resolve().parents[1]
 
 @pytest.fixture(scope="module", params=kinds())
 def served(request, tmp_path_factory):
-    torch.set_num_threads(1)
     ws = Workspace.open(app_config(request.param, tmp_path_factory.mktemp("cache")))
     assert ws.problem is None, ws.problem
     demo = launch(build_app(ws), "127.0.0.1", free_port(), block=False)
@@ -105,8 +103,8 @@ def test_bad_input_comes_back_as_a_message(served, tmp_path):
 def test_python_m_app_serves_the_page(tmp_path):
     port = free_port()
     env = {**os.environ, "PYTHONPATH": str(ROOT / "tests"), "OMP_NUM_THREADS": "1"}
-    command = [sys.executable, "-m", "app", "--generator", "app_fixtures:toy_generator",
-               "--segmenter", "app_fixtures:toy_segmenter", "--samples", "64", "--cache",
+    command = [sys.executable, "-m", "gandissect.app", "--generator", "conftest:toy_generator",
+               "--segmenter", "conftest:toy_segmenter", "--samples", "64", "--cache",
                str(tmp_path), "--port", str(port)]
     process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.PIPE,
                                stderr=subprocess.STDOUT, text=True)

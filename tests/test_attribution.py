@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import Tripwire, hook_count
 from torch import nn
 
 from gandissect.attribute import (
@@ -36,17 +37,6 @@ from gandissect.models.classifier import BasicBlock
 from gandissect.visualize import overlay
 
 TARGET = [1, 2]
-
-
-class Tripwire(nn.Conv2d):
-    """A convolution that raises inside the forward once armed (for the cleanup tests)."""
-
-    armed = False
-
-    def forward(self, x):
-        if self.armed:
-            raise RuntimeError("tripwire")
-        return super().forward(x)
 
 
 def seeded(build, seed: int = 0):
@@ -90,11 +80,6 @@ def grad_of(model, x, target):
     x = x.detach().requires_grad_(True)
     scores = model(x)[torch.arange(x.shape[0]), torch.as_tensor(target)]
     return torch.autograd.grad(scores.sum(), x)[0]
-
-
-def hook_count(model: nn.Module) -> int:
-    return sum(len(m._forward_hooks) + len(m._forward_pre_hooks) + len(m._backward_hooks)
-               + len(m._backward_pre_hooks) for m in model.modules())
 
 
 def model_state(model: nn.Module):

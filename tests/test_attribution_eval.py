@@ -34,8 +34,6 @@ from gandissect.cli import main
 from gandissect.models.registry import SEEDS
 from gandissect.world import concept, concepts, render_batch
 
-torch.set_num_threads(1)
-
 REQUIRED = {"pointing_game", "center_baseline", "deletion_auc", "insertion_auc",
             "sanity_rank_corr", "seconds_per_image"}
 
@@ -264,7 +262,6 @@ def test_cli_smoke_prints_the_required_keys(capsys):
         for key in ("pointing_game", "center_baseline", "deletion_auc", "insertion_auc"):
             assert 0.0 <= scores[key] <= 1.0
         assert -1.0 <= scores["sanity_rank_corr"] <= 1.0
-        assert scores["seconds_per_image"] > 0
         assert set(scores["sanity_cascade"]) == set(result["settings"]["cascade_stages"])
     assert result["settings"]["n"] == 8 and result["settings"]["seed"] == 1001
     assert result["saliency"]["center_baseline"] == result["gradcam"]["center_baseline"]
@@ -310,7 +307,7 @@ def test_completeness_scores_restate_integrated_gradients_sums():
 
 
 def test_the_table_shows_integrated_gradients_completeness_only_when_it_ran():
-    from gandissect.attribute_commands import format_table
+    from gandissect.cli.attribution import format_table
 
     scores = {"pointing_game": 0.5, "center_baseline": 0.25, "deletion_auc": 0.3,
               "insertion_auc": 0.7, "sanity_rank_corr": 0.1, "seconds_per_image": 0.01}

@@ -6,8 +6,8 @@ import pytest
 import torch
 import torchvision
 
+from gandissect.models.inputs import IMAGENET_MEAN, IMAGENET_STD, preprocess_for
 from gandissect.models.specs import resolve_classifier
-from gandissect.netdissect.inputs import IMAGENET_MEAN, IMAGENET_STD, preprocess_for
 
 
 @pytest.fixture(scope="module")

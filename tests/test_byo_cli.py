@@ -87,7 +87,7 @@ def test_netdissect_a_torchvision_classifier_with_user_weights(tmp_path, capsys)
 def test_evaluate_attribution_feeds_a_torchvision_classifier_its_normalisation(tmp_path,
                                                                               monkeypatch):
     from gandissect.attribute import evaluate
-    from gandissect.netdissect.inputs import IMAGENET_MEAN, IMAGENET_STD, normalize
+    from gandissect.models.inputs import IMAGENET_MEAN, IMAGENET_STD, normalize
 
     torch.manual_seed(0)
     model = torchvision.models.resnet18(weights=None, num_classes=6).eval()  # SceneWorld's 6
@@ -106,13 +106,13 @@ def test_evaluate_attribution_feeds_a_torchvision_classifier_its_normalisation(t
 def test_dissect_without_sketches_writes_the_same_result_in_a_small_file(tmp_path):
     """--no-sketch (how the shipped generator's dissection is written) drops only the quantile
     sketches; the app and the other commands read the folder as before."""
-    from app_fixtures import toy_generator, toy_segmenter
+    from conftest import toy_generator, toy_segmenter
 
-    from app.dissection import check_dissection
     from gandissect.dissect import load_dissection
+    from gandissect.dissect.sources import check_dissection
 
-    toy = ["--generator", "app_fixtures:toy_generator", "--segmenter",
-           "app_fixtures:toy_segmenter", "--samples", "64", "--batch", "16", "--no-html"]
+    toy = ["--generator", "conftest:toy_generator", "--segmenter",
+           "conftest:toy_segmenter", "--samples", "64", "--batch", "16", "--no-html"]
     assert main(["dissect", *toy, "--out", str(tmp_path / "full")]) == 0
     assert main(["dissect", *toy, "--no-sketch", "--out", str(tmp_path / "small")]) == 0
     full, small = tmp_path / "full", tmp_path / "small"

@@ -4,19 +4,10 @@ from __future__ import annotations
 
 import pytest
 import torch
+from conftest import Payload
 
 from gandissect.models.loaders.files import UnsafeCheckpointError, read_state_dict
 from gandissect.models.specs import resolve_classifier, resolve_generator
-
-
-class Payload:
-    """Unpickling this runs code: it writes a marker file."""
-
-    def __init__(self, marker) -> None:
-        self.marker = str(marker)
-
-    def __reduce__(self):
-        return exec, (f"open({self.marker!r}, 'w').write('ran')",)
 
 
 @pytest.fixture

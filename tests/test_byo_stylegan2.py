@@ -16,6 +16,7 @@ import re
 
 import pytest
 import torch
+from conftest import CHANNELS, LR_MUL, N_MLP, STYLE_DIM, rosinality_state
 from torch import nn
 from torch.nn import functional as F
 
@@ -24,59 +25,6 @@ from gandissect.models.loaders.files import UnsafeCheckpointError
 from gandissect.models.loaders.stylegan2 import load_stylegan2
 from gandissect.models.registry import shipped_path
 from gandissect.models.specs import resolve_generator
-
-STYLE_DIM, N_MLP, CHANNELS = 16, 2, [8, 8, 6, 4]  # 4x4, 8x8, 16x16, 32x32
-LR_MUL = 0.01
-
-
-def fir_kernel(gain: float) -> torch.Tensor:
-    taps = torch.tensor([1.0, 3.0, 3.0, 1.0])
-    kernel = taps[:, None] * taps[None, :]
-    return kernel / kernel.sum() * gain
-
-
-def rosinality_state(style_dim=STYLE_DIM, n_mlp=N_MLP, channels=CHANNELS, seed=0) -> dict:
-    """Random weights under the exact key names and shapes of the format's ``g_ema``."""
-    g = torch.Generator().manual_seed(seed)
-
-    def randn(*shape, scale=1.0):
-        return torch.randn(*shape, generator=g) * scale
-
-    def modulated(prefix, c_in, c_out, k):
-        return {f"{prefix}.conv.weight": randn(1, c_out, c_in, k, k),
-                f"{prefix}.conv.modulation.weight": randn(c_in, style_dim),
-                f"{prefix}.conv.modulation.bias": 1 + randn(c_in, scale=0.1)}
-
-    def styled(prefix, c_in, c_out, upsample):
-        state = modulated(prefix, c_in, c_out, 3)
-        if upsample:
-            state[f"{prefix}.conv.blur.kernel"] = fir_kernel(4.0)
-        state[f"{prefix}.noise.weight"] = randn(1, scale=0.3)
-        state[f"{prefix}.activate.bias"] = randn(c_out, scale=0.1)
-        return state
-
-    def to_rgb(prefix, c_in, upsample):
-        state = {f"{prefix}.upsample.kernel": fir_kernel(4.0)} if upsample else {}
-        state.update(modulated(prefix, c_in, 3, 1))
-        state[f"{prefix}.bias"] = randn(1, 3, 1, 1, scale=0.1)
-        return state
-
-    state = {}
-    for i in range(1, n_mlp + 1):
-        state[f"style.{i}.weight"] = randn(style_dim, style_dim) / LR_MUL
-        state[f"style.{i}.bias"] = randn(style_dim, scale=10.0)
-    state["input.input"] = randn(1, channels[0], 4, 4)
-    state.update(styled("conv1", channels[0], channels[0], False))
-    state.update(to_rgb("to_rgb1", channels[0], False))
-    for j, (c_in, c_out) in enumerate(zip(channels[:-1], channels[1:])):
-        state.update(styled(f"convs.{2 * j}", c_in, c_out, True))
-        state.update(styled(f"convs.{2 * j + 1}", c_out, c_out, False))
-    for j, c in enumerate(channels[1:]):
-        state.update(to_rgb(f"to_rgbs.{j}", c, True))
-    for i in range(2 * len(channels) - 1):
-        size = 2 ** ((i + 5) // 2)
-        state[f"noises.noise_{i}"] = randn(1, 1, size, size)
-    return state
 
 
 # ----------------------------------------------------------------------- the slow definition
@@ -316,16 +264,16 @@ def test_paint_a_stylegan2_file_in_one_command(checkpoint, tmp_path, capsys):
 
 
 def test_ace_selection_runs_through_a_non_sequential_generator(checkpoint):
-    from gandissect.causal import _run_from_layer, select_by_ace
-    from gandissect.hooks import partial_forward
+    from gandissect.causal import select_by_ace
+    from gandissect.hooks import forward_from, partial_forward
     from gandissect.models.registry import load_segmenter
 
     generator = resolve_generator(f"stylegan2:{checkpoint[0]}")
     z = latents(2)
     with torch.no_grad():
         features = partial_forward(generator, "layer3", z)
-        assert torch.equal(_run_from_layer(generator, "layer3", features, z), generator(z))
-        changed = _run_from_layer(generator, "layer3", torch.zeros_like(features), z)
+        assert torch.equal(forward_from(generator, "layer3", features, z), generator(z))
+        changed = forward_from(generator, "layer3", torch.zeros_like(features), z)
     assert not torch.equal(changed, generator(z))
     if shipped_path("segmenter").is_file():
         from gandissect.causal import ConceptRef

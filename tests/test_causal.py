@@ -114,6 +114,26 @@ def test_ace_selection_finds_the_drawing_unit(toy):
     assert alpha[0] > 0.8 and alpha[1:].max() < 0.1
 
 
+def test_learning_leaves_the_callers_models_as_they_were(toy):
+    """The ACE selection and the swaps freeze both models while they learn, and give back
+    every mode and ``requires_grad`` flag as the caller had them."""
+    gen, seg = toy
+    gen.train()
+    gen.output.scale.requires_grad_(True)
+    seg.gain.requires_grad_(False)
+    before = ([m.training for m in (*gen.modules(), *seg.modules())],
+              [p.requires_grad for p in (*gen.parameters(), *seg.parameters())])
+    tree = ConceptRef.find(seg, "tree")
+    select_by_ace(gen, seg, "layer1", tree, initial=torch.full((4,), 0.5),
+                  insert_values=torch.tensor([2.0, 0.1, 0.1, 0.1]), n=8, epochs=1, batch=8,
+                  progress=False)
+    refine_by_swaps(gen, seg, "layer1", tree, [2], n=8, tries=1, max_swaps=1, batch=8,
+                    progress=False)
+    assert before == ([m.training for m in (*gen.modules(), *seg.modules())],
+                      [p.requires_grad for p in (*gen.parameters(), *seg.parameters())])
+    assert gen.output.scale.grad is None and seg.gain.grad is None  # nothing learned there
+
+
 class DrawWithSpill(Draw):
     """``Draw``, with unit 1 (a weak constant) painting the green channel everywhere."""
 

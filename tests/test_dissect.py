@@ -6,15 +6,13 @@ import json
 
 import pytest
 import torch
-from dissect_fakes import ChannelSegmenter, PlantedGenerator, PlantedSegmenter, TinyGenerator
+from conftest import ChannelSegmenter, PlantedGenerator, PlantedSegmenter, TinyGenerator
 from torch.nn import functional as F
 
 from gandissect.dissect import dissect, latents, save_dissection, upsample
 from gandissect.dissect.sweep import ThresholdSweep
 from gandissect.hooks import Trace
 from gandissect.stats import IoUTally
-
-torch.set_num_threads(1)
 
 PLANTED = dict(n=48, batch=8, quantile=0.8, progress=False)
 

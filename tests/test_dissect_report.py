@@ -8,14 +8,12 @@ import re
 
 import pytest
 import torch
-from dissect_fakes import PlantedGenerator, PlantedSegmenter
+from conftest import PlantedGenerator, PlantedSegmenter
 
-from gandissect import dissect_commands
+from gandissect.cli import dissect as dissect_command
 from gandissect.dissect import dissect, load_dissection, load_layer_stats
 from gandissect.report import write_report
 from gandissect.stats import Quantile
-
-torch.set_num_threads(1)
 
 PLANTED = dict(n=32, batch=8, quantile=0.8, progress=False)
 
@@ -54,7 +52,7 @@ def test_report_json_and_statistics(report_dir):
 def parse(argv):
     parser = argparse.ArgumentParser()
     register = parser.add_subparsers(dest="command")
-    dissect_commands.register(register)
+    dissect_command.register(register)
     return parser.parse_args(argv)
 
 

@@ -18,7 +18,7 @@ from gandissect.dissect.shard import Shard
 TESTS = Path(__file__).resolve().parent
 ENV = {**os.environ, "PYTHONPATH": os.pathsep.join([str(TESTS), os.environ.get("PYTHONPATH", "")]),
        "OMP_NUM_THREADS": "1"}
-TOY = ["--generator", "app_fixtures:toy_generator", "--segmenter", "app_fixtures:toy_segmenter"]
+TOY = ["--generator", "conftest:toy_generator", "--segmenter", "conftest:toy_segmenter"]
 
 
 @pytest.mark.parametrize("n,batch,world", [(300, 16, 2), (7, 4, 3), (64, 64, 2), (1, 8, 4)])

@@ -10,6 +10,7 @@ from collections import OrderedDict
 import numpy as np
 import pytest
 import torch
+from conftest import Tripwire, hook_count
 from torch import nn
 
 from gandissect.hooks import Trace
@@ -44,17 +45,6 @@ from gandissect.visualize import (
 from gandissect.visualize.featurevis import apply_transforms
 
 
-class Tripwire(nn.Conv2d):
-    """A convolution that raises inside the forward once armed (for the cleanup tests)."""
-
-    armed = False
-
-    def forward(self, x):
-        if self.armed:
-            raise RuntimeError("tripwire")
-        return super().forward(x)
-
-
 def tiny_model(seed: int = 0) -> nn.Sequential:
     """conv - BN - in-place ReLU - conv (stride 2) - ReLU - pool - linear: 3 classes, 16 px."""
     with torch.random.fork_rng():
@@ -83,10 +73,6 @@ def traced(model, name, x):
     with torch.no_grad(), Trace(model, name) as t:
         model(x)
     return t.output
-
-
-def hook_count(model) -> int:
-    return sum(len(m._forward_hooks) for m in model.modules())
 
 
 # --- objectives --------------------------------------------------------------------------------

@@ -6,8 +6,8 @@ generator, segmenter or classifier, ``read_state_dict``) is given its own intact
 one way at a time: truncated, emptied, overwritten, a pickle that would run code, tensors of
 the wrong shape or value. Each must fail with a ``ValueError`` whose message says what is wrong
 and what to do; a pickle with code must be refused before any of it runs (its marker file never
-appears). ``test_every_intact_file_loads`` shows that the damage, not the file, causes each
-error. The command-line spellings of the same files are in ``test_fuzz_cli``.
+appears). ``test_every_intact_file_loads_its_tensors`` shows that the damage, not the file,
+causes each error. The command-line spellings of the same files are in ``test_fuzz_cli``.
 """
 
 from __future__ import annotations
@@ -21,81 +21,26 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import (
+    ARCH,
+    DAMAGES,
+    PROJECT_MODELS,
+    Payload,
+    TinyClassifier,
+    legacy_pickle,
+    proggan_state,
+    rosinality_state,
+    save_state,
+    seeded,
+    torchvision_state,
+    write_project_file,
+    zip_pickle,
+)
 from safetensors.torch import save_file
-from test_byo_safety import Payload
-from test_byo_stylegan2 import rosinality_state
 from torch import nn
 
-from gandissect.models.classifier import SceneClassifier
 from gandissect.models.loaders.files import UnsafeCheckpointError, read_state_dict
-from gandissect.models.proggan import ProGANGenerator
-from gandissect.models.registry import save_weights
-from gandissect.models.segmenter import Segmenter
 from gandissect.models.specs import resolve_classifier, resolve_generator, resolve_segmenter
-
-ARCH = "squeezenet1_1"  # the smallest torchvision classifier: fast to build and to save
-
-
-class TinyClassifier(nn.Module):
-    """A plug-in classifier (``test_fuzz_checkpoints:tiny_classifier``): one conv layer
-    ``layer4`` (4 units) and a linear head over 3 classes."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.layer4 = nn.Conv2d(3, 4, 3, padding=1)
-        self.relu = nn.ReLU()
-        self.pool = nn.AdaptiveAvgPool2d(1)
-        self.fc = nn.Linear(4, 3)
-
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
-        return self.fc(self.pool(self.relu(self.layer4(images))).flatten(1))
-
-
-def tiny_classifier() -> TinyClassifier:
-    """Plug-in factory ``test_fuzz_checkpoints:tiny_classifier``."""
-    return TinyClassifier().eval()
-
-
-def _seeded(build: Callable[[], nn.Module]) -> nn.Module:
-    with torch.random.fork_rng():
-        torch.manual_seed(0)
-        return build().eval()
-
-
-def proggan_state() -> dict[str, torch.Tensor]:
-    """A tiny ProGAN (32 px, z_dim 16) in the GAN Dissection layout."""
-    return _seeded(lambda: ProGANGenerator(16, [8, 8, 8, 4])).state_dict()
-
-
-def torchvision_state() -> dict[str, torch.Tensor]:
-    import torchvision
-
-    return _seeded(lambda: torchvision.models.get_model(ARCH, weights=None,
-                                                        num_classes=5)).state_dict()
-
-
-def save_state(state: dict[str, torch.Tensor], path: Path) -> Path:
-    """``state`` as ``path``: safetensors by suffix, else ``torch.save``."""
-    if path.suffix == ".safetensors":
-        save_file({k: v.contiguous() for k, v in state.items()}, str(path))
-    else:
-        torch.save(state, path)
-    return path
-
-
-# The ways to read weights, each with the file it reads: (write a good file, load a path).
-PROJECT_MODELS = {  # FILE.safetensors written by this project, config in the metadata
-    "generator": (lambda: ProGANGenerator(16, [8, 8, 8, 4]), resolve_generator),
-    "segmenter": (lambda: Segmenter((4, 4, 4, 4)), resolve_segmenter),
-    "classifier": (lambda: SceneClassifier((4, 4, 4, 4)), resolve_classifier),
-}
-
-
-def write_project_file(kind: str, path: Path) -> Path:
-    model = _seeded(PROJECT_MODELS[kind][0])
-    save_weights(model, path, model.config())
-    return path
-
 
 LOADERS: dict[str, tuple[str, Callable[[Path], object]]] = {
     # name: (file name, load)
@@ -107,7 +52,7 @@ LOADERS: dict[str, tuple[str, Callable[[Path], object]]] = {
     "torchvision:ARCH --weights .safetensors": (
         "tv.safetensors", lambda p: resolve_classifier(f"torchvision:{ARCH}", weights=p)),
     "plug-in classifier --weights": (
-        "plugin.pth", lambda p: resolve_classifier(f"{__name__}:tiny_classifier", weights=p)),
+        "plugin.pth", lambda p: resolve_classifier("conftest:tiny_classifier", weights=p)),
     "FILE.safetensors generator": ("generator.safetensors", lambda p: resolve_generator(str(p))),
     "FILE.safetensors segmenter": ("segmenter.safetensors", lambda p: resolve_segmenter(str(p))),
     "FILE.safetensors classifier": ("classifier.safetensors",
@@ -116,19 +61,28 @@ LOADERS: dict[str, tuple[str, Callable[[Path], object]]] = {
 }
 
 
+def intact_state(name: str) -> dict[str, torch.Tensor]:
+    """The tensors of the intact file the loader ``name`` reads."""
+    if name.startswith("FILE.safetensors"):
+        return seeded(PROJECT_MODELS[name.split()[-1]][0]).state_dict()
+    if name.startswith("proggan"):
+        return proggan_state()
+    if name.startswith("stylegan2"):
+        return rosinality_state()
+    if name.startswith("torchvision"):
+        return torchvision_state()
+    return seeded(TinyClassifier).state_dict()
+
+
 def write_intact(name: str, folder: Path) -> Path:
     """The intact file the loader ``name`` reads, written into ``folder``."""
     file = folder / LOADERS[name][0]
     if name.startswith("FILE.safetensors"):
         return write_project_file(name.split()[-1], file)
-    if name.startswith("proggan"):
-        return save_state(proggan_state(), file)
     if name.startswith("stylegan2"):
-        torch.save({"g_ema": rosinality_state(), "latent_avg": torch.zeros(16)}, file)
+        torch.save({"g_ema": intact_state(name), "latent_avg": torch.zeros(16)}, file)
         return file
-    if name.startswith("torchvision"):
-        return save_state(torchvision_state(), file)
-    return save_state(_seeded(TinyClassifier).state_dict(), file)
+    return save_state(intact_state(name), file)
 
 
 @pytest.fixture(scope="module")
@@ -138,22 +92,25 @@ def intact(tmp_path_factory) -> dict[str, Path]:
 
 
 @pytest.mark.parametrize("name", LOADERS)
-def test_every_intact_file_loads(intact, name):
+def test_every_intact_file_loads_its_tensors(intact, name):
+    """Every tensor written is what the loaded model holds, under the same name; StyleGAN2's
+    layout is renamed on loading, so there each tensor must be found, with its values, among
+    the loaded ones."""
     loaded = LOADERS[name][1](intact[name])
-    assert isinstance(loaded, (nn.Module, dict)) and loaded is not None
+    held = loaded.state_dict() if isinstance(loaded, nn.Module) else loaded
+    written = intact_state(name)
+    if name.startswith("stylegan2"):
+        values = [t.flatten() for t in held.values()]
+        for key, tensor in written.items():
+            assert any(v.shape == tensor.flatten().shape and torch.equal(v, tensor.flatten())
+                       for v in values), key
+        return
+    assert set(written) <= set(held)
+    for key, tensor in written.items():
+        assert torch.equal(held[key], tensor), key
 
 
 # ------------------------------------------------------------------------- damaged bytes
-DAMAGES: dict[str, Callable[[bytes], bytes]] = {
-    "truncated to half": lambda data: data[:len(data) // 2],
-    "truncated to 10 bytes": lambda data: data[:10],
-    "empty": lambda data: b"",
-    "header zeroed": lambda data: bytes(64) + data[64:],
-    "a web page instead": lambda data: b"<html><body>404 Not Found</body></html>\n",
-    "random bytes": lambda data: torch.randint(0, 256, (len(data),), dtype=torch.uint8,
-                                               generator=torch.Generator().manual_seed(0)
-                                               ).numpy().tobytes(),
-}
 DAMAGED = re.compile(r"cannot read .*(damaged|truncated).*again")
 
 
@@ -169,25 +126,6 @@ def test_damaged_files_are_refused_with_what_to_do(intact, tmp_path, name, damag
 
 
 # ------------------------------------------------------------------- pickles that run code
-class TouchPayload:
-    """Unpickling this creates ``marker`` through ``pathlib`` (another global than ``exec``)."""
-
-    def __init__(self, marker: Path) -> None:
-        self.marker = Path(marker)
-
-    def __reduce__(self):
-        return Path.touch, (self.marker,)
-
-
-def _zip_pickle(path: Path, marker: Path) -> None:
-    torch.save({"state_dict": {"w": torch.zeros(2)}, "hook": Payload(marker)}, path)
-
-
-def _legacy_pickle(path: Path, marker: Path) -> None:
-    torch.save({"w": torch.zeros(2), "hook": TouchPayload(marker)}, path,
-               _use_new_zipfile_serialization=False)
-
-
 def _in_training_args(path: Path, marker: Path) -> None:
     # stylegan2 files may hold argparse.Namespace; a payload inside it must still be refused
     args = argparse.Namespace(size=32, hook=Payload(marker))
@@ -203,8 +141,8 @@ def _raw_pickle(path: Path, marker: Path) -> None:
 
 
 PAYLOADS = {  # name: (write, how the refusal reads)
-    "exec in a zip checkpoint": (_zip_pickle, r"refusing to load .*run Python code.*exec"),
-    "Path.touch in a legacy checkpoint": (_legacy_pickle, r"refusing to load .*run Python code"),
+    "exec in a zip checkpoint": (zip_pickle, r"refusing to load .*run Python code.*exec"),
+    "Path.touch in a legacy checkpoint": (legacy_pickle, r"refusing to load .*run Python code"),
     "exec inside stylegan2's args": (_in_training_args, r"refusing to load .*run Python code"),
     "the whole file is the payload": (_whole_file, r"refusing to load .*run Python code"),
     "a bare pickle, not torch.save": (_raw_pickle, r"cannot read .*not a PyTorch checkpoint"),
@@ -214,7 +152,7 @@ PICKLE_SPELLINGS = {
     "proggan:PATH": lambda p: resolve_generator(f"proggan:{p}"),
     "stylegan2:PATH": lambda p: resolve_generator(f"stylegan2:{p}"),
     "torchvision:ARCH --weights": lambda p: resolve_classifier(f"torchvision:{ARCH}", weights=p),
-    "plug-in classifier --weights": lambda p: resolve_classifier(f"{__name__}:tiny_classifier",
+    "plug-in classifier --weights": lambda p: resolve_classifier("conftest:tiny_classifier",
                                                                  weights=p),
 }
 
@@ -248,7 +186,7 @@ def test_a_pickle_with_code_is_refused_and_never_runs(tmp_path, payload, spellin
 
 def test_a_pickle_with_code_is_not_a_torchscript_file(tmp_path):
     marker = tmp_path / "ran.txt"
-    _zip_pickle(tmp_path / "evil.pt", marker)
+    zip_pickle(tmp_path / "evil.pt", marker)
     with pytest.raises(ValueError, match="is not a TorchScript file.*use a loader scheme"):
         resolve_generator(f"torchscript:{tmp_path / 'evil.pt'}")
     assert not marker.exists()

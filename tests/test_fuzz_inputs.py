@@ -5,7 +5,7 @@ images of the wrong size, mode or type, and zero samples.
 Each case either fails with an error whose message says what is wrong (and, where there is
 something to do, what), or is a documented no-op whose result is checked (an empty mask edits
 nothing, a full mask edits everywhere). The models are small: the app's toy generator and
-segmenter (``app_fixtures``), a toy whose traced layer goes bad (``poisoned_generator``) and a
+segmenter (``conftest``), a toy whose traced layer goes bad (``poisoned_generator``) and a
 one-layer classifier. The command-line side of the same inputs is in ``test_fuzz_cli``.
 """
 
@@ -14,10 +14,20 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from app_fixtures import UNITS, ToyScenes, toy_generator, toy_segmenter
+from conftest import (
+    INF,
+    NAN,
+    UNITS,
+    TinyClassifier,
+    flat_generator,
+    nan_classifier,
+    poisoned_generator,
+    rgb_pixels,
+    toy_generator,
+    toy_segmenter,
+    tuple_generator,
+)
 from PIL import Image
-from test_fuzz_checkpoints import TinyClassifier
-from torch import nn
 
 from gandissect.attribute import (
     GradCAM,
@@ -38,87 +48,11 @@ from gandissect.netdissect.folder import load_image
 from gandissect.netdissect.probe import ProbeSet
 from gandissect.stats import ConditionalMean, IoUTally, Quantile, TopK
 
-NAN, INF = float("nan"), float("inf")
 BAD_VALUES = [pytest.param(NAN, id="nan"), pytest.param(INF, id="inf"),
               pytest.param(-INF, id="-inf")]
 
 
 # ---------------------------------------------------------------------------- small models
-class Poison(nn.Module):
-    """Writes ``value`` into unit 0 of its input: a layer whose activations go bad."""
-
-    def __init__(self, value: float) -> None:
-        super().__init__()
-        self.value = value
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = x.clone()
-        x[:, 0] = self.value
-        return x
-
-
-class Repair(nn.Module):
-    """Makes the poisoned activations finite again, so the images pass the generator check."""
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.nan_to_num(x, nan=0.0, posinf=1.0, neginf=-1.0)
-
-
-def poisoned_generator(value: float = NAN) -> ToyScenes:
-    """The toy generator with ``layer4`` = (units, Poison, Repair): layer ``layer4.1`` outputs
-    ``value`` in unit 0, its images stay finite."""
-    generator = ToyScenes().eval()
-    generator.layer4 = nn.Sequential(generator.layer4, Poison(value), Repair())
-    return generator
-
-
-def nan_generator() -> ToyScenes:
-    """Plug-in factory ``test_fuzz_inputs:nan_generator``."""
-    return poisoned_generator(NAN)
-
-
-class Pair(nn.Module):
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        return x, x
-
-
-class First(nn.Module):
-    def forward(self, pair: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
-        return pair[0]
-
-
-class Flat(nn.Module):
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x.flatten(1)
-
-
-class Unflat(nn.Module):
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x.view(-1, UNITS, 8, 8)
-
-
-def tuple_generator() -> ToyScenes:
-    """Plug-in factory ``test_fuzz_inputs:tuple_generator``: layer ``layer4.1`` returns a
-    tuple; ``layer4.2`` unpacks it again."""
-    generator = ToyScenes().eval()
-    generator.layer4 = nn.Sequential(generator.layer4, Pair(), First())
-    return generator
-
-
-def flat_generator() -> ToyScenes:
-    """The toy whose layer ``layer4.1`` outputs ``(N, 2048)`` vectors, not feature maps."""
-    generator = ToyScenes().eval()
-    generator.layer4 = nn.Sequential(generator.layer4, Flat(), Unflat())
-    return generator
-
-
-def nan_classifier() -> TinyClassifier:
-    """Plug-in factory ``test_fuzz_inputs:nan_classifier``: layer ``layer4`` outputs NaN."""
-    classifier = TinyClassifier().eval()
-    classifier.layer4 = nn.Sequential(classifier.layer4, Poison(NAN))
-    return classifier
-
-
 @pytest.fixture(scope="module")
 def toy():
     torch.manual_seed(0)
@@ -381,7 +315,7 @@ def test_a_tuple_layer_leaves_no_hook_behind(toy):
 # --------------------------------------------------------- images of wrong size, mode, type
 SIZE = 32
 RNG = np.random.default_rng(0)
-RGB = RNG.integers(0, 256, (40, 60, 3), dtype=np.uint8)
+RGB = rgb_pixels()
 WIDE = RNG.integers(0, 65536, (40, 60), dtype=np.uint16)
 ODD_IMAGES = {  # name: (file name, the image, save options)
     "grey": ("grey.png", lambda: Image.fromarray(RGB[..., 0]), {}),

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import torch
 
+from gandissect.errors import UserError
 from gandissect.evaluate.generator import (
     frechet_distance,
     precision_recall,
@@ -74,7 +75,6 @@ TINY = dict(resolution=16, z_dim=8, channels=[8, 8, 8], d_channels=[8, 8, 8], ba
 
 def test_training_resumes_exactly(tmp_path):
     """Stopped half-way and continued, training ends where an uninterrupted run ends."""
-    torch.set_num_threads(1)
     tiny = dict(TINY, grow_kimg=0.004, grow_start=8)  # the cut falls inside a fade-in
     whole = train_generator(str(tmp_path / "whole"), GANConfig(**tiny), kimg=0.024)
     train_generator(str(tmp_path / "split"), GANConfig(**tiny), kimg=0.010)
@@ -111,8 +111,7 @@ def test_rendering_workers_share_one_stream():
 def test_slim_checkpoint_continues_in_a_new_run(tmp_path):
     """A slim checkpoint (no optimiser state, float16) is a fifth of the full one and, copied
     into a new run folder, continues the run from the same images with the weights rounded."""
-    torch.set_num_threads(1)
-    with pytest.raises(FileNotFoundError, match="train first"):
+    with pytest.raises(UserError, match="train first"):
         slim_checkpoint(tmp_path / "none", tmp_path / "slim.pt")
     old = train_generator(str(tmp_path / "old"), GANConfig(**TINY), kimg=0.008)
     slim = slim_checkpoint(tmp_path / "old", tmp_path / "slim.pt")
@@ -121,7 +120,7 @@ def test_slim_checkpoint_continues_in_a_new_run(tmp_path):
     slim.rename(tmp_path / "new" / "checkpoint.pt")
     with RunFolder(tmp_path / "new") as run:
         state = run.load()
-        new = GANTrainer(GANConfig(**state["config"]), run)
+        new = GANTrainer(GANConfig.from_dict(state["config"]), run)
         new.load_state_dict(state)
     assert new.images_seen == old.images_seen == 8
     for name, value in old.generator.state_dict().items():
@@ -202,7 +201,6 @@ def test_conditioning_continues_an_unconditional_checkpoint(tmp_path):
     """A checkpoint from before conditioning (no class vectors in either network) loads into
     a conditional trainer: everything it held is kept, the new vectors start at zero and
     then learn."""
-    torch.set_num_threads(1)
     old = train_generator(str(tmp_path / "old"), GANConfig(**TINY),
                           kimg=0.008)
     state = old.state_dict()
@@ -228,17 +226,7 @@ def test_conditioning_continues_an_unconditional_checkpoint(tmp_path):
         assert new.generator.generator.class_embedding.any()
 
 
-def test_conditioning_with_the_projected_discriminator_is_refused_first(tmp_path):
-    from gandissect.train.common import RunFolder
-
-    with RunFolder(tmp_path / "run") as run, pytest.raises(ValueError,
-                                                           match="pixel discriminator"):
-        GANTrainer(GANConfig(**dict(TINY, loss="projected", condition_kimg=0,
-                                    class_prior=PRIOR)), run)
-
-
 def test_conditional_training_resumes_exactly(tmp_path):
-    torch.set_num_threads(1)
     tiny = dict(TINY, grow_kimg=0, condition_kimg=0.008, class_prior=PRIOR)
     whole = train_generator(str(tmp_path / "whole"), GANConfig(**tiny), kimg=0.024)
     train_generator(str(tmp_path / "split"), GANConfig(**tiny), kimg=0.012)
@@ -352,87 +340,84 @@ def test_pixel_discriminator_scores_every_growing_size():
         d(torch.randn(4, 3, 12, 12))
 
 
-def test_projected_discriminator_trains_only_its_heads():
-    from gandissect.models.discriminator import segmenter_projected_discriminator
-    from gandissect.models.segmenter import Segmenter
-
-    torch.manual_seed(0)
-    segmenter = Segmenter()
-    frozen = {k: v.clone() for k, v in segmenter.state_dict().items()}
-    d = segmenter_projected_discriminator(segmenter, resolution=64).train()
-    assert not d.encoder.training  # batch-norm statistics stay those of the segmenter
-    trainable = {id(p) for p in d.parameters() if p.requires_grad}
-    assert trainable == {id(p) for p in d.trainable_parameters()}
-    optimizer = torch.optim.Adam(d.trainable_parameters(), 0.1)
-    images = (torch.rand(4, 3, 64, 64) * 2 - 1).requires_grad_()
-    scores = d(images)
-    assert scores.shape == (4, 3)  # one score per scored scale: 32, 16 and 8 px
-    scores.sum().backward()
-    optimizer.step()
-    assert images.grad is not None and images.grad.abs().sum() > 0  # gradients reach G
-    for key, value in segmenter.state_dict().items():
-        assert torch.equal(value, frozen[key]), key
+STATIC = dict(TINY, grow_kimg=0)  # full size from the start: every critic trains at once
 
 
-def test_patch_discriminator_scores_8px_patches():
-    """One logit per 2x2 block of pixels, each depending on exactly the 8x8 pixels around it
-    (a 3x3 conv at full size, 2x pooling, a 3x3 conv at half size)."""
-    from gandissect.models.discriminator import PatchDiscriminator
-
-    torch.manual_seed(0)
-    d = PatchDiscriminator([8, 16])
-    image = torch.randn(2, 3, 32, 32, requires_grad=True)
-    logits = d(image)
-    assert logits.shape == (2, 16, 16)
-    i, j = 6, 9
-    (grad,) = torch.autograd.grad(logits[1, i, j], image)
-    assert not grad[0].any()  # images are scored separately
-    rows = torch.nonzero(grad[1].abs().sum((0, 2))).flatten().tolist()
-    cols = torch.nonzero(grad[1].abs().sum((0, 1))).flatten().tolist()
-    assert rows == list(range(2 * i - 3, 2 * i + 5))
-    assert cols == list(range(2 * j - 3, 2 * j + 5))
-    with pytest.raises(ValueError, match="two channel counts"):
-        PatchDiscriminator([8])
-
-
-PATCHED = dict(TINY, grow_kimg=0, patch_warmup_kimg=0.004, patch_ramp_kimg=0.008)
-
-
-def test_branch_adds_the_patch_critic_and_keeps_the_rest(tmp_path):
-    """A branch with the patch critic starts from the old run's state (left untouched), the
-    critic's weight in the generator's loss is 0 while it warms up, then rises linearly."""
+def test_branch_starts_from_the_old_run_and_keeps_it(tmp_path):
+    """A branch starts from the old run's state (left untouched) and refuses what it cannot
+    do: an existing run, a missing source, a second semantic critic."""
     from gandissect.fileio import load_state
     from gandissect.train.gan import branch_run
 
-    torch.set_num_threads(1)
-    old = train_generator(str(tmp_path / "old"), GANConfig(**PATCHED), kimg=0.008)
+    old = train_generator(str(tmp_path / "old"), GANConfig(**SEMANTIC), kimg=0.008)
     before = (tmp_path / "old" / "checkpoint.pt").read_bytes()
-    branch_run(tmp_path / "old", tmp_path / "new", patch=True)
+    branch_run(tmp_path / "old", tmp_path / "new", semantic=True)
     assert (tmp_path / "old" / "checkpoint.pt").read_bytes() == before
-    with pytest.raises(FileExistsError, match="already holds a run"):
-        branch_run(tmp_path / "old", tmp_path / "new", patch=True)
-    with pytest.raises(FileNotFoundError, match="train it first"):
+    with pytest.raises(UserError, match="already holds a run"):
+        branch_run(tmp_path / "old", tmp_path / "new")
+    with pytest.raises(UserError, match="train it first"):
         branch_run(tmp_path / "none", tmp_path / "other")
-    with pytest.raises(ValueError, match="already trains a patch"):
-        branch_run(tmp_path / "new", tmp_path / "again", patch=True)
+    with pytest.raises(UserError, match="already trains a semantic"):
+        branch_run(tmp_path / "new", tmp_path / "again", semantic=True)
     state = load_state(tmp_path / "new" / "checkpoint.pt")
-    assert state["config"]["patch_kimg"] == 0.008
+    assert state["config"]["semantic_kimg"] == 0.008
     with RunFolder(tmp_path / "new") as run:
-        new = GANTrainer(GANConfig(**state["config"]), run)
+        new = GANTrainer(GANConfig.from_dict(state["config"]), run)
         new.load_state_dict(state)
     for name, value in old.state_dict()["discriminator"].items():
         assert torch.equal(new.discriminator.state_dict()[name], value)
     for name, value in old.ema.state_dict().items():
         assert torch.equal(new.ema.state_dict()[name], value)
-    top = new.generator.levels - 1
-    weights = []
-    for seen in (4, 8, 12, 16, 20, 24, 40):
-        new.images_seen = seen
-        weights.append(new.patch_weight(top, 1.0))
-    assert weights == [None, 0.0, 0.0, 0.5, 1.0, 1.0, 1.0]
-    assert new.patch_weight(top - 1, 1.0) is None and new.patch_weight(top, 0.5) is None
-    with RunFolder(tmp_path / "hinge") as run, pytest.raises(ValueError, match="logistic"):
-        GANTrainer(GANConfig(**dict(PATCHED, loss="hinge", patch_kimg=0)), run)
+
+
+RETIRED = {"loss": "logistic", "patch_kimg": None, "patch_channels": [32, 64],
+           "patch_warmup_kimg": 5.0, "patch_ramp_kimg": 10.0, "patch_weight": 1.0}
+
+
+def test_checkpoints_from_before_the_retired_critics_continue(tmp_path):
+    """A checkpoint written when the configuration still had the hinge / projected losses and
+    the texture critic (unused, at their defaults) continues exactly as a current one; a run
+    that used one of them is refused before training, and a branch of it too."""
+    from gandissect.fileio import load_state, save_state
+    from gandissect.train.gan import branch_run
+
+    whole = train_generator(str(tmp_path / "whole"), GANConfig(**STATIC), kimg=0.016)
+    train_generator(str(tmp_path / "old"), GANConfig(**STATIC), kimg=0.008)
+    state = load_state(tmp_path / "old" / "checkpoint.pt")
+    save_state(tmp_path / "old" / "checkpoint.pt",
+               {**state, "config": {**state["config"], **RETIRED}})
+    resumed = train_generator(str(tmp_path / "old"), kimg=0.016)
+    for a, b in zip(whole.ema.state_dict().values(), resumed.ema.state_dict().values()):
+        assert torch.equal(a, b)
+    for name, used in {"hinge": {"loss": "hinge"}, "projected": {"loss": "projected"},
+                       "patch": {"patch_kimg": 0.004}}.items():
+        state = load_state(tmp_path / "old" / "checkpoint.pt")
+        folder = tmp_path / name
+        folder.mkdir()
+        save_state(folder / "checkpoint.pt", {**state, "config": {**state["config"], **RETIRED,
+                                                                  **used}})
+        with pytest.raises(UserError, match="no longer part of gandissect; start a new run"):
+            train_generator(str(folder), kimg=0.024)
+        with pytest.raises(UserError, match="no longer part of gandissect"):
+            branch_run(folder, tmp_path / f"branch-{name}")
+        assert load_state(folder / "checkpoint.pt")["images_seen"] == 16
+    with pytest.raises(UserError, match=r"unknown GANConfig fields \['chanels'\]"):
+        GANConfig.from_dict({"chanels": [8]})
+
+
+def test_conditioning_is_off_by_default_and_the_shipped_recipe_sets_it(tmp_path, capsys):
+    """``GANConfig()`` trains without latent classes; ``--config sceneworld`` is the shipped
+    run's configuration (latent classes and the class-conditional critic from 311,712 images
+    on), and a name that is neither a recipe nor a file says both."""
+    from gandissect.cli import main
+    from gandissect.cli.train import _new_run_config
+
+    assert GANConfig().condition_kimg is None
+    assert _new_run_config("sceneworld", str(tmp_path / "run")) == GANConfig(
+        condition_kimg=311.712)
+    assert main(["train", "generator", "--run", str(tmp_path / "other"), "--config",
+                 "sceneworl", "--device", "cpu"]) == 2
+    assert "give a JSON file or a recipe (sceneworld)" in capsys.readouterr().err
 
 
 def test_pixel_shares_count_every_labelled_pixel():
@@ -476,22 +461,6 @@ def test_pixel_shares_count_every_labelled_pixel():
     brick_images = sum(1 for image in labels["material"]
                        if sum(v == 1 for v in image.flatten().tolist()) >= MIN_PIXELS)
     assert tally.appears[GANPAINT_CONCEPTS.index(("material", "brick"))] == 2 * brick_images
-
-
-def test_cli_branch_with_the_patch_critic_trains_the_new_run(tmp_path, capsys):
-    from gandissect.cli import main
-    from gandissect.fileio import load_state
-
-    torch.set_num_threads(1)
-    train_generator(str(tmp_path / "old"), GANConfig(**PATCHED), kimg=0.008)
-    assert main(["train", "generator", "--run", str(tmp_path / "new"), "--branch",
-                 str(tmp_path / "old"), "--patch", "--kimg", "0.016", "--workers", "0",
-                 "--device", "cpu"]) == 0
-    assert "with a patch discriminator" in capsys.readouterr().out
-    state = load_state(tmp_path / "new" / "checkpoint.pt")
-    assert state["images_seen"] == 16 and state["config"]["patch_kimg"] == 0.008
-    assert "patch_discriminator" in state and "patch_optimizer" in state
-    assert load_state(tmp_path / "old" / "checkpoint.pt")["images_seen"] == 8
 
 
 def test_facade_purity_restated_by_a_loop():
@@ -582,7 +551,6 @@ def test_cli_config_starts_a_new_run_with_those_settings(tmp_path, capsys):
     from gandissect.cli import main
     from gandissect.fileio import load_state
 
-    torch.set_num_threads(1)
     settings = dict(TINY, d_channels=[4, 8, 16], grow_kimg=0)
     config = tmp_path / "config.json"
     config.write_text(json.dumps(settings))
@@ -657,14 +625,13 @@ def test_tf32_only_while_training_on_cuda(monkeypatch, device, during):
             flag.allow_tf32 = value
 
 
-SEMANTIC = dict(PATCHED, semantic_channels=[8, 8, 8], semantic_warmup_kimg=0.004,
+SEMANTIC = dict(STATIC, semantic_channels=[8, 8, 8], semantic_warmup_kimg=0.004,
                 semantic_ramp_kimg=0.008)
 
 
 def test_semantic_maps_are_the_segmenters_probabilities_stacked(tmp_path):
     from gandissect.models.registry import load_segmenter
 
-    torch.set_num_threads(1)
     with RunFolder(tmp_path / "run") as run:
         trainer = GANTrainer(GANConfig(**dict(SEMANTIC, semantic_kimg=0)), run)
     images = torch.rand(2, 3, 16, 16) * 2 - 1
@@ -683,15 +650,14 @@ def test_semantic_maps_are_the_segmenters_probabilities_stacked(tmp_path):
     assert not trainer.segmenter.training  # batch norm on its running statistics
 
 
-@pytest.mark.parametrize("critic", ["patch", "semantic"])
-def test_second_critic_term_of_the_generator_loss(tmp_path, critic):
+def test_semantic_critic_term_of_the_generator_loss(tmp_path):
     """Past its ramp, the generator's loss is the main one plus softplus(-critic logits): with
-    a critic that scores every patch (patch critic) or image (semantic critic) 0.7 and does
-    not learn, exactly softplus(-0.7) more than the same step without it; its weight is None
-    before it starts and below full size, 0 while it warms up, then rises linearly."""
+    a semantic critic that scores every image 0.7 and does not learn, exactly softplus(-0.7)
+    more than the same step without it; its weight is None before it starts and below full
+    size, 0 while it warms up, then rises linearly."""
+    critic = "semantic"
     from gandissect.train.gan import branch_run
 
-    torch.set_num_threads(1)
     train_generator(str(tmp_path / "old"), GANConfig(**SEMANTIC), kimg=0.008)
     branch_run(tmp_path / "old", tmp_path / "new", **{critic: True})
     with pytest.raises(ValueError, match=f"already trains a {critic}"):
@@ -700,7 +666,7 @@ def test_second_critic_term_of_the_generator_loss(tmp_path, critic):
     for name in ("old", "new"):
         with RunFolder(tmp_path / name) as run:
             state = run.load()
-            trainer = GANTrainer(GANConfig(**state["config"]), run)
+            trainer = GANTrainer(GANConfig.from_dict(state["config"]), run)
             trainer.load_state_dict(state)
         scorer = getattr(trainer, critic)
         if scorer is not None:
@@ -725,19 +691,15 @@ def test_second_critic_term_of_the_generator_loss(tmp_path, critic):
     assert losses["new"]["d_loss"] == pytest.approx(losses["old"]["d_loss"], abs=1e-6)
     assert losses["new"][f"{critic}_loss"] == pytest.approx(  # real and fake scored alike
         float(softplus(torch.tensor(0.7)) + softplus(torch.tensor(-0.7))), abs=1e-5)
-    with RunFolder(tmp_path / "hinge") as run, pytest.raises(ValueError, match="logistic"):
-        GANTrainer(GANConfig(**{**SEMANTIC, "loss": "hinge", f"{critic}_kimg": 0}), run)
 
 
-@pytest.mark.parametrize("critic", ["patch", "semantic"])
-def test_training_with_a_second_critic_resumes_exactly(tmp_path, critic):
-    """Stopped and continued, a branch with the patch or the semantic critic ends where an
-    uninterrupted one ends, critic and its optimiser included; its slim checkpoint keeps the
-    critic."""
+def test_training_with_the_semantic_critic_resumes_exactly(tmp_path):
+    """Stopped and continued, a branch with the semantic critic ends where an uninterrupted
+    one ends, critic and its optimiser included; its slim checkpoint keeps the critic."""
+    critic = "semantic"
     from gandissect.fileio import load_state
     from gandissect.train.gan import branch_run
 
-    torch.set_num_threads(1)
     train_generator(str(tmp_path / "old"), GANConfig(**SEMANTIC), kimg=0.008)
     branch_run(tmp_path / "old", tmp_path / "whole", **{critic: True})
     branch_run(tmp_path / "old", tmp_path / "split", **{critic: True})
@@ -765,19 +727,18 @@ def test_a_run_from_weights_starts_as_they_are_and_waits_for_its_critics(tmp_pat
     warm up, and does after."""
     from gandissect.train.gan import start_from_weights
 
-    torch.set_num_threads(1)
-    old = train_generator(str(tmp_path / "old"), GANConfig(**PATCHED), kimg=0.008)
+    old = train_generator(str(tmp_path / "old"), GANConfig(**STATIC), kimg=0.008)
     weights = tmp_path / "old" / "sceneworld_generator.safetensors"
     state, _, metadata = read_weights(weights)
     assert metadata["images_seen"] == "8"
     config = GANConfig(**dict(SEMANTIC, grow_kimg=5, d_channels=[4, 8, 8], kimg=0.012))
     start_from_weights(weights, tmp_path / "new", config, warmup_kimg=0.008, semantic=True)
-    with pytest.raises(FileExistsError, match="already holds a run"):
+    with pytest.raises(UserError, match="already holds a run"):
         start_from_weights(weights, tmp_path / "new")
     with pytest.raises(ValueError, match="not a generator"):
         start_from_weights("models/sceneworld_segmenter.safetensors", tmp_path / "other")
     with pytest.raises(ValueError, match="give a --kimg above 0.008"):
-        start_from_weights(weights, tmp_path / "other", GANConfig(**dict(PATCHED, kimg=0.008)))
+        start_from_weights(weights, tmp_path / "other", GANConfig(**dict(STATIC, kimg=0.008)))
     assert not (tmp_path / "other").exists()
     new = train_generator(str(tmp_path / "new"), kimg=0.012)  # still warming up at 12 < 16
     c = new.config
@@ -799,7 +760,6 @@ def test_cli_from_weights_with_the_semantic_critic(tmp_path, capsys):
     from gandissect.cli import main
     from gandissect.fileio import load_state
 
-    torch.set_num_threads(1)
     train_generator(str(tmp_path / "old"), GANConfig(**SEMANTIC), kimg=0.008)
     weights = str(tmp_path / "old" / "sceneworld_generator.safetensors")
     run, config = str(tmp_path / "new"), tmp_path / "config.json"
@@ -817,9 +777,7 @@ def test_cli_from_weights_with_the_semantic_critic(tmp_path, capsys):
     state = load_state(tmp_path / "new" / "checkpoint.pt")
     assert state["images_seen"] == 16 and state["config"]["semantic_kimg"] == 0.008
     assert "semantic_discriminator" in state
-    for argv, message in ((["--branch", str(tmp_path / "old")], "give one of them"),
-                          (["--patch"], "set patch_kimg in its --config")):
-        assert main(["train", "generator", "--run", str(tmp_path / "x"), "--from-weights",
-                     weights, *argv, "--device", "cpu"]) == 2
-        assert message in capsys.readouterr().err
+    assert main(["train", "generator", "--run", str(tmp_path / "x"), "--from-weights",
+                 weights, "--branch", str(tmp_path / "old"), "--device", "cpu"]) == 2
+    assert "give one of them" in capsys.readouterr().err
     assert not (tmp_path / "x").exists()

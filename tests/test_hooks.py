@@ -2,14 +2,16 @@
 
 import pytest
 import torch
+from conftest import Tripwire
 from torch import nn
 
 from gandissect.hooks import (
     Edit,
-    StopForward,
     Trace,
     TraceDict,
+    apply_edit,
     edit_alpha,
+    forward_from,
     get_layer,
     partial_forward,
 )
@@ -106,9 +108,23 @@ def test_tracedict_stops_after_all_layers_whatever_the_order(model, x):
     assert torch.equal(traces["conv1"].output, model.conv1(x))
 
 
-def test_stop_forward_outside_trace_propagates(model, x):
-    with pytest.raises(StopForward):
-        raise StopForward("x")
+def test_a_stop_inside_nested_traces_ends_the_forward_once(model, x):
+    """The inner trace's stop ends the forward (the head never runs); the outer trace, which
+    has no stop of its own, keeps its layer's output, and the code after the inner block
+    runs: the stop is swallowed where it was raised, not further out."""
+    model.head = nn.Sequential(nn.Flatten(), Exploding())
+    after = []
+    with Trace(model, "conv1") as outer:
+        with Trace(model, "conv2", stop=True) as inner:
+            model(x)
+            after.append("inside")  # the forward raised: never reached
+        after.append("outside")
+    assert after == ["outside"]
+    with torch.no_grad():
+        first = model.conv1(x)
+        assert torch.equal(outer.output, first)
+        assert torch.equal(inner.output, model.conv2(torch.relu(first)))
+    assert no_hooks(model)
 
 
 def test_edit_alpha_zero_is_identity(model, x):
@@ -167,6 +183,77 @@ def test_edit_bad_shapes_give_clear_errors(model, x):
     ):
         model(x)
     assert no_hooks(model)
+
+
+def test_apply_edit_is_the_formula_element_by_element():
+    """``apply_edit`` restated with loops, for every broadcast the library uses: alpha per
+    unit, per unit and cell, per sample; value per unit and per sample and unit."""
+    g = torch.Generator().manual_seed(4)
+    x = torch.randn(2, 3, 4, 5, generator=g)
+    alphas = [torch.rand(3, 1, 1, generator=g), torch.rand(3, 4, 5, generator=g),
+              torch.rand(2, 3, 4, 5, generator=g), torch.tensor(0.25)]
+    values = [0.0, torch.randn(3, generator=g), torch.randn(2, 3, 1, 1, generator=g)]
+    for alpha in alphas:
+        for value in values:
+            out = apply_edit(x, alpha, value)
+            a = alpha.expand(2, 3, 4, 5)
+            v = torch.as_tensor(value, dtype=torch.float32)
+            v = v.view(1, 3, 1, 1) if v.dim() == 1 else v
+            v = v.expand(2, 3, 4, 5)
+            for index in torch.cartesian_prod(*(torch.arange(n) for n in x.shape)).tolist():
+                b, u, i, j = index
+                expected = x[b, u, i, j] * (1 - a[b, u, i, j]) + v[b, u, i, j] * a[b, u, i, j]
+                assert torch.isclose(out[b, u, i, j], expected, atol=1e-6)
+
+
+def test_apply_edit_keeps_gradients_and_refuses_what_would_grow_the_output():
+    x = torch.randn(1, 3, 2, 2)
+    a = torch.full((3, 1, 1), 0.5, requires_grad=True)
+    apply_edit(x, a, 2.0).sum().backward()  # d/da [x (1 - a) + 2 a] = 2 - x
+    torch.testing.assert_close(a.grad, (2 - x).sum((0, 2, 3)).view(3, 1, 1))
+    with pytest.raises(ValueError, match="does not broadcast"):
+        apply_edit(x, torch.ones(2, 3, 2, 2))  # two masks for one image
+    with pytest.raises(ValueError, match="edit value .* does not broadcast"):
+        apply_edit(x, 1.0, torch.ones(2, 3, 1, 1))
+
+
+class NotSequential(nn.Module):
+    """The same layers as a plain module, whose second layer also reads the input (as a
+    StyleGAN2 layer reads w): ``forward_from`` must run it again from the input."""
+
+    def __init__(self, layers: nn.Sequential) -> None:
+        super().__init__()
+        self.layers = layers
+
+    def forward(self, x):
+        h = self.layers[0](x)
+        h = self.layers[1](h) + 0.1 * x.mean()
+        return self.layers[2](h)
+
+
+def test_forward_from_a_layer_equals_the_edit_hook():
+    """From a layer's own output, ``forward_from`` gives the model's output; from an edited
+    output, what ``Edit`` gives: on a sequential model (only the later children run: the
+    earlier one is armed to fail) and on a model that must run again from its input."""
+    torch.manual_seed(0)
+    sequential = nn.Sequential(Tripwire(3, 4, 3, padding=1), nn.Conv2d(4, 4, 3, padding=1),
+                               nn.Conv2d(4, 2, 1)).eval()
+    x = torch.randn(2, 3, 6, 6)
+    alpha = edit_alpha([1, 2], 4, torch.eye(6))
+    for model, layer in ((sequential, "1"), (NotSequential(sequential), "layers.1")):
+        with torch.no_grad():
+            features = partial_forward(model, layer, x)
+            whole = model(x)
+            with Edit(model, layer, alpha=alpha, value=3.0):
+                edited = model(x)
+            sequential[0].armed = model is sequential
+            try:
+                assert torch.equal(forward_from(model, layer, features, x), whole)
+                assert torch.equal(forward_from(model, layer, apply_edit(features, alpha, 3.0),
+                                                x), edited)
+            finally:
+                sequential[0].armed = False
+        assert no_hooks(model)
 
 
 def test_unknown_layer_lists_valid_names(model):

@@ -6,7 +6,6 @@ import torch
 from gandissect.hooks import Trace
 from gandissect.intervene import (
     Stroke,
-    compose_alpha,
     pool_mask,
     render_edited,
     stroke_alpha,
@@ -35,13 +34,30 @@ def test_pool_mask_is_max_over_each_cell():
         pool_mask(torch.full((16, 16), 2.0), (8, 8))
 
 
-def test_strokes_compose_as_one_minus_product():
-    a1, a2 = torch.rand(4, 3, 3), torch.rand(4, 3, 3)
-    x, v = torch.randn(4, 3, 3), torch.randn(4, 1, 1)
-    sequential = (x * (1 - a1) + v * a1) * (1 - a2) + v * a2
-    a = compose_alpha([a1, a2])
-    torch.testing.assert_close(a, 1 - (1 - a1) * (1 - a2))
-    torch.testing.assert_close(sequential, x * (1 - a) + v * a)
+def test_strokes_apply_in_order_as_the_slow_definition():
+    """Two strokes (a weak ablation under one mask, an insertion under another), restated cell
+    by cell: each cell is edited as strongly as the strongest painted pixel inside it (max
+    pooling), ablation writes 0, insertion the unit's value, and the second stroke edits what
+    the first left."""
+    g = torch.Generator().manual_seed(1)
+    x = torch.randn(2, 5, 4, 4, generator=g)
+    values = torch.randn(5, generator=g)
+    first = torch.zeros(16, 16)
+    first[0:5, 0:9] = 0.5  # cells rows 0-1, columns 0-2 (at 4 px a cell)
+    second = torch.zeros(16, 16)
+    second[6, 6] = 1.0  # one pixel: cell (1, 1)
+    strokes = [Stroke(units=[0, 2], mode="ablate", mask=first, strength=0.8),
+               Stroke(units=[2, 4], mode="insert", mask=second, strength=0.5)]
+    edited = stroke_edit(strokes, values)(x)
+    expected = x.clone()
+    for stroke in strokes:
+        for unit in stroke.units:
+            for i in range(4):
+                for j in range(4):
+                    a = stroke.strength * float(stroke.mask[4 * i:4 * i + 4, 4 * j:4 * j + 4].max())
+                    v = 0.0 if stroke.mode == "ablate" else float(values[unit])
+                    expected[:, unit, i, j] = expected[:, unit, i, j] * (1 - a) + v * a
+    torch.testing.assert_close(edited, expected)
 
 
 def test_ablation_zeroes_chosen_units_under_the_mask(generator):

@@ -29,7 +29,7 @@ import pytest
 TESTS = Path(__file__).resolve().parent
 ENV = {**os.environ, "PYTHONPATH": os.pathsep.join([str(TESTS), os.environ.get("PYTHONPATH", "")]),
        "OMP_NUM_THREADS": "1"}
-TOY = ["--generator", "app_fixtures:toy_generator", "--segmenter", "app_fixtures:toy_segmenter"]
+TOY = ["--generator", "conftest:toy_generator", "--segmenter", "conftest:toy_segmenter"]
 
 
 @dataclass

@@ -26,8 +26,6 @@ from gandissect.models.registry import (
 )
 from gandissect.models.segmenter import Segmenter
 
-torch.set_num_threads(1)
-
 
 def images(n: int = 2, size: int = 64) -> torch.Tensor:
     return torch.rand(n, 3, size, size, generator=torch.Generator().manual_seed(0)) * 2 - 1
@@ -204,7 +202,6 @@ def test_rendering_workers_train_the_same_weights(tmp_path):
     in the same order, so the weights come out identical."""
     from gandissect.train.classifier import ClassifierConfig, train_classifier
 
-    torch.set_num_threads(1)
     config = dict(channels=[8, 8, 8, 8], batch=10, kimg=0.03, snapshots=[])
     inline = train_classifier(str(tmp_path / "inline"), ClassifierConfig(**config),
                               progress=False, workers=0)
@@ -220,7 +217,7 @@ def test_rendering_workers_train_the_same_weights(tmp_path):
 def test_training_commands_parse():
     import argparse
 
-    from gandissect.train.commands import register_models
+    from gandissect.cli.train import register_models
 
     parser = argparse.ArgumentParser()
     register_models(parser.add_subparsers(dest="model"))
@@ -236,8 +233,8 @@ def test_training_commands_parse():
 
 def test_train_help_states_each_config_default_kimg():
     """``gandissect train MODEL --help`` names the default that the model's config applies."""
+    from gandissect.cli.train import TRAINERS
     from gandissect.train.classifier import ClassifierConfig
-    from gandissect.train.commands import TRAINERS
     from gandissect.train.gan import GANConfig
     from gandissect.train.segmenter import SegmenterConfig
 

@@ -36,8 +36,6 @@ from gandissect.netdissect.experiments import (
 )
 from gandissect.stats import IoUTally
 
-torch.set_num_threads(1)
-
 SIZE = 32  # planted images; the planted layer is at half this resolution
 
 

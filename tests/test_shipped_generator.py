@@ -34,7 +34,7 @@ def test_shipped_generator_quick_metrics():
     300: object TV 0.043, scene TV 0.080, precision 0.797 / recall 0.750, every concept ratio
     within 0.93-1.31. The guards sit above today's figures so that a retrained generator that
     is worse fails; brick, the bar the weights shipped before missed (2.34x here), is held to
-    the issue's 1.5x like the others."""
+    1.5x like the others."""
     from gandissect.evaluate.generator import evaluate_generator
 
     torch.manual_seed(0)

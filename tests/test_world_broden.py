@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from gandissect.errors import UserError
 from gandissect.world import BrodenDataset, export_broden, render
 from gandissect.world.broden import decode_labels, encode_labels
 from gandissect.world.concepts import PIXEL_CATEGORIES
@@ -49,7 +50,7 @@ def test_export_tables(tmp_path):
 def test_export_refuses_non_empty_dir(tmp_path):
     (tmp_path / "busy").mkdir()
     (tmp_path / "busy" / "file.txt").write_text("keep me")
-    with pytest.raises(FileExistsError, match="not empty"):
+    with pytest.raises(UserError, match="not empty"):
         export_broden(tmp_path / "busy", n=2, size=16)
     with pytest.raises(ValueError):
         export_broden(tmp_path / "new", n=0, size=16)
@@ -127,5 +128,5 @@ def test_hand_made_broden_resized_and_subset(tiny_broden):
     assert set(item) == {"image", "object"}
     with pytest.raises(ValueError, match="not in"):
         BrodenDataset(tiny_broden, categories=["texture"])
-    with pytest.raises(FileNotFoundError):
+    with pytest.raises(UserError, match="not a Broden directory"):
         BrodenDataset(tiny_broden / "images")

@@ -21,6 +21,9 @@ from contextlib import contextmanager
 import torch
 from torch import nn
 
+from gandissect.errors import UserError
+from gandissect.torchutil import eval_mode
+
 __all__ = [
     "Attribution",
     "Target",
@@ -48,7 +51,7 @@ def class_indices(target: Target, n: int, device: torch.device | None = None) ->
     if classes.dim() == 0:
         return classes.expand(n)
     if classes.shape[0] != n:
-        raise ValueError(f"{classes.shape[0]} targets for a batch of {n}")
+        raise UserError(f"{classes.shape[0]} targets for a batch of {n}")
     return classes
 
 
@@ -71,28 +74,28 @@ def resolve_target(output: torch.Tensor, target: Target,
         scores = target(output)
         if not isinstance(scores, torch.Tensor) or scores.shape != (rows,):
             shape = tuple(scores.shape) if isinstance(scores, torch.Tensor) else type(scores)
-            raise ValueError(f"a target callable must return one score per row, shape ({rows},);"
-                             f" got {shape}")
+            raise UserError(f"a target callable must return one score per row, shape ({rows},);"
+                            f" got {shape}")
         return scores
     if target is None:
         if output.dim() == 1:
             return output
         if output.dim() == 2 and output.shape[1] == 1:
             return output[:, 0]
-        raise ValueError(f"the model returns {tuple(output.shape)}: pass a target (class index,"
-                         " one per sample, or a callable)")
+        raise UserError(f"the model returns {tuple(output.shape)}: pass a target (class index,"
+                        " one per sample, or a callable)")
     if output.dim() != 2:
-        raise ValueError(f"class targets index (N, classes) outputs; the model returns "
-                         f"{tuple(output.shape)}, so pass a callable target")
+        raise UserError(f"class targets index (N, classes) outputs; the model returns "
+                        f"{tuple(output.shape)}, so pass a callable target")
     if owners is not None and owners.shape != (rows,):
-        raise ValueError(f"owners must give one sample per row, shape ({rows},)")
+        raise UserError(f"owners must give one sample per row, shape ({rows},)")
     classes = torch.as_tensor(target, device=output.device)
     if classes.dim() == 1 and owners is not None:
         classes = classes[owners.to(output.device)]
     classes = class_indices(classes, rows, output.device)
     if classes.numel() and (int(classes.min()) < 0 or int(classes.max()) >= output.shape[1]):
-        raise ValueError(f"target classes must lie in [0, {output.shape[1] - 1}], got "
-                         f"{sorted(set(classes.tolist()))}")
+        raise UserError(f"target classes must lie in [0, {output.shape[1] - 1}], got "
+                        f"{sorted(set(classes.tolist()))}")
     return output.gather(1, classes[:, None])[:, 0]
 
 
@@ -103,27 +106,11 @@ def attribution_mode(model: nn.Module) -> Iterator[nn.Module]:
     Eval mode keeps BatchNorm from mixing the batch (and from updating its running statistics);
     frozen parameters skip their gradients; in-place activations (``ReLU(inplace=True)``) are
     made out-of-place because an in-place op would overwrite tensors that hooks and gradients
-    need. Everything is put back on exit, also when the forward raises.
+    need. Everything is put back on exit, also when the forward raises
+    (``gandissect.torchutil.eval_mode``).
     """
-    modes = [(m, m.training) for m in model.modules()]
-    flags = [(p, p.requires_grad) for p in model.parameters()]
-    inplace = [(m, m.inplace) for m in model.modules() if isinstance(getattr(m, "inplace", None),
-                                                                        bool)]
-    try:
-        model.eval()
-        for p, _ in flags:
-            p.requires_grad_(False)
-        for m, _ in inplace:
-            m.inplace = False
-        with torch.enable_grad():
-            yield model
-    finally:
-        for m, training in modes:
-            m.training = training
-        for p, flag in flags:
-            p.requires_grad_(flag)
-        for m, flag in inplace:
-            m.inplace = flag
+    with eval_mode(model, freeze=True, out_of_place=True), torch.enable_grad():
+        yield model
 
 
 def input_gradient(model: nn.Module, x: torch.Tensor, target: Target,
@@ -141,7 +128,7 @@ def input_gradient(model: nn.Module, x: torch.Tensor, target: Target,
 def row_chunks(total: int, size: int | None) -> Iterator[torch.Tensor]:
     """Row indices ``0 .. total-1`` in chunks of at most ``size`` (None: one chunk)."""
     if size is not None and size < 1:
-        raise ValueError(f"internal_batch_size must be a positive int or None, got {size}")
+        raise UserError(f"internal_batch_size must be a positive int or None, got {size}")
     size = total if size is None else size
     for start in range(0, total, max(size, 1)):
         yield torch.arange(start, min(start + size, total))
@@ -157,9 +144,9 @@ def _check_input(x: torch.Tensor) -> torch.Tensor:
         raise TypeError(f"attribute() takes floating-point inputs, got {x.dtype}; map 8-bit "
                         "images to the model's range first, e.g. x.float() / 127.5 - 1")
     if x.numel() == 0:
-        raise ValueError(f"attribute() got an empty input of shape {tuple(x.shape)}")
+        raise UserError(f"attribute() got an empty input of shape {tuple(x.shape)}")
     if not bool(torch.isfinite(x).all()):
-        raise ValueError("attribute() got an input with NaN or infinite values")
+        raise UserError("attribute() got an input with NaN or infinite values")
     return x.detach()
 
 

@@ -13,6 +13,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from gandissect.errors import UserError
+
 from ..hooks import Trace, get_layer
 from .base import (
     Attribution,
@@ -31,8 +33,8 @@ __all__ = ["CAM", "GradCAM", "GradCAMPlusPlus", "ScoreCAM", "layer_activations_a
 def _feature_maps(trace: Trace) -> torch.Tensor:
     maps = trace.output
     if maps.dim() != 4:
-        raise ValueError(f"layer {trace.layer!r} outputs {tuple(maps.shape)}; class activation "
-                         "maps need a convolutional layer with (N, K, h, w) output")
+        raise UserError(f"layer {trace.layer!r} outputs {tuple(maps.shape)}; class activation "
+                        "maps need a convolutional layer with (N, K, h, w) output")
     return maps
 
 
@@ -80,16 +82,16 @@ class CAM(Attribution):
                 scores = self.model(x).gather(1, classes[:, None])[:, 0]
             maps = _feature_maps(trace)
             if fc.in_features != maps.shape[1]:
-                raise ValueError(f"{self.fc!r} reads {fc.in_features} features but "
-                                 f"{self.layer!r} has {maps.shape[1]} channels: CAM needs "
-                                 f"GAP({self.layer}) -> fc")
+                raise UserError(f"{self.fc!r} reads {fc.in_features} features but "
+                                f"{self.layer!r} has {maps.shape[1]} channels: CAM needs "
+                                f"GAP({self.layer}) -> fc")
             cam = _weighted_sum(fc.weight[classes], maps)
             bias = fc.bias[classes] if fc.bias is not None else torch.zeros_like(scores)
         rebuilt = cam.mean((1, 2)) + bias.to(cam.dtype)
         if not torch.allclose(rebuilt, scores.to(cam.dtype), rtol=1e-3,
                               atol=1e-4 * (1 + float(scores.abs().max()))):
-            raise ValueError(f"the class score is not fc(global average pool({self.layer})): "
-                             "CAM does not apply to this model; use GradCAM")
+            raise UserError(f"the class score is not fc(global average pool({self.layer})): "
+                            "CAM does not apply to this model; use GradCAM")
         return cam
 
 
@@ -156,7 +158,7 @@ class ScoreCAM(GradCAM):
         """The ``(N, h, w)`` Score-CAM map of ``target``."""
         x = _check_input(x)
         if x.dim() != 4:
-            raise ValueError(f"Score-CAM takes (N, C, H, W) images, got {tuple(x.shape)}")
+            raise UserError(f"Score-CAM takes (N, C, H, W) images, got {tuple(x.shape)}")
         target = prepare_target(target, x.shape[0], x.device)
         with attribution_mode(self.model), torch.no_grad():
             with Trace(self.model, self.layer) as trace:

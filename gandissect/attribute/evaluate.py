@@ -71,6 +71,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from gandissect.errors import UserError
+from gandissect.torchutil import model_device
+
 from ..receptive import aligned_upsample, cell_centres
 from .base import Attribution
 from .cam import CAM, GradCAM, GradCAMPlusPlus, ScoreCAM
@@ -185,9 +188,9 @@ def pixel_maps(raw: torch.Tensor, size: tuple[int, int], mode: str = "signed",
             return aligned_upsample(raw, size, centres)
         return F.interpolate(raw[:, None], size=size, mode="bilinear", align_corners=False)[:, 0]
     if raw.dim() != 4:
-        raise ValueError(f"expected (N, h, w) or (N, C, H, W) maps, got {tuple(raw.shape)}")
+        raise UserError(f"expected (N, h, w) or (N, C, H, W) maps, got {tuple(raw.shape)}")
     if mode not in ("signed", "abs"):
-        raise ValueError(f"mode must be 'signed' or 'abs', got {mode!r}")
+        raise UserError(f"mode must be 'signed' or 'abs', got {mode!r}")
     return (raw.abs() if mode == "abs" else raw).sum(1)
 
 
@@ -227,7 +230,7 @@ def pointing_hits(maps: torch.Tensor, masks: torch.Tensor, tolerance: int = 4) -
     their centroid, the first in raster order among equally near.
     """
     if maps.shape != masks.shape:
-        raise ValueError(f"maps {tuple(maps.shape)} and masks {tuple(masks.shape)} differ")
+        raise UserError(f"maps {tuple(maps.shape)} and masks {tuple(masks.shape)} differ")
     flat = maps.flatten(1)
     constant = flat.amax(1) == flat.amin(1)
     return _hits_at(maximum_points(maps), masks, tolerance) & ~constant
@@ -272,7 +275,7 @@ def substrate(images: torch.Tensor, baseline: str = "zeros", blur_sigma: float =
         from torchvision.transforms.functional import gaussian_blur
 
         return gaussian_blur(images, 2 * round(3 * blur_sigma) + 1, blur_sigma)
-    raise ValueError(f"baseline must be 'zeros' or 'blur', got {baseline!r}")
+    raise UserError(f"baseline must be 'zeros' or 'blur', got {baseline!r}")
 
 
 @torch.no_grad()
@@ -285,7 +288,7 @@ def perturbation_curves(model: nn.Module, images: torch.Tensor, maps: torch.Tens
     ``chunk`` bounds the images per forward pass. The model must be in eval mode.
     """
     if steps < 1:
-        raise ValueError(f"steps must be >= 1, got {steps}")
+        raise UserError(f"steps must be >= 1, got {steps}")
     n, _, height, width = images.shape
     pixels = height * width
     order = _tie_break(pixels).to(images.device)
@@ -331,11 +334,11 @@ def cascading_randomization(model: nn.Module, seed: int = 0) -> list[tuple[str, 
     ``seed``; the global random state is left as it was. The last copy has every layer
     randomised (``randomized_copy``). Copies are in eval mode; the model is untouched.
     """
-    device = next(model.parameters()).device
+    device = model_device(model)
     layers = [(name, child) for name, child in model.named_children()
               if any(True for _ in child.parameters())]
     if not layers:
-        raise ValueError(f"{type(model).__name__} has no parameterised layer to randomise")
+        raise UserError(f"{type(model).__name__} has no parameterised layer to randomise")
     current = copy.deepcopy(model)
     stages = []
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
@@ -571,17 +574,17 @@ def evaluate_attribution(model: nn.Module, methods: Sequence[str] | None = None,
     names = list(METHODS) if methods is None else list(methods)
     unknown = [m for m in names if m not in METHODS]
     if unknown or not names:
-        raise ValueError(f"unknown attribution methods {unknown}; choose from {list(METHODS)}")
+        raise UserError(f"unknown attribution methods {unknown}; choose from {list(METHODS)}")
     if n < 1 or batch < 1 or tolerance < 0 or steps < 1:
-        raise ValueError(f"need n >= 1, batch >= 1, tolerance >= 0 and steps >= 1 (got n={n}, "
-                         f"batch={batch}, tolerance={tolerance}, steps={steps})")
-    device = next(model.parameters()).device
+        raise UserError(f"need n >= 1, batch >= 1, tolerance >= 0 and steps >= 1 (got n={n}, "
+                        f"batch={batch}, tolerance={tolerance}, steps={steps})")
+    device = model_device(model)
     model.eval()
     stages = [("", model)] + cascading_randomization(model, randomization_seed)
     bound = {m: {stage: METHODS[m].build(copy_, layer) for stage, copy_ in stages}
              for m in names}
     if upsample not in ("aligned", "bilinear"):
-        raise ValueError(f"upsample must be 'aligned' or 'bilinear', got {upsample!r}")
+        raise UserError(f"upsample must be 'aligned' or 'bilinear', got {upsample!r}")
     options = {"tolerance": tolerance, "steps": steps, "baseline": baseline, "centres": None}
     if upsample == "aligned" and any(METHODS[m].layer for m in names):
         options["centres"] = cell_centres(model, layer, size)

@@ -11,6 +11,8 @@ from collections.abc import Iterator
 import numpy as np
 import torch
 
+from gandissect.errors import UserError
+
 from .base import (
     Attribution,
     Target,
@@ -84,7 +86,7 @@ class SmoothGrad(Attribution):
         """
         x = _check_input(x)
         if n_samples < 1:
-            raise ValueError(f"n_samples must be >= 1, got {n_samples}")
+            raise UserError(f"n_samples must be >= 1, got {n_samples}")
         n = x.shape[0]
         target = prepare_target(target, n, x.device)
         per_pass = n_samples if internal_batch_size is None else max(1, internal_batch_size // n)
@@ -104,7 +106,7 @@ def _quadrature(method: str, steps: int, dtype: torch.dtype, device: torch.devic
                 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Points ``alpha`` in [0, 1] and weights summing to 1 for the path integral."""
     if steps < 2:
-        raise ValueError(f"integrated gradients needs steps >= 2, got {steps}")
+        raise UserError(f"integrated gradients needs steps >= 2, got {steps}")
     if method == "riemann_trapezoid":
         alphas = np.linspace(0.0, 1.0, steps)
         weights = np.full(steps, 1.0 / (steps - 1))
@@ -113,7 +115,7 @@ def _quadrature(method: str, steps: int, dtype: torch.dtype, device: torch.devic
         nodes, weights = np.polynomial.legendre.leggauss(steps)
         alphas, weights = (nodes + 1) / 2, weights / 2
     else:
-        raise ValueError(f"method must be 'riemann_trapezoid' or 'gauss_legendre', got {method!r}")
+        raise UserError(f"method must be 'riemann_trapezoid' or 'gauss_legendre', got {method!r}")
     return (torch.as_tensor(alphas, dtype=dtype, device=device),
             torch.as_tensor(weights, dtype=dtype, device=device))
 

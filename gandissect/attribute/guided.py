@@ -23,6 +23,8 @@ from contextlib import contextmanager
 import torch
 from torch import nn
 
+from gandissect.errors import UserError
+
 from .base import (
     Attribution,
     Target,
@@ -59,8 +61,8 @@ def modified_relu_backward(model: nn.Module, guided: bool) -> Iterator[None]:
     (``guided=True``) or the deconvolution rule; the hooks are removed on exit, always."""
     relus = [m for m in model.modules() if isinstance(m, nn.ReLU)]
     if not relus:
-        raise ValueError(f"{type(model).__name__} has no nn.ReLU module; guided backprop and "
-                         "deconvolution only modify nn.ReLU modules, not functional relu")
+        raise UserError(f"{type(model).__name__} has no nn.ReLU module; guided backprop and "
+                        "deconvolution only modify nn.ReLU modules, not functional relu")
 
     def hook(module: nn.Module, inputs: tuple, output: torch.Tensor) -> torch.Tensor:
         return _ReLUWithRule.apply(inputs[0], guided)

@@ -46,6 +46,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from gandissect.errors import UserError
+
 from .base import (
     Attribution,
     Target,
@@ -166,7 +168,7 @@ def lrp_rule(module: nn.Module, a: torch.Tensor, relevance: torch.Tensor, rule: 
                _layer_fn(module, -weight.clamp(min=0), None),
                _layer_fn(module, -weight.clamp(max=0), None)]
         return _contributions(fns, [a, lows, highs], relevance, epsilon)
-    raise ValueError(f"unknown LRP rule {rule!r}; choose from {RULES}")
+    raise UserError(f"unknown LRP rule {rule!r}; choose from {RULES}")
 
 
 # ---------------------------------------------------------------- the layer sequence
@@ -350,7 +352,7 @@ class LRP(Attribution):
         self.layer_rules = dict(layer_rules or {})
         for r in [rule, first_rule, *self.layer_rules.values()]:
             if r is not None and r not in RULES:
-                raise ValueError(f"unknown LRP rule {r!r}; choose from {RULES}")
+                raise UserError(f"unknown LRP rule {r!r}; choose from {RULES}")
         self.rule, self.first_rule = rule, first_rule
         self.options = {"epsilon": epsilon, "gamma": gamma, "low": low, "high": high}
         self._layers(model)  # fail early on an unsupported architecture

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import torch
 
+from gandissect.errors import UserError
+
 from .base import (
     Attribution,
     Target,
@@ -21,7 +23,7 @@ def window_starts(size: int, patch: int, stride: int) -> list[int]:
     """Start offsets of the windows along one axis: every ``stride``, plus one flush with the
     far edge when the stride does not land there, so every pixel is covered."""
     if not 1 <= patch <= size or stride < 1:
-        raise ValueError(f"need 1 <= patch ({patch}) <= size ({size}) and stride ({stride}) >= 1")
+        raise UserError(f"need 1 <= patch ({patch}) <= size ({size}) and stride ({stride}) >= 1")
     starts = list(range(0, size - patch + 1, stride))
     if starts[-1] != size - patch:
         starts.append(size - patch)
@@ -51,7 +53,7 @@ class Occlusion(Attribution):
         """
         x = _check_input(x)
         if x.dim() != 4:
-            raise ValueError(f"occlusion takes (N, C, H, W) images, got {tuple(x.shape)}")
+            raise UserError(f"occlusion takes (N, C, H, W) images, got {tuple(x.shape)}")
         n, _, height, width = x.shape
         target = prepare_target(target, n, x.device)
         (ph, pw), (sh, sw) = _pair(patch), _pair(stride)

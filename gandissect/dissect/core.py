@@ -36,6 +36,7 @@ from gandissect.dissect.passes import FirstPass, IoUPass, SketchPass, SweepPass
 from gandissect.dissect.results import Dissection, LayerDissection, UnitScore
 from gandissect.dissect.shard import Shard
 from gandissect.dissect.sweep import CANDIDATES, candidate_grid
+from gandissect.errors import UserError
 from gandissect.fileio import FolderLock
 from gandissect.hooks import TraceDict, get_layer
 
@@ -50,26 +51,26 @@ FORMAT = 1  # bump when cached statistics change meaning
 
 def check_settings(n: int, quantile: float, threshold: str = "quantile", top_k: int = 12,
                    batch: int = 32, min_iou: float | None = None) -> None:
-    """Raise ``ValueError`` with a helpful message for any impossible setting."""
+    """Raise a ``UserError`` with a helpful message for any impossible setting."""
     if not isinstance(n, int) or n < 1:
-        raise ValueError(f"need at least one sample (n >= 1), got {n}")
+        raise UserError(f"need at least one sample (n >= 1), got {n}")
     if not 0 < quantile < 1:
-        raise ValueError(f"quantile must lie strictly between 0 and 1, got {quantile}")
+        raise UserError(f"quantile must lie strictly between 0 and 1, got {quantile}")
     if threshold not in MODES:
-        raise ValueError(f"threshold must be one of {', '.join(MODES)}, got {threshold!r}")
+        raise UserError(f"threshold must be one of {', '.join(MODES)}, got {threshold!r}")
     if not isinstance(top_k, int) or top_k < 1:
-        raise ValueError(f"top_k must be at least 1, got {top_k}")
+        raise UserError(f"top_k must be at least 1, got {top_k}")
     if not isinstance(batch, int) or batch < 1:
-        raise ValueError(f"batch must be at least 1, got {batch}")
+        raise UserError(f"batch must be at least 1, got {batch}")
     if min_iou is not None and not 0 <= min_iou <= 1:
-        raise ValueError(f"min_iou must lie in [0, 1], got {min_iou}")
+        raise UserError(f"min_iou must lie in [0, 1], got {min_iou}")
 
 
 def check_layers(generator: nn.Module, layers: str | Sequence[str]) -> list[str]:
-    """The requested layers as a list; ``ValueError`` listing valid names for a wrong one."""
+    """The requested layers as a list; a ``UserError`` listing valid names for a wrong one."""
     names = [layers] if isinstance(layers, str) else list(dict.fromkeys(layers))
     if not names:
-        raise ValueError("name at least one layer to dissect")
+        raise UserError("name at least one layer to dissect")
     for name in names:
         get_layer(generator, name)
     return names
@@ -83,12 +84,12 @@ def _probe(generator: nn.Module, segmenter: Any, table: ConceptTable, layers: li
     shapes = {}
     for name, trace in traces.items():
         if trace.output.dim() != 4:
-            raise ValueError(f"layer {name!r} outputs shape {tuple(trace.output.shape)}; "
-                             "dissection needs a convolutional (N, units, H, W) output")
+            raise UserError(f"layer {name!r} outputs shape {tuple(trace.output.shape)}; "
+                            "dissection needs a convolutional (N, units, H, W) output")
         shapes[name] = tuple(trace.output.shape[1:])
     if not isinstance(images, torch.Tensor) or images.dim() != 4 or images.shape[1] != 3:
-        raise ValueError("the generator must return (N, 3, H, W) images, got "
-                         f"{getattr(images, 'shape', type(images).__name__)}")
+        raise UserError("the generator must return (N, 3, H, W) images, got "
+                        f"{getattr(images, 'shape', type(images).__name__)}")
     with torch.no_grad():
         codes = table.stack(segmenter.segment(images))
     return shapes, tuple(codes.shape[1:])
@@ -195,7 +196,7 @@ def dissect(
     shard = Shard.current() if shard is None else shard
     progress = progress and shard.rank == 0
     if candidates < 2:
-        raise ValueError("need at least two candidate thresholds")
+        raise UserError("need at least two candidate thresholds")
     min_iou = DEFAULT_MIN_IOU[threshold] if min_iou is None else float(min_iou)
     z_dim = z_dim_of(generator, z_dim)
     table = ConceptTable.from_segmenter(segmenter)
@@ -217,7 +218,7 @@ def dissect(
         selection_seed = seed + 1000 if selection_seed is None else selection_seed
         selection_n = min(n, 2000) if selection_n is None else selection_n
         if selection_seed == seed:
-            raise ValueError("the selection sample must use another seed than the main one")
+            raise UserError("the selection sample must use another seed than the main one")
         check_settings(selection_n, quantile)
         settings.update(selection_seed=selection_seed, selection_n=selection_n,
                         candidates=candidates, min_iqr=min_iqr)

@@ -28,6 +28,7 @@ from gandissect.dissect.latents import latents
 from gandissect.dissect.passes import Accumulator
 from gandissect.fileio import DamagedFile, load_state, save_state
 from gandissect.hooks import TraceDict
+from gandissect.torchutil import model_device
 
 __all__ = ["Sample", "LayerCache", "Runner"]
 
@@ -89,8 +90,7 @@ class Runner:
         self.z_dim, self.batch = z_dim, batch
         self.progress, self.checkpoint_seconds, self.on_batch = (
             progress, checkpoint_seconds, on_batch)
-        parameter = next(generator.parameters(), None)
-        self.device = parameter.device if parameter is not None else torch.device("cpu")
+        self.device = model_device(generator)
 
     def _forward(self, z: torch.Tensor, layers: list[str], segment: bool):
         """Traced activations of ``layers`` and, if ``segment``, the images' label codes."""

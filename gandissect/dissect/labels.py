@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from gandissect.errors import UserError
 from gandissect.fileio import write_json
 
 __all__ = ["ConceptTable", "LabelStore"]
@@ -33,18 +34,18 @@ class ConceptTable:
         """Read ``segmenter.concepts`` and ``segmenter.categories`` (checked)."""
         concepts = getattr(segmenter, "concepts", None)
         if not isinstance(concepts, dict) or not concepts:
-            raise ValueError("the segmenter needs a `concepts` dict: category -> list of names "
-                             "indexed by label code, code 0 = 'none'")
+            raise UserError("the segmenter needs a `concepts` dict: category -> list of names "
+                            "indexed by label code, code 0 = 'none'")
         categories = tuple(getattr(segmenter, "categories", None) or concepts)
         missing = [c for c in categories if c not in concepts]
         if missing:
-            raise ValueError(f"segmenter categories {missing} have no entry in `concepts`")
+            raise UserError(f"segmenter categories {missing} have no entry in `concepts`")
         codes = {c: tuple(str(name) for name in concepts[c]) for c in categories}
         for category, names in codes.items():
             if len(names) < 2:
-                raise ValueError(f"category {category!r} has no concepts besides code 0")
+                raise UserError(f"category {category!r} has no concepts besides code 0")
             if len(names) > 256:
-                raise ValueError(f"category {category!r} has {len(names)} codes; at most 256")
+                raise UserError(f"category {category!r} has {len(names)} codes; at most 256")
         return cls(categories, codes)
 
     @property
@@ -66,19 +67,19 @@ class ConceptTable:
         planes = []
         for category in self.categories:
             if category not in segmentation:
-                raise ValueError(f"the segmenter returned no labels for category {category!r}")
+                raise UserError(f"the segmenter returned no labels for category {category!r}")
             plane = torch.as_tensor(segmentation[category])
             if plane.dim() != 3 or plane.is_floating_point():
-                raise ValueError(f"labels of {category!r} must be (N, H, W) integer codes, got "
-                                 f"{plane.dtype} of shape {tuple(plane.shape)}")
+                raise UserError(f"labels of {category!r} must be (N, H, W) integer codes, got "
+                                f"{plane.dtype} of shape {tuple(plane.shape)}")
             if plane.numel() and (int(plane.min()) < 0
                                   or int(plane.max()) >= len(self.codes[category])):
-                raise ValueError(f"labels of {category!r} hold codes outside "
-                                 f"0..{len(self.codes[category]) - 1}")
+                raise UserError(f"labels of {category!r} hold codes outside "
+                                f"0..{len(self.codes[category]) - 1}")
             planes.append(plane.to(torch.uint8))
         shapes = {tuple(p.shape) for p in planes}
         if len(shapes) != 1:
-            raise ValueError(f"categories' label maps differ in shape: {sorted(shapes)}")
+            raise UserError(f"categories' label maps differ in shape: {sorted(shapes)}")
         return torch.stack(planes, 1)
 
 

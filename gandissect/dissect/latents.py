@@ -13,6 +13,8 @@ from collections.abc import Iterable
 import torch
 from torch import nn
 
+from gandissect.errors import UserError
+
 __all__ = ["CHUNK", "latents", "z_dim_of"]
 
 CHUNK = 256  # samples per generator seed
@@ -28,9 +30,9 @@ def latents(seed: int, indices: Iterable[int] | torch.Tensor, z_dim: int) -> tor
     index = torch.as_tensor(list(indices) if not isinstance(indices, torch.Tensor) else indices,
                             dtype=torch.int64).reshape(-1)
     if index.numel() and int(index.min()) < 0:
-        raise ValueError("sample indices must be non-negative")
+        raise UserError("sample indices must be non-negative")
     if z_dim < 1:
-        raise ValueError(f"z_dim must be positive, got {z_dim}")
+        raise UserError(f"z_dim must be positive, got {z_dim}")
     out = torch.empty(index.numel(), z_dim)
     chunk_of = index // CHUNK
     for chunk in torch.unique(chunk_of).tolist():
@@ -46,7 +48,7 @@ def z_dim_of(generator: nn.Module, z_dim: int | None = None) -> int:
     if z_dim is None:
         z_dim = getattr(generator, "z_dim", None)
     if not isinstance(z_dim, int) or z_dim < 1:
-        raise ValueError(
+        raise UserError(
             f"cannot tell the latent size of {type(generator).__name__}: give it a `z_dim` "
             "attribute or pass z_dim=..."
         )

@@ -15,6 +15,7 @@ import torch
 
 from gandissect.dissect.maps import upsample
 from gandissect.dissect.sweep import ThresholdSweep
+from gandissect.errors import UserError
 from gandissect.stats import IoUTally, Quantile, TopK
 
 __all__ = ["Accumulator", "FirstPass", "SketchPass", "IoUPass", "SweepPass"]
@@ -137,7 +138,7 @@ class IoUPass(Accumulator):
 
     def merge(self, other: IoUPass) -> None:
         if not torch.equal(other.thresholds.cpu(), self.thresholds.cpu()):
-            raise ValueError("can only merge IoU counts taken at the same thresholds")
+            raise UserError("can only merge IoU counts taken at the same thresholds")
         self.tally.merge(other.tally)
 
 

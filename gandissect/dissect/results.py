@@ -19,6 +19,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from gandissect.errors import UserError
 from gandissect.fileio import DamagedFile, load_state, save_state, write_json
 
 __all__ = [
@@ -121,12 +122,12 @@ def load_dissection(folder: str | Path, stats: bool = False) -> Dissection:
     folder = Path(folder)
     path = folder / "dissect.json"
     if not path.is_file():
-        raise FileNotFoundError(f"no dissect.json in {folder}; run `gandissect dissect` first")
+        raise UserError(f"no dissect.json in {folder}; run `gandissect dissect` first")
     try:
         dissection = Dissection.from_json(json.loads(path.read_text()))
     except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError) as error:
-        raise ValueError(f"{path} is damaged ({type(error).__name__}: {error}); run "
-                         "`gandissect dissect` again") from None
+        raise UserError(f"{path} is damaged ({type(error).__name__}: {error}); run "
+                        "`gandissect dissect` again") from None
     if stats:
         for layer in dissection.layers:
             layer.stats = load_layer_stats(folder, layer.layer)
@@ -138,8 +139,8 @@ def load_layer_stats(folder: str | Path, layer: str) -> dict[str, Any]:
     ``iou`` (fixed threshold) or ``sweep`` and ``selection`` (adaptive threshold)."""
     path = _stats_path(Path(folder), layer)
     if not path.is_file():
-        raise FileNotFoundError(f"no statistics for layer {layer!r} at {path}")
+        raise UserError(f"no statistics for layer {layer!r} at {path}")
     try:
         return load_state(path)
     except DamagedFile as error:
-        raise ValueError(f"{error}; run `gandissect dissect` again") from None
+        raise UserError(f"{error}; run `gandissect dissect` again") from None

@@ -19,6 +19,8 @@ from typing import Any
 
 import torch
 
+from gandissect.errors import UserError
+
 __all__ = ["Shard", "init_from_environment"]
 
 
@@ -31,7 +33,7 @@ class Shard:
 
     def __post_init__(self) -> None:
         if not 0 <= self.rank < self.world:
-            raise ValueError(f"rank {self.rank} is not in 0..{self.world - 1}")
+            raise UserError(f"rank {self.rank} is not in 0..{self.world - 1}")
 
     @classmethod
     def current(cls) -> Shard:

@@ -14,6 +14,7 @@ from typing import Any
 
 import torch
 
+from gandissect.errors import UserError
 from gandissect.stats import Quantile
 
 __all__ = ["ThresholdSweep", "candidate_grid", "CANDIDATES"]
@@ -27,7 +28,7 @@ _MOST_ACTIVE, _LEAST_ACTIVE = 0.5, 2e-4
 def candidate_grid(sketch: Quantile, count: int = CANDIDATES) -> torch.Tensor:
     """(U, count) increasing thresholds: each unit's quantiles at log-spaced active fractions."""
     if count < 2:
-        raise ValueError("need at least two candidate thresholds")
+        raise UserError("need at least two candidate thresholds")
     active = torch.logspace(math.log10(_MOST_ACTIVE), math.log10(_LEAST_ACTIVE), count,
                             dtype=torch.float64)
     grid = sketch.quantiles((1 - active).tolist())
@@ -68,7 +69,7 @@ class ThresholdSweep:
     def add(self, maps: torch.Tensor, labels: torch.Tensor) -> None:
         """Add upsampled ``(B, U, H, W)`` activations and ``(B, K, H, W)`` label codes."""
         if maps.shape[0] != labels.shape[0] or maps.shape[2:] != labels.shape[2:]:
-            raise ValueError("ThresholdSweep.add: maps and labels must share batch and size")
+            raise UserError("ThresholdSweep.add: maps and labels must share batch and size")
         if self.grid.device != maps.device:
             self._to(maps.device)
         units, concepts = self.grid.shape[0], self.concept_category.numel()
@@ -138,7 +139,7 @@ class ThresholdSweep:
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         if state.get("kind") != "ThresholdSweep":
-            raise ValueError("not a ThresholdSweep state")
+            raise UserError("not a ThresholdSweep state")
         self.__init__(state["grid"], state["concept_category"], state["n_categories"])
         self.images = state["images"]
         for name in ("intersection", "unit_area", "concept_area", "pixels"):
@@ -146,7 +147,7 @@ class ThresholdSweep:
 
     def merge(self, other: ThresholdSweep) -> None:
         if not torch.equal(self.grid.cpu(), other.grid.cpu()):
-            raise ValueError("can only merge sweeps over the same candidate thresholds")
+            raise UserError("can only merge sweeps over the same candidate thresholds")
         for name in ("intersection", "unit_area", "concept_area", "pixels"):
             mine = getattr(self, name)
             mine += getattr(other, name).to(mine.device)

@@ -9,12 +9,14 @@ from __future__ import annotations
 import torch
 from tqdm import tqdm
 
+from gandissect.errors import UserError
 from gandissect.evaluate.metrics import (
     accuracy,
     check_held_out,
     confusion_matrix,
     recall_per_label,
 )
+from gandissect.torchutil import model_device
 from gandissect.world.dataset import image_to_tensor
 
 
@@ -37,8 +39,8 @@ def evaluate_classifier(model: torch.nn.Module, n: int = 2000, seed: int = 1001,
 
     check_held_out(seed)
     if n < 1:
-        raise ValueError(f"need at least one scene (n >= 1), got {n}")
-    device = next(model.parameters()).device
+        raise UserError(f"need at least one scene (n >= 1), got {n}")
+    device = model_device(model)
     model.eval()
     names = list(model.scene_names)
     confusion = torch.zeros(len(names), len(names), dtype=torch.long)

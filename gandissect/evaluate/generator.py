@@ -27,7 +27,9 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from gandissect.errors import UserError
 from gandissect.models.registry import SEEDS
+from gandissect.torchutil import model_device
 
 GANPAINT_CONCEPTS = (("object", "tree"), ("object", "grass"), ("part", "door"),
                      ("object", "sky"), ("object", "cloud"), ("material", "brick"),
@@ -158,10 +160,10 @@ def evaluate_generator(generator, segmenter, classifier, n: int = 5000, seed: in
     """All generator metrics on ``n`` generated images (latents from ``seed``) against ``n`` real
     images of world ``seed`` (and ``n`` more, of world ``seed + 1``, for the real-vs-real FD)."""
     if n < 10:
-        raise ValueError("need n >= 10 images for the generator metrics")
+        raise UserError("need n >= 10 images for the generator metrics")
     if seed in SEEDS.values() or seed + 1 in SEEDS.values():
-        raise ValueError(f"seed {seed} (or {seed + 1}) is a training seed {SEEDS}; choose another")
-    device = next(generator.parameters()).device
+        raise UserError(f"seed {seed} (or {seed + 1}) is a training seed {SEEDS}; choose another")
+    device = model_device(generator)
     size = generator.resolution
     sets = {"fake": _fake_batches(generator, seed, n, batch, device),
             "real": _real_batches(seed, n, batch, size, device),
@@ -215,9 +217,9 @@ def comparison_grid(generator, seed: int = 2000, n: int = 64):
     """A PIL image: ``n`` generated images (left) beside ``n`` real ones (right), 8 per row."""
     from PIL import Image
 
-    from gandissect.train.gan import image_grid
+    from gandissect.report.images import image_grid
 
-    device = next(generator.parameters()).device
+    device = model_device(generator)
     fake = next(_fake_batches(generator, seed, n, n, device)).cpu()
     real = next(_real_batches(seed, n, n, generator.resolution, "cpu"))
     left, right = image_grid(fake), image_grid(real)
@@ -238,7 +240,7 @@ def material_grid(generator, segmenter, seed: int = 2000, n: int = 12, candidate
     from gandissect.world.dataset import tensor_to_image
     from gandissect.world.grid import colorize
 
-    device = next(generator.parameters()).device
+    device = model_device(generator)
     building = segmenter.concepts["object"].index("building")
     rows = []
     for images in (next(_real_batches(seed, candidates, candidates, generator.resolution,
@@ -249,8 +251,8 @@ def material_grid(generator, segmenter, seed: int = 2000, n: int = 12, candidate
         chosen = ((labels["object"] == building).flatten(1).sum(1) >= min_pixels).nonzero()
         chosen = chosen.flatten()[:n]
         if len(chosen) < n:
-            raise ValueError(f"only {len(chosen)} of {candidates} images show a building of "
-                             f"{min_pixels} pixels; raise candidates or lower min_pixels")
+            raise UserError(f"only {len(chosen)} of {candidates} images show a building of "
+                            f"{min_pixels} pixels; raise candidates or lower min_pixels")
         materials = labels["material"][chosen].cpu().numpy()
         rows.append(np.concatenate(list(tensor_to_image(images[chosen])), 1))
         rows.append(np.concatenate([colorize(m, "material") for m in materials], 1))

@@ -11,14 +11,15 @@ from __future__ import annotations
 
 import torch
 
+from gandissect.errors import UserError
 from gandissect.models.registry import SEEDS
 
 
 def check_held_out(seed: int) -> None:
-    """Raise ValueError if ``seed`` is a world seed some shipped model was trained on."""
+    """Raise a UserError if ``seed`` is a world seed some shipped model was trained on."""
     used = {s: name for name, s in SEEDS.items()}
     if seed in used:
-        raise ValueError(f"world seed {seed} trained the {used[seed]}; evaluate on another seed")
+        raise UserError(f"world seed {seed} trained the {used[seed]}; evaluate on another seed")
 
 
 def confusion_matrix(target: torch.Tensor, predicted: torch.Tensor, classes: int) -> torch.Tensor:
@@ -26,7 +27,7 @@ def confusion_matrix(target: torch.Tensor, predicted: torch.Tensor, classes: int
     target, predicted = target.reshape(-1).long(), predicted.reshape(-1).long()
     if target.numel() and (max(target.max(), predicted.max()) >= classes
                            or min(target.min(), predicted.min()) < 0):
-        raise ValueError(f"labels outside 0..{classes - 1}")
+        raise UserError(f"labels outside 0..{classes - 1}")
     counts = torch.bincount(target * classes + predicted, minlength=classes * classes)
     return counts.reshape(classes, classes).cpu()
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import torch
 from tqdm import tqdm
 
+from gandissect.errors import UserError
 from gandissect.evaluate.metrics import (
     accuracy,
     check_held_out,
@@ -17,6 +18,7 @@ from gandissect.evaluate.metrics import (
     iou_per_label,
     mean_defined,
 )
+from gandissect.torchutil import model_device
 from gandissect.world.dataset import image_to_tensor
 
 CATEGORIES = ("object", "part", "material")
@@ -49,8 +51,8 @@ def evaluate_segmenter(model: torch.nn.Module, n: int = 1000, seed: int = 1000, 
 
     check_held_out(seed)
     if n < 1:
-        raise ValueError(f"need at least one scene (n >= 1), got {n}")
-    device = next(model.parameters()).device
+        raise UserError(f"need at least one scene (n >= 1), got {n}")
+    device = model_device(model)
     model.eval()
     concepts = model.concepts
     confusions = {c: torch.zeros(len(concepts[c]), len(concepts[c]), dtype=torch.long)

@@ -16,6 +16,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from gandissect.errors import UserError
+
 __all__ = ["SceneClassifier", "BasicBlock"]
 
 
@@ -52,8 +54,8 @@ class SceneClassifier(nn.Module):
         from gandissect.world import concepts
 
         if len(strides) != len(channels) or any(s not in (1, 2) for s in strides):
-            raise ValueError(f"strides must give 1 or 2 for each of the {len(channels)} layers "
-                             f"(got {list(strides)})")
+            raise UserError(f"strides must give 1 or 2 for each of the {len(channels)} layers "
+                            f"(got {list(strides)})")
         self.channels, self.blocks = [int(c) for c in channels], int(blocks)
         self.strides = [int(s) for s in strides]
         self.scene_names = [c.name for c in concepts("scene")][:num_classes]

@@ -25,6 +25,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from gandissect.errors import UserError
+
 __all__ = ["ProGANGenerator", "PixelNorm", "WScale", "proggan_channels"]
 
 
@@ -87,7 +89,7 @@ def proggan_channels(resolution: int) -> list[int]:
     table = [512, 512, 512, 512, 256, 128, 64, 32, 16]
     steps = int(math.log2(resolution)) - 1
     if 2 ** (steps + 1) != resolution or not 1 <= steps <= len(table):
-        raise ValueError(f"resolution must be a power of two from 4 to 1024, got {resolution}")
+        raise UserError(f"resolution must be a power of two from 4 to 1024, got {resolution}")
     return table[:steps]
 
 
@@ -119,8 +121,8 @@ class ProGANGenerator(nn.Sequential):
             self.register_parameter("class_embedding", None)
         else:
             if not 2 <= len(class_offsets) <= z_dim:
-                raise ValueError(f"need 2 to z_dim={z_dim} class offsets, "
-                                 f"got {len(class_offsets)}")
+                raise UserError(f"need 2 to z_dim={z_dim} class offsets, "
+                                f"got {len(class_offsets)}")
             self.register_buffer("class_offsets", torch.tensor(class_offsets,
                                                                dtype=torch.float32))
             self.class_embedding = nn.Parameter(torch.zeros(len(class_offsets), z_dim))
@@ -128,7 +130,7 @@ class ProGANGenerator(nn.Sequential):
     def latent_classes(self, z: torch.Tensor) -> torch.Tensor:
         """``(N,)`` class of each latent ``(N, z_dim[, 1, 1])``: ``argmax_k(z_k + b_k)``."""
         if self.class_offsets is None:
-            raise ValueError("this generator has no latent classes")
+            raise UserError("this generator has no latent classes")
         return (z.flatten(1)[:, :len(self.class_offsets)] + self.class_offsets).argmax(1)
 
     def condition(self, z: torch.Tensor) -> torch.Tensor:
@@ -137,8 +139,8 @@ class ProGANGenerator(nn.Sequential):
         if z.dim() == 2:
             z = z[:, :, None, None]
         if z.dim() != 4 or z.shape[1:] != (self.z_dim, 1, 1):
-            raise ValueError(f"latent must be (N, {self.z_dim}) or (N, {self.z_dim}, 1, 1), "
-                             f"got {tuple(z.shape)}")
+            raise UserError(f"latent must be (N, {self.z_dim}) or (N, {self.z_dim}, 1, 1), "
+                            f"got {tuple(z.shape)}")
         if self.class_offsets is not None:
             z = z + self.class_embedding[self.latent_classes(z)][:, :, None, None]
         return z

@@ -21,7 +21,9 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from gandissect.errors import UserError
 from gandissect.models.loaders.files import fit_state_dict
+from gandissect.models.spellings import SHIPPED
 
 __all__ = [
     "SEEDS",
@@ -35,8 +37,6 @@ __all__ = [
     "save_weights",
     "shipped_path",
 ]
-
-SHIPPED = ("sceneworld",)  # names of the shipped models
 
 # World seeds used for training; evaluation must use others (the eval commands refuse these).
 SEEDS = {"generator": 101, "segmenter": 102, "classifier": 103}
@@ -91,7 +91,7 @@ def read_weights(path: str | Path) -> tuple[dict[str, torch.Tensor], dict, dict]
 
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(
+        raise UserError(
             f"no weights at {path}; train them with `gandissect train ...` or set "
             "GANDISSECT_MODELS to the folder that holds them"
         )
@@ -100,14 +100,14 @@ def read_weights(path: str | Path) -> tuple[dict[str, torch.Tensor], dict, dict]
             metadata = dict(f.metadata() or {})
             state = {key: f.get_tensor(key) for key in f.keys()}  # noqa: SIM118 (not a dict)
     except Exception as error:  # safetensors raises its own error types
-        raise ValueError(f"cannot read {path} as safetensors ({error}): it is damaged or "
-                         "truncated; download or export it again") from None
+        raise UserError(f"cannot read {path} as safetensors ({error}): it is damaged or "
+                        "truncated; download or export it again") from None
     try:
         config = json.loads(metadata.pop("config", "{}"))
     except json.JSONDecodeError:
         config = None
     if not isinstance(config, dict):
-        raise ValueError(f"{path} has a damaged model config in its metadata; export it again")
+        raise UserError(f"{path} has a damaged model config in its metadata; export it again")
     return state, config, metadata
 
 
@@ -116,15 +116,15 @@ def build(config: dict) -> nn.Module:
     config = dict(config)
     name = config.pop("architecture", None)
     if name is None:
-        raise ValueError("the weights name no architecture: not a file written by gandissect "
-                         "(for other formats use a loader scheme such as proggan:PATH)")
+        raise UserError("the weights name no architecture: not a file written by gandissect "
+                        "(for other formats use a loader scheme such as proggan:PATH)")
     if name not in _ARCHITECTURES:
-        raise ValueError(f"unknown architecture {name!r}; known: {sorted(_ARCHITECTURES)}")
+        raise UserError(f"unknown architecture {name!r}; known: {sorted(_ARCHITECTURES)}")
     module_name, class_name = _ARCHITECTURES[name].split(":")
     try:
         return getattr(import_module(module_name), class_name)(**config)
     except TypeError as error:  # settings the architecture does not take
-        raise ValueError(f"the {name} config {config} does not fit: {error}") from None
+        raise UserError(f"the {name} config {config} does not fit: {error}") from None
 
 
 def load_weights_file(path: str | Path, device: str | torch.device = "cpu",
@@ -135,19 +135,19 @@ def load_weights_file(path: str | Path, device: str | torch.device = "cpu",
     name = config.get("architecture")
     if kind is not None and name in _ARCHITECTURES and name not in _KINDS[kind]:
         other = next(k for k, names in _KINDS.items() if name in names)
-        raise ValueError(f"{path} holds a {other}, not a {kind}")
+        raise UserError(f"{path} holds a {other}, not a {kind}")
     try:
         model = build(config)
-    except ValueError as error:
-        raise ValueError(f"{path}: {error}") from None
+    except UserError as error:
+        raise UserError(f"{path}: {error}") from None
     fit_state_dict(model, state, str(path))
     return model.to(device).eval()
 
 
 def _load(kind: str, name: str, device) -> nn.Module:
     if name not in SHIPPED:
-        raise ValueError(f"unknown {kind} {name!r}; shipped: {', '.join(SHIPPED)} (user models: "
-                         "see gandissect.models.specs)")
+        raise UserError(f"unknown {kind} {name!r}; shipped: {', '.join(SHIPPED)} (user models: "
+                        "see gandissect.models.specs)")
     return load_weights_file(shipped_path(kind, name), device)
 
 

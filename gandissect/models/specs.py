@@ -15,7 +15,8 @@ scheme, so paths may hold colons (``proggan:C:\\gans\\church.pth``).
 
 To add a format, add its loader to the scheme table of its kind, e.g.
 ``GENERATOR_SCHEMES["biggan"] = load_biggan`` with ``load_biggan(target, device, z_dim) ->
-nn.Module``.
+nn.Module``, and its name to ``gandissect.models.spellings.SCHEMES`` (the help texts, which
+list the spellings without loading torch).
 """
 
 from __future__ import annotations
@@ -27,7 +28,10 @@ from typing import Any
 import torch
 from torch import nn
 
+from gandissect.errors import UserError
 from gandissect.models import registry
+from gandissect.models import spellings as names
+from gandissect.models.inputs import Preprocess, preprocess_for
 from gandissect.models.loaders.classifiers import torchvision_classifier
 from gandissect.models.loaders.files import existing_file, fit_state_dict, read_state_dict
 from gandissect.models.loaders.plugins import (
@@ -43,10 +47,10 @@ from gandissect.models.loaders.stylegan2 import load_stylegan2
 __all__ = [
     "CLASSIFIER_SCHEMES",
     "GENERATOR_SCHEMES",
-    "add_generator_arguments",
     "SEGMENTER_SCHEMES",
     "check_segmenter",
     "resolve_classifier",
+    "resolve_classifier_and_preprocess",
     "resolve_generator",
     "resolve_segmenter",
     "set_truncation",
@@ -83,15 +87,13 @@ CLASSIFIER_SCHEMES: dict[str, ClassifierLoader] = {
     "torchvision": torchvision_classifier,
 }
 SEGMENTER_SCHEMES: dict[str, SegmenterLoader] = {}
-
-_TARGET = {"torchvision": "ARCH"}  # what follows the colon, when not a PATH
-
+_TABLES = {"generator": GENERATOR_SCHEMES, "classifier": CLASSIFIER_SCHEMES,
+           "segmenter": SEGMENTER_SCHEMES}
 
 def spellings(schemes: Mapping[str, Callable]) -> str:
-    """The valid spellings for a kind of model, for error messages and help texts."""
-    return ", ".join([*registry.SHIPPED, "FILE.safetensors",
-                      *(f"{s}:{_TARGET.get(s, 'PATH')}" for s in schemes),
-                      "package.module:factory"])
+    """The valid spellings for a kind of model (its loader table), for error messages."""
+    kind = next(k for k, table in _TABLES.items() if table is schemes)
+    return names.spellings(kind, schemes)
 
 
 def _scheme(spec: str, schemes: Mapping[str, Callable]) -> tuple[str, str] | None:
@@ -99,18 +101,18 @@ def _scheme(spec: str, schemes: Mapping[str, Callable]) -> tuple[str, str] | Non
     if not colon or scheme not in schemes:
         return None
     if not target:
-        raise ValueError(f"{spec!r} names no {_TARGET.get(scheme, 'PATH')} after the colon")
+        raise UserError(f"{spec!r} names no {names.target(scheme)} after the colon")
     return scheme, target
 
 
-def _unknown(kind: str, spec: str, schemes: Mapping[str, Callable]) -> ValueError:
-    return ValueError(f"unknown {kind} {spec!r}; valid spellings: {spellings(schemes)}")
+def _unknown(kind: str, spec: str, schemes: Mapping[str, Callable]) -> UserError:
+    return UserError(f"unknown {kind} {spec!r}; valid spellings: {spellings(schemes)}")
 
 
 def _plugin(spec: str, kind: str) -> Any:
     model = import_factory(spec)()
     if kind != "segmenter" and not isinstance(model, nn.Module):
-        raise ValueError(f"{spec} returned a {type(model).__name__}, not a torch.nn.Module")
+        raise UserError(f"{spec} returned a {type(model).__name__}, not a torch.nn.Module")
     return model
 
 
@@ -125,7 +127,7 @@ def resolve_generator(spec: str, device: Device = "cpu", z_dim: int | None = Non
     if found:
         scheme, target = found
         return GENERATOR_SCHEMES[scheme](target, device, z_dim)
-    if spec in registry.SHIPPED:
+    if spec in names.SHIPPED:
         return registry.load_generator(spec, device)
     if spec.endswith(".safetensors"):
         return check_generator(_project_file(spec, device, "generator"), z_dim, check_range=False)
@@ -134,27 +136,16 @@ def resolve_generator(spec: str, device: Device = "cpu", z_dim: int | None = Non
     raise _unknown("generator", spec, GENERATOR_SCHEMES)
 
 
-def add_generator_arguments(parser) -> None:
-    """``--generator``, ``--truncation`` and ``--segmenter``, as every command that draws and
-    segments samples spells them (an argparse parser)."""
-    parser.add_argument("--generator", default="sceneworld",
-                        help=f"the generator: {spellings(GENERATOR_SCHEMES)}")
-    parser.add_argument("--truncation", type=float, default=None, metavar="PSI",
-                        help="truncation psi in [0, 1] for style-based generators (stylegan2:)")
-    parser.add_argument("--segmenter", default="sceneworld",
-                        help=f"the segmenter: {spellings(SEGMENTER_SCHEMES)}")
-
-
 def set_truncation(generator: nn.Module, psi: float | None) -> nn.Module:
     """Set a style generator's truncation ``psi`` in [0, 1] (None: leave it); other generators
     have none, and asking for one is an error."""
     if psi is None:
         return generator
     if not hasattr(generator, "truncation"):
-        raise ValueError(f"--truncation applies to style-based generators (stylegan2:PATH); "
-                         f"{type(generator).__name__} samples z directly")
+        raise UserError(f"--truncation applies to style-based generators (stylegan2:PATH); "
+                        f"{type(generator).__name__} samples z directly")
     if not 0 <= psi <= 1:
-        raise ValueError(f"truncation psi must lie in [0, 1], got {psi}")
+        raise UserError(f"truncation psi must lie in [0, 1], got {psi}")
     generator.truncation = float(psi)
     return generator
 
@@ -169,9 +160,9 @@ def resolve_classifier(spec: str, weights: str | Path | None = None,
         scheme, target = found
         return CLASSIFIER_SCHEMES[scheme](target, weights, device)
     if weights is not None and not is_factory_spec(spec):
-        raise ValueError(f"weights apply to torchvision:ARCH and plug-in classifiers, not "
-                         f"{spec!r} (its file holds its weights)")
-    if spec in registry.SHIPPED:
+        raise UserError(f"weights apply to torchvision:ARCH and plug-in classifiers, not "
+                        f"{spec!r} (its file holds its weights)")
+    if spec in names.SHIPPED:
         return registry.load_classifier(spec, device)
     if spec.endswith(".safetensors"):
         return _project_file(spec, device, "classifier")
@@ -183,6 +174,15 @@ def resolve_classifier(spec: str, weights: str | Path | None = None,
     raise _unknown("classifier", spec, CLASSIFIER_SCHEMES)
 
 
+def resolve_classifier_and_preprocess(
+        spec: str, weights: str | Path | None = None, device: Device = "cpu"
+) -> tuple[nn.Module, Preprocess | None]:
+    """``resolve_classifier``'s model and the function that maps [-1, 1] images to its declared
+    input (``gandissect.models.inputs.preprocess_for``; None when it takes [-1, 1])."""
+    model = resolve_classifier(spec, weights, device)
+    return model, preprocess_for(model, spec)
+
+
 def check_segmenter(segmenter: Any, name: str) -> Any:
     """``segmenter`` if it has the interface dissection uses; a clear error otherwise:
     ``segment(images) -> {category: (N, H, W) codes}``, ``categories`` and ``concepts``
@@ -191,8 +191,8 @@ def check_segmenter(segmenter: Any, name: str) -> Any:
     concepts = getattr(segmenter, "concepts", None)
     if not callable(getattr(segmenter, "segment", None)) or not categories \
             or not isinstance(concepts, Mapping) or any(c not in concepts for c in categories):
-        raise ValueError(f"{name} is not a segmenter: it needs segment(images) -> {{category: "
-                         "label codes}, a categories list and concepts {category: names}")
+        raise UserError(f"{name} is not a segmenter: it needs segment(images) -> {{category: "
+                        "label codes}, a categories list and concepts {category: names}")
     if isinstance(segmenter, nn.Module):
         segmenter.eval()
     return segmenter
@@ -204,7 +204,7 @@ def resolve_segmenter(spec: str, device: Device = "cpu") -> Any:
     if found:
         scheme, target = found
         return check_segmenter(SEGMENTER_SCHEMES[scheme](target, device), spec)
-    if spec in registry.SHIPPED:
+    if spec in names.SHIPPED:
         return registry.load_segmenter(spec, device)
     if spec.endswith(".safetensors"):
         return check_segmenter(_project_file(spec, device, "segmenter"), spec)

@@ -37,6 +37,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from gandissect.errors import UserError
+
 __all__ = ["StyleGAN2Generator", "StyledConv", "ToRGB", "stylegan2_channels"]
 
 SQRT2 = math.sqrt(2)
@@ -245,7 +247,7 @@ class StyleGAN2Generator(nn.Module):
     def map(self, z: torch.Tensor) -> torch.Tensor:
         """``z (N, z_dim)`` -> ``w (N, style_dim)``, truncated when ``truncation`` != 1."""
         if z.dim() != 2 or z.shape[1] != self.z_dim:
-            raise ValueError(f"latent must be (N, {self.z_dim}), got {tuple(z.shape)}")
+            raise UserError(f"latent must be (N, {self.z_dim}), got {tuple(z.shape)}")
         w = self.mapping(z)
         if self.truncation != 1:
             w = self.w_avg + self.truncation * (w - self.w_avg)

@@ -14,12 +14,13 @@ category-conditioned denominator (``IoUTally``); scene labels as full-image mask
 when IoU > 0.04. The result is GAN dissection's ``Dissection`` (same JSON, same report).
 
 Modules, along the data path: ``probe`` (labelled images in batches: SceneWorld, Broden),
-``folder`` (the user's own images, labelled by a segmenter),
-``inputs`` (mapping [-1, 1] images to a model's input), ``core`` (``netdissect``, detector
-counts), ``report`` (the shared report, with probe images), ``rotation`` (a function-preserving
-change of basis), ``experiments`` and ``plots`` (the paper's experiments as JSON + PNG).
+``folder`` (the user's own images, labelled by a segmenter), ``datasets`` (probe sets by name:
+``sceneworld``, ``broden:DIR``, ``folder:DIR``), ``core`` (``netdissect``, detector counts),
+``report`` (the shared report, with probe images), ``rotation`` (a function-preserving change
+of basis), ``experiments`` and ``plots`` (the paper's experiments as JSON + PNG). Inputs are
+mapped to what a model expects by ``gandissect.models.inputs``.
 
-Command line (``gandissect/netdissect_commands.py``)::
+Command line (``gandissect/cli/netdissect.py``, ``netdissect_experiment.py``)::
 
     gandissect netdissect --classifier sceneworld --layer layer3 --layer layer4 --out out/nd
     gandissect netdissect --classifier torchvision:resnet18 --weights r18.pth \\
@@ -31,6 +32,7 @@ Command line (``gandissect/netdissect_commands.py``)::
     gandissect netdissect-experiment layers --out out/layers
 """
 
+from gandissect.models.inputs import normalize, preprocess_for, rescale
 from gandissect.netdissect.core import (
     concept_table,
     layer_summary,
@@ -38,7 +40,6 @@ from gandissect.netdissect.core import (
     unique_detectors,
 )
 from gandissect.netdissect.folder import FolderProbe
-from gandissect.netdissect.inputs import normalize, preprocess_for, rescale
 from gandissect.netdissect.probe import (
     BrodenProbe,
     ProbeBatch,

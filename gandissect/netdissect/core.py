@@ -19,8 +19,8 @@ from __future__ import annotations
 
 import hashlib
 from collections import Counter
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager, nullcontext
+from collections.abc import Callable, Sequence
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -34,14 +34,16 @@ from gandissect.dissect.identity import fingerprint, settings_key
 from gandissect.dissect.labels import ConceptTable
 from gandissect.dissect.passes import Accumulator, FirstPass, IoUPass
 from gandissect.dissect.results import Dissection, LayerDissection
+from gandissect.errors import UserError
 from gandissect.fileio import FolderLock, JobCheckpoint
 from gandissect.hooks import TraceDict
-from gandissect.netdissect.inputs import Preprocess
+from gandissect.models.inputs import Preprocess
 from gandissect.netdissect.probe import ProbeSet
+from gandissect.torchutil import eval_mode, model_device
 
 FORMAT = 1  # bump when checkpointed statistics change meaning
 
-__all__ = ["netdissect", "layer_summary", "unique_detectors", "concept_table", "eval_mode"]
+__all__ = ["netdissect", "layer_summary", "unique_detectors", "concept_table"]
 
 
 def concept_table(probe: ProbeSet) -> ConceptTable:
@@ -63,23 +65,6 @@ def layer_summary(layer: LayerDissection) -> dict[str, Any]:
             "unique_detectors": unique_detectors(layer),
             "detectors_per_category": dict(sorted(per_category.items())),
             "concepts": sorted({f"{u.label} ({u.category})" for u in detectors})}
-
-
-@contextmanager
-def eval_mode(model: nn.Module) -> Iterator[None]:
-    """Eval mode (BatchNorm uses its running statistics), training flags restored after."""
-    modes = [(m, m.training) for m in model.modules()]
-    try:
-        model.eval()
-        yield
-    finally:
-        for m, training in modes:
-            m.training = training
-
-
-def _device(model: nn.Module) -> torch.device:
-    parameter = next(model.parameters(), None)
-    return parameter.device if parameter is not None else torch.device("cpu")
 
 
 class _Progress:
@@ -130,7 +115,7 @@ def _run_pass(model: nn.Module, probe: ProbeSet, names: list[str],
     """One pass over the probe set from image ``start``, recording the layers' and the labels'
     shapes in ``seen``; ``saved(done, force)`` is offered a checkpoint after every batch and
     forced at the end."""
-    device = _device(model)
+    device = model_device(model)
     bar = tqdm(total=len(probe), initial=start, unit="img", desc=desc, disable=not progress)
     done = start
     # a probe set written before resumption existed takes no start (a fresh pass needs none)
@@ -144,8 +129,8 @@ def _run_pass(model: nn.Module, probe: ProbeSet, names: list[str],
             for name in names:
                 acts = traces[name].output
                 if acts.dim() != 4:
-                    raise ValueError(f"layer {name!r} outputs shape {tuple(acts.shape)}; "
-                                     "dissection needs a convolutional (N, units, H, W) output")
+                    raise UserError(f"layer {name!r} outputs shape {tuple(acts.shape)}; "
+                                    "dissection needs a convolutional (N, units, H, W) output")
                 seen["shapes"].setdefault(name, tuple(acts.shape[1:]))
                 accumulators[name].add(acts.float(), item.ids.to(device), labels)
             seen["label_shape"] = tuple(item.labels.shape[2:])
@@ -155,7 +140,7 @@ def _run_pass(model: nn.Module, probe: ProbeSet, names: list[str],
                 saved(done, False)
     bar.close()
     if done == 0:
-        raise ValueError("the probe set yielded no batches")
+        raise UserError("the probe set yielded no batches")
     if saved is not None:
         saved(done, True)
 

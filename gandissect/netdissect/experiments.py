@@ -22,12 +22,14 @@ from typing import Any
 import torch
 from torch import nn
 
+from gandissect.errors import UserError
 from gandissect.evaluate.classifier import evaluate_classifier
-from gandissect.netdissect.core import eval_mode, netdissect
-from gandissect.netdissect.inputs import Preprocess
+from gandissect.models.inputs import Preprocess
+from gandissect.netdissect.core import netdissect
 from gandissect.netdissect.plots import Bars, Lines, draw_figure
 from gandissect.netdissect.probe import SceneWorldProbe
 from gandissect.netdissect.rotation import RotatedBasis, fractional_rotation, random_rotation
+from gandissect.torchutil import eval_mode
 
 __all__ = ["LAYERS", "ALPHAS", "rotation_experiment", "checkpoints_experiment",
            "layers_experiment", "plot_rotation", "plot_checkpoints", "plot_layers",
@@ -61,7 +63,7 @@ def rotation_experiment(model: nn.Module, layer: str = "layer4",
     identity, is run once); top-1 of each rotated network on the same ``n`` scenes.
     ``curve`` holds the mean, minimum and maximum over the rotations at each alpha."""
     if rotations < 1:
-        raise ValueError(f"need at least one rotation, got {rotations}")
+        raise UserError(f"need at least one rotation, got {rotations}")
     probe = SceneWorldProbe(seed, n)
     units = _units(model, layer, probe, preprocess)
     check = probe.images(range(min(n, 16)))
@@ -105,7 +107,7 @@ def checkpoint_files(folder: str | Path) -> list[tuple[int, Path]]:
         if match:
             found.append((int(match.group(1)), path))
     if not found:
-        raise FileNotFoundError(f"no images_NNNNNNNN.safetensors snapshots in {folder}")
+        raise UserError(f"no images_NNNNNNNN.safetensors snapshots in {folder}")
     return sorted(found)
 
 

@@ -25,7 +25,9 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
+from gandissect.errors import UserError
 from gandissect.netdissect.probe import ProbeBatch, ProbeSet
+from gandissect.torchutil import model_device
 
 __all__ = ["IMAGE_SUFFIXES", "FolderProbe", "image_files", "load_image"]
 
@@ -37,12 +39,12 @@ def image_files(directory: str | Path) -> list[Path]:
     """The images under ``directory`` (recursively, by suffix, any case), in path order."""
     directory = Path(directory).expanduser()
     if not directory.is_dir():
-        raise ValueError(f"image folder {directory} does not exist")
+        raise UserError(f"image folder {directory} does not exist")
     files = sorted(path for path in directory.rglob("*")
                    if path.suffix.lower() in IMAGE_SUFFIXES and path.is_file())
     if not files:
-        raise ValueError(f"{directory} holds no images ({', '.join(IMAGE_SUFFIXES)} files, "
-                         "searched recursively)")
+        raise UserError(f"{directory} holds no images ({', '.join(IMAGE_SUFFIXES)} files, "
+                        "searched recursively)")
     return files
 
 
@@ -52,7 +54,7 @@ def _open(path: Path):
     try:
         return Image.open(path)
     except (UnidentifiedImageError, OSError) as error:
-        raise ValueError(f"cannot read image {path}: {error}") from None
+        raise UserError(f"cannot read image {path}: {error}") from None
 
 
 def _rgb(image):
@@ -84,8 +86,8 @@ def load_image(path: str | Path, size: int) -> torch.Tensor:
                 image = image.crop((left, top, left + size, top + size))
             pixels = np.asarray(image, dtype=np.uint8)
     except OSError as error:  # a file whose header reads but whose data does not
-        raise ValueError(f"cannot read image {path}: {error}; remove or convert it (JPEG or "
-                         "PNG)") from None
+        raise UserError(f"cannot read image {path}: {error}; remove or convert it (JPEG or "
+                        "PNG)") from None
     return torch.from_numpy(pixels.copy()).permute(2, 0, 1).float() / 127.5 - 1.0
 
 
@@ -95,21 +97,15 @@ def _check_readable(files: Sequence[Path]) -> None:
         try:
             with _open(path) as image:
                 image.verify()  # cheap checks of the data too (a truncated PNG fails here)
-        except ValueError as error:
+        except UserError as error:
             bad.append(str(error).removeprefix("cannot read image "))
         except (OSError, SyntaxError) as error:  # what verify() raises
             bad.append(f"{path}: {error}")
     if bad:
         shown = "; ".join(bad[:_SHOWN]) + (f" (and {len(bad) - _SHOWN} more)"
                                            if len(bad) > _SHOWN else "")
-        raise ValueError(f"{len(bad)} of {len(files)} images cannot be read: {shown}; remove "
-                         "or convert them (JPEG or PNG)")
-
-
-def _segmenter_device(segmenter: Any) -> torch.device:
-    parameters = getattr(segmenter, "parameters", None)
-    parameter = next(parameters(), None) if callable(parameters) else None
-    return parameter.device if parameter is not None else torch.device("cpu")
+        raise UserError(f"{len(bad)} of {len(files)} images cannot be read: {shown}; remove "
+                        "or convert them (JPEG or PNG)")
 
 
 class FolderProbe(ProbeSet):
@@ -132,9 +128,9 @@ class FolderProbe(ProbeSet):
         from gandissect.dissect.labels import ConceptTable
 
         if not isinstance(size, int) or size < 8:
-            raise ValueError(f"image size must be an integer of at least 8, got {size}")
+            raise UserError(f"image size must be an integer of at least 8, got {size}")
         if n is not None and n < 1:
-            raise ValueError(f"need at least one image (n >= 1), got {n}")
+            raise UserError(f"need at least one image (n >= 1), got {n}")
         self.directory = Path(directory).expanduser()
         self.files = image_files(self.directory)[:n]
         _check_readable(self.files)
@@ -160,7 +156,7 @@ class FolderProbe(ProbeSet):
             images = F.interpolate(images, size=(self.label_size, self.label_size),
                                    mode="bilinear", align_corners=False, antialias=True)
         with torch.no_grad():
-            labels = self.segmenter.segment(images.to(_segmenter_device(self.segmenter)))
+            labels = self.segmenter.segment(images.to(model_device(self.segmenter)))
         return self.table.stack({c: torch.as_tensor(v).cpu() for c, v in labels.items()})
 
     def _label_store(self):

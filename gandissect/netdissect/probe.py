@@ -21,6 +21,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from gandissect.errors import UserError
+
 __all__ = ["ProbeBatch", "ProbeSet", "SceneWorldProbe", "BrodenProbe", "full_image_plane"]
 
 
@@ -75,7 +77,7 @@ class SceneWorldProbe(ProbeSet):
 
         check_size(size)
         if not isinstance(n, int) or n < 1:
-            raise ValueError(f"need at least one scene (n >= 1), got {n}")
+            raise UserError(f"need at least one scene (n >= 1), got {n}")
         self.seed, self.n, self.size = seed, n, size
         self.categories = tuple(CATEGORIES)
         self.concepts = {c: ["none"] + [k.name for k in concepts(c)] for c in self.categories}
@@ -125,7 +127,7 @@ class BrodenProbe(ProbeSet):
         self.dataset = BrodenDataset(directory, categories, size)
         self.n = len(self.dataset) if n is None else min(int(n), len(self.dataset))
         if self.n < 1:
-            raise ValueError(f"{directory} holds no images to dissect with")
+            raise UserError(f"{directory} holds no images to dissect with")
         self.size = size
         self.concepts = {}
         for category in self.dataset.categories:
@@ -135,12 +137,12 @@ class BrodenProbe(ProbeSet):
                                                   for code in range(1, top + 1)]
         empty = [c for c, names in self.concepts.items() if len(names) < 2]
         if empty and categories is not None:
-            raise ValueError(f"categories {empty} of {directory} list no concepts")
+            raise UserError(f"categories {empty} of {directory} list no concepts")
         for category in empty:  # e.g. the texture column of an export without textures
             del self.concepts[category]
         self.categories = tuple(self.concepts)
         if not self.categories:
-            raise ValueError(f"{directory} lists no concepts")
+            raise UserError(f"{directory} lists no concepts")
 
     def __len__(self) -> int:
         return self.n
@@ -149,16 +151,16 @@ class BrodenProbe(ProbeSet):
         items = [self.dataset[i] for i in ids]
         shapes = {tuple(item["image"].shape) for item in items}
         if len(shapes) > 1:
-            raise ValueError(f"images of {self.directory} differ in size ({sorted(shapes)}); "
-                             "give a size to resize them")
+            raise UserError(f"images of {self.directory} differ in size ({sorted(shapes)}); "
+                            "give a size to resize them")
         label_size = None
         for item in items:
             for category in self.categories:
                 if category not in self.dataset.image_level:
                     label_size = label_size or tuple(item[category].shape)
                     if tuple(item[category].shape) != label_size:
-                        raise ValueError(f"label maps of {self.directory} differ in size; "
-                                         "give a size to resize them")
+                        raise UserError(f"label maps of {self.directory} differ in size; "
+                                        "give a size to resize them")
         label_size = label_size or tuple(items[0]["image"].shape[1:])
         planes = []
         for category in self.categories:

@@ -16,11 +16,11 @@ from torch import nn
 
 from gandissect.dissect.results import Dissection
 from gandissect.hooks import Trace
-from gandissect.netdissect.core import eval_mode
-from gandissect.netdissect.inputs import Preprocess
+from gandissect.models.inputs import Preprocess
 from gandissect.netdissect.probe import ProbeSet
 from gandissect.report import write_report
 from gandissect.report.images import SampleSource
+from gandissect.torchutil import eval_mode, model_device
 
 __all__ = ["probe_samples", "write_netdissect_report"]
 
@@ -29,8 +29,7 @@ def probe_samples(model: nn.Module, probe: ProbeSet,
                   preprocess: Preprocess | None = None) -> SampleSource:
     """The sample source of a probe set: sample ``i`` is probe image ``i``, seen by ``model``
     (after ``preprocess``); the images are returned as the probe gives them, in [-1, 1]."""
-    parameter = next(model.parameters(), None)
-    device = parameter.device if parameter is not None else torch.device("cpu")
+    device = model_device(model)
 
     def samples(ids: list[int], layer: str) -> tuple[torch.Tensor, torch.Tensor]:
         images = probe.images(ids).to(device)

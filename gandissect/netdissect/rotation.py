@@ -18,6 +18,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from gandissect.errors import UserError
 from gandissect.hooks import get_layer
 
 __all__ = ["random_rotation", "fractional_rotation", "BasisRotation", "RotatedBasis"]
@@ -27,7 +28,7 @@ def random_rotation(units: int, seed: int = 0) -> torch.Tensor:
     """A Haar-random rotation ``(units, units)`` float64 with determinant +1 (so that a path
     of rotations joins it to the identity)."""
     if units < 1:
-        raise ValueError(f"need at least one unit, got {units}")
+        raise UserError(f"need at least one unit, got {units}")
     generator = torch.Generator().manual_seed(seed)
     q, r = torch.linalg.qr(torch.randn(units, units, generator=generator, dtype=torch.float64))
     q = q * torch.sign(torch.diagonal(r))[None, :]
@@ -60,13 +61,13 @@ class BasisRotation(nn.Module):
     def __init__(self, rotation: torch.Tensor) -> None:
         super().__init__()
         if rotation.dim() != 2 or rotation.shape[0] != rotation.shape[1]:
-            raise ValueError(f"a rotation is a square matrix, got {tuple(rotation.shape)}")
+            raise UserError(f"a rotation is a square matrix, got {tuple(rotation.shape)}")
         self.register_buffer("rotation", rotation.float().clone())
 
     def _apply_matrix(self, matrix: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         if x.dim() < 2 or x.shape[1] != matrix.shape[1]:
-            raise ValueError(f"the rotation is {tuple(matrix.shape)} but the layer's output is "
-                             f"{tuple(x.shape)} (units on dimension 1)")
+            raise UserError(f"the rotation is {tuple(matrix.shape)} but the layer's output is "
+                            f"{tuple(x.shape)} (units on dimension 1)")
         return torch.einsum("uv,bv...->bu...", matrix.to(x.dtype), x)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import base64
 import io
+import math
 from collections.abc import Callable
 
 import numpy as np
@@ -23,10 +24,11 @@ from gandissect.dissect.latents import latents
 from gandissect.dissect.maps import upsample
 from gandissect.dissect.results import LayerDissection
 from gandissect.hooks import Trace
+from gandissect.torchutil import model_device
 from gandissect.world.dataset import tensor_to_image
 
 __all__ = ["data_uri", "colormap", "outline_mask", "heatmap", "top_image_strips",
-           "generator_samples", "SampleSource"]
+           "generator_samples", "image_grid", "SampleSource"]
 
 # ids, layer name -> ((N, 3, H, W) images in [-1, 1], (N, C, h, w) activations of that layer)
 SampleSource = Callable[[list[int], str], tuple[torch.Tensor, torch.Tensor]]
@@ -37,6 +39,17 @@ _RAMP = np.array([[68, 1, 84], [59, 82, 139], [33, 145, 140], [94, 201, 98], [25
 _OUTLINE = np.array([255, 224, 0], dtype=np.uint8)
 _DIM = 0.45
 _GAP = 2  # pixels between images of a strip
+
+
+def image_grid(images: torch.Tensor, columns: int = 8) -> np.ndarray:
+    """(N, 3, H, W) images in [-1, 1] -> one (rows*H, columns*W, 3) uint8 grid."""
+    n, _, h, w = images.shape
+    rows = math.ceil(n / columns)
+    grid = torch.full((3, rows * h, columns * w), -1.0)
+    for i, image in enumerate(images):
+        r, c = divmod(i, columns)
+        grid[:, r * h:(r + 1) * h, c * w:(c + 1) * w] = image
+    return tensor_to_image(grid[None])[0]
 
 
 def data_uri(pixels: np.ndarray, kind: str = "png") -> str:
@@ -89,7 +102,7 @@ def _to_pixels(images: torch.Tensor) -> np.ndarray:
 def generator_samples(generator: nn.Module, seed: int, z_dim: int) -> SampleSource:
     """The sample source of a dissected generator: sample ``i`` is drawn from
     ``latents(seed, [i], z_dim)``, as during dissection."""
-    device = next(generator.parameters(), torch.empty(0)).device
+    device = model_device(generator)
 
     def samples(ids: list[int], layer: str) -> tuple[torch.Tensor, torch.Tensor]:
         with Trace(generator, layer) as trace:

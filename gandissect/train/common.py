@@ -18,6 +18,7 @@ from typing import Any
 import torch
 from torch.utils.data import DataLoader, IterableDataset
 
+from gandissect.errors import UserError
 from gandissect.fileio import FolderLock, load_state, save_state
 
 
@@ -100,7 +101,7 @@ def rendered_batches(dataset: RenderedBatches, workers: int, device: torch.devic
     """Iterate ``dataset`` in this process (``workers`` = 0) or in ``workers`` rendering
     processes (pinned memory when training on a GPU)."""
     if workers < 0:
-        raise ValueError(f"workers must be 0 or more, got {workers}")
+        raise UserError(f"workers must be 0 or more, got {workers}")
     if workers == 0:
         return iter(dataset)
     return iter(DataLoader(dataset, batch_size=None, num_workers=workers, prefetch_factor=4,
@@ -132,8 +133,9 @@ def run_training(trainer_class, config_class, run_dir: str, config=None,
         torch.set_num_threads(threads)
     with RunFolder(run_dir) as run:
         state = run.load()
-        if state is not None:
-            config = config_class(**state["config"])
+        if state is not None:  # a config class may read old checkpoints its own way
+            from_dict = getattr(config_class, "from_dict", None)
+            config = from_dict(state["config"]) if from_dict else config_class(**state["config"])
         config = config or config_class()
         if kimg is not None:
             config.kimg = kimg

@@ -3,45 +3,30 @@
 Generator: ``ProGANGenerator`` (pixel norm, equalised learning rate, nearest upsampling,
 LeakyReLU(0.2)), grown progressively as ProGAN was: from 8 px, each resolution is faded in and
 then trained alone (``GANConfig.grow_kimg``), through temporary to-RGB layers that are not part
-of the shipped generator. Discriminator, by ``GANConfig.loss``:
-
-- ``logistic`` (the default): an equalised-learning-rate pixel-space discriminator with
-  minibatch stddev and from-RGB layers per resolution, non-saturating logistic loss with lazy
-  R1 on real images.
-- ``hinge``: the same layout spectrally normalised, hinge loss.
-- ``projected``: a Projected GAN discriminator (Sauer et al. 2021) over the frozen encoder of
-  the shipped SceneWorld segmenter, hinge loss.
-
-Without growing, the pixel discriminators fell behind or the generator collapsed within 30,000
-images on the CPU, and the projected one overpowered the generator (all samples alike); with
-growing, the logistic pair drew varied 8 px scenes within 10,000 images.
+of the shipped generator. Discriminator: an equalised-learning-rate pixel-space discriminator
+with minibatch stddev and from-RGB layers per resolution, non-saturating logistic loss with
+lazy R1 on real images. Without growing, the generator collapsed within 30,000 images; with
+growing, the pair drew varied 8 px scenes within 10,000 (``docs/experiments/generator.md``).
 
 Latent classes: the unconditional pair drew churches less and less (10.7% of scenes at 172,000
 images, 5.6% at 307,000, against 19.5%). So the latent space is cut into one region per scene
 class, ``argmax_k(z_k + b_k)`` over the first K coordinates, with offsets ``b`` solved so that a
 standard-normal z falls in class k as often as real scenes are of class k
 (``latent_class_offsets``); the generator adds a learnt vector per class to z
-(``ProGANGenerator(class_offsets=...)``), and from ``GANConfig.condition_kimg`` on the
-discriminator also sees each image's class (projection, ``Discriminator(classes=K)``):
+(``ProGANGenerator(class_offsets=...)``), and from ``GANConfig.condition_kimg`` on (off by
+default; the shipped run's recipe, ``RECIPES["sceneworld"]``, sets it) the discriminator also
+sees each image's class (projection, ``Discriminator(classes=K)``):
 SceneWorld's exact label for a real image, its latent's class for a generated one. The
 generator keeps its interface (a standard-normal z in, an image out), and the class mixture
 of its images is pinned to the real one as far as it honours the regions. (Splitting church,
 house and street further by main facade material, 15 classes, was tried for 80,000 images
 against the brick excess and did not lower it; see the generator's model card.)
 
-Texture critic (``GANConfig.patch_kimg``, ``gandissect train generator --branch OLD --patch``):
-a second, small discriminator that scores every 8x8 patch of a full-size image
-(``PatchDiscriminator``, the PatchGAN idea), with its own logistic loss and R1, beside the
-main one. It is meant for what the main discriminator judges poorly at 64 px: the wall
-textures that the segmenter reads as brick where real walls are plaster. Added to a trained
-run it first trains alone, then enters the generator's loss with a weight that ramps up.
-Tried on the CPU for up to 96,000 images from the shipped run continued: it did not lower
-brick more than the same run continued without it (model card), so it is off by default.
-
 Semantic critic (``GANConfig.semantic_kimg``, ``--branch OLD --semantic`` or ``--from-weights
 FILE --semantic``): a second ``Discriminator`` that scores, instead of pixels, the frozen
 shipped segmenter's label probabilities of the image (object, part and material softmaxes
-stacked), with its own logistic loss and R1, and a warm-up and ramp like the texture critic's.
+stacked), with its own logistic loss and R1; added to a trained run, it first learns alone
+(``semantic_warmup_kimg``), then enters the generator's loss with a weight that ramps up.
 It is aimed at what the pixel critics let through: generated walls that the segmenter reads
 as a patchwork of brick, plaster and stone where every real wall is one material (the
 generator's model card, "Why brick misses"); its gradient reaches the generator through the
@@ -62,7 +47,7 @@ from __future__ import annotations
 import copy
 import math
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 import numpy as np
@@ -71,13 +56,11 @@ from torch import nn
 from torch.nn import functional as F
 from tqdm import tqdm
 
-from gandissect.models.discriminator import (
-    Discriminator,
-    PatchDiscriminator,
-    segmenter_projected_discriminator,
-)
+from gandissect.errors import UserError
+from gandissect.models.discriminator import Discriminator
 from gandissect.models.proggan import OutputBlock, ProGANGenerator
 from gandissect.models.registry import SEEDS, save_weights
+from gandissect.report.images import image_grid
 from gandissect.train.common import (
     Every,
     RenderedBatches,
@@ -85,7 +68,6 @@ from gandissect.train.common import (
     rendered_batches,
     run_training,
 )
-from gandissect.world.dataset import tensor_to_image
 
 
 @dataclass
@@ -97,9 +79,6 @@ class GANConfig:
     channels: list[int] = field(default_factory=lambda: [256, 256, 128, 64, 32])
     d_channels: list[int] = field(default_factory=lambda: [16, 32, 64, 128, 256])
     batch: int = 32
-    # "logistic" (equalised-LR pixel D with R1), "hinge" (spectral-norm pixel D) or
-    # "projected" (Projected GAN over the frozen segmenter encoder, hinge)
-    loss: str = "logistic"
     lr: float = 0.002  # generator (equalised learning rate: steps are relative to weight scale)
     d_lr: float = 0.002
     r1_gamma: float = 0.05
@@ -114,26 +93,19 @@ class GANConfig:
     world_seed: int = SEEDS["generator"]
     seed: int = 0
     # Latent classes, and a class-conditional discriminator from this many thousand images on
-    # (None: neither). The shipped run switched it on at its saved state of 311,712 images.
-    condition_kimg: float | None = 311.712
+    # (None: neither; the shipped run's recipe, ``RECIPES["sceneworld"]``, sets it).
+    condition_kimg: float | None = None
     # Scene-class frequencies of the real images (``scene_prior`` of the world when None),
     # fixed for the run so that the latent regions never move.
     class_prior: list[float] | None = None
-    # A texture discriminator (``PatchDiscriminator``, a logit per 8x8 patch) beside the main
-    # one, on full-size images only, from ``patch_kimg`` thousand images on (None: none). It
-    # trains alone for ``patch_warmup_kimg``, then its loss enters the generator's with a
-    # weight rising linearly to ``patch_weight`` over ``patch_ramp_kimg`` (so that a run
-    # branched from a trained generator is not pushed around by a random critic).
-    patch_kimg: float | None = None
-    patch_channels: list[int] = field(default_factory=lambda: [32, 64])
-    patch_warmup_kimg: float = 5.0
-    patch_ramp_kimg: float = 10.0
-    patch_weight: float = 1.0
     # A semantic critic (``Discriminator`` over the frozen shipped segmenter's label
     # probabilities, object, part and material softmaxed and stacked) beside the main one, on
-    # full-size images only, from ``semantic_kimg`` thousand images on (None: none); warm-up
-    # and ramp as for the patch critic. It sees what the pixel critics let through: a wall
-    # that the segmenter reads as a patchwork of materials where a real wall is one.
+    # full-size images only, from ``semantic_kimg`` thousand images on (None: none). It trains
+    # alone for ``semantic_warmup_kimg``, then its loss enters the generator's with a weight
+    # rising linearly to ``semantic_weight`` over ``semantic_ramp_kimg`` (so that a trained
+    # generator is not pushed around by a random critic). It sees what the pixel critic lets
+    # through: a wall that the segmenter reads as a patchwork of materials where a real wall
+    # is one.
     semantic_kimg: float | None = None
     semantic_channels: list[int] = field(default_factory=lambda: [32, 64, 128, 128, 128])
     semantic_warmup_kimg: float = 5.0
@@ -143,6 +115,33 @@ class GANConfig:
     # start), so that the fresh critics of a run started from trained weights
     # (``start_from_weights``) catch up with it first.
     generator_frozen_until_kimg: float | None = None
+
+    @classmethod
+    def from_dict(cls, values: dict) -> GANConfig:
+        """The configuration stored in a checkpoint or given with ``--config``. Settings of
+        discriminators this version no longer trains are dropped where the run did not use
+        them (older checkpoints store them); a run that used one is refused, since it cannot
+        continue as it was."""
+        values = dict(values)
+        retired = {key: values.pop(key) for key in _RETIRED if key in values}
+        if retired.get("loss", "logistic") != "logistic" or retired.get("patch_kimg") is not None:
+            raise UserError("this run trains with the hinge loss, the projected discriminator or "
+                            "the texture (patch) critic, which are no longer part of gandissect; "
+                            "start a new run")
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise UserError(f"unknown GANConfig fields {unknown}; it has {sorted(known)}")
+        return cls(**values)
+
+
+# Settings of discriminators no longer trained, which older checkpoints store.
+_RETIRED = ("loss", "patch_kimg", "patch_channels", "patch_warmup_kimg", "patch_ramp_kimg",
+            "patch_weight")
+
+# Named configurations: ``sceneworld`` is the shipped generator's run (latent classes and a
+# class-conditional discriminator from its saved state at 311,712 images on).
+RECIPES = {"sceneworld": {"condition_kimg": 311.712}}
 
 
 def scene_prior(world_seed: int, n: int = 20_000) -> list[float]:
@@ -177,7 +176,7 @@ def latent_class_offsets(prior: list[float]) -> torch.Tensor:
     probability ``prior[k]`` (fixed-point iteration on log p / q; float64, to 1e-9)."""
     target = torch.tensor(prior, dtype=torch.float64)
     if target.dim() != 1 or len(target) < 2 or (target <= 0).any():
-        raise ValueError(f"class_prior needs two or more positive frequencies, got {prior}")
+        raise UserError(f"class_prior needs two or more positive frequencies, got {prior}")
     target = (target / target.sum()).log()
     grid = torch.linspace(-12, 12, 6001, dtype=torch.float64)
     offsets = torch.zeros_like(target)
@@ -188,7 +187,7 @@ def latent_class_offsets(prior: list[float]) -> torch.Tensor:
         offsets = offsets + 0.5 * gap  # damped: full steps overshoot with rare classes
         offsets = offsets - offsets.mean()
     if not torch.isfinite(offsets).all():
-        raise ValueError(f"could not place latent classes of frequencies {prior}")
+        raise UserError(f"could not place latent classes of frequencies {prior}")
     return offsets.float()
 
 
@@ -198,17 +197,6 @@ def stand_in_generator(seed: int = 0) -> ProGANGenerator:
     config = GANConfig()
     torch.manual_seed(seed)
     return ProGANGenerator(config.z_dim, config.channels).eval()
-
-
-def image_grid(images: torch.Tensor, columns: int = 8) -> np.ndarray:
-    """(N, 3, H, W) images in [-1, 1] -> one (rows*H, columns*W, 3) uint8 grid."""
-    n, _, h, w = images.shape
-    rows = math.ceil(n / columns)
-    grid = torch.full((3, rows * h, columns * w), -1.0)
-    for i, image in enumerate(images):
-        r, c = divmod(i, columns)
-        grid[:, r * h:(r + 1) * h, c * w:(c + 1) * w] = image
-    return tensor_to_image(grid[None])[0]
 
 
 class GrowingGenerator(nn.Module):
@@ -293,9 +281,6 @@ class GANTrainer:
                  workers: int = 1) -> None:
         self.config, self.run = config, run
         self.device, self.workers = torch.device(device), workers
-        if config.loss == "projected" and config.condition_kimg is not None:
-            raise ValueError("class conditioning needs a pixel discriminator: set "
-                             "condition_kimg=None or loss='logistic' or 'hinge'")
         torch.manual_seed(config.seed)
         offsets = None
         if config.condition_kimg is not None:
@@ -305,22 +290,11 @@ class GANTrainer:
         self.generator = GrowingGenerator(ProGANGenerator(config.z_dim, config.channels,
                                                           class_offsets=offsets))
         if self.generator.generator.resolution != config.resolution:
-            raise ValueError("channels do not match the resolution")
-        if config.loss not in ("hinge", "logistic", "projected"):
-            raise ValueError(f"loss must be 'hinge', 'logistic' or 'projected', "
-                             f"got {config.loss!r}")
-        hinge = config.loss in ("hinge", "projected")
-        if config.loss == "projected":
-            from gandissect.models.registry import load_segmenter
+            raise UserError("channels do not match the resolution")
+        from gandissect.world.concepts import concepts
 
-            self.discriminator = segmenter_projected_discriminator(
-                load_segmenter("sceneworld"), config.resolution, seed=config.seed)
-        else:
-            from gandissect.world.concepts import concepts
-
-            classes = len(concepts("scene")) if config.condition_kimg is not None else 0
-            self.discriminator = Discriminator(config.resolution, config.d_channels,
-                                               spectral_norm=hinge, classes=classes)
+        classes = len(concepts("scene")) if config.condition_kimg is not None else 0
+        self.discriminator = Discriminator(config.resolution, config.d_channels, classes=classes)
         # The class embedding last, so that checkpoints from before it existed keep their
         # optimiser indices (``load_state_dict``).
         self.d_parameters = _embedding_last(self.discriminator, "class_embedding")
@@ -330,26 +304,12 @@ class GANTrainer:
         self.g_optimizer = torch.optim.Adam(
             _embedding_last(self.generator, "generator.class_embedding"), config.lr,
             betas=(0.0, 0.99))
-        if hinge:
-            self.d_optimizer = torch.optim.Adam(self.d_parameters, config.d_lr,
-                                                betas=(0.0, 0.9))
-        else:
-            r1_ratio = config.r1_every / (config.r1_every + 1)  # lazy regularisation correction
-            self.d_optimizer = torch.optim.Adam(self.d_parameters, config.d_lr * r1_ratio,
-                                                betas=(0.0, 0.99 ** r1_ratio))
+        r1_ratio = config.r1_every / (config.r1_every + 1)  # lazy regularisation correction
+        self.d_optimizer = torch.optim.Adam(self.d_parameters, config.d_lr * r1_ratio,
+                                            betas=(0.0, 0.99 ** r1_ratio))
         same = {k: self.d_optimizer.defaults[k] for k in ("lr", "betas")}  # as the main D
-        self.patch = self.patch_optimizer = None
-        if config.patch_kimg is not None:
-            if config.loss != "logistic":
-                raise ValueError("the patch discriminator is trained with the logistic loss: "
-                                 "set loss='logistic' or patch_kimg=None")
-            self.patch = PatchDiscriminator(config.patch_channels).to(self.device)
-            self.patch_optimizer = torch.optim.Adam(self.patch.parameters(), **same)
         self.semantic = self.semantic_optimizer = self.segmenter = None
         if config.semantic_kimg is not None:
-            if config.loss != "logistic":
-                raise ValueError("the semantic critic is trained with the logistic loss: "
-                                 "set loss='logistic' or semantic_kimg=None")
             from gandissect.models.registry import load_segmenter
 
             self.segmenter = load_segmenter("sceneworld", self.device).requires_grad_(False)
@@ -374,10 +334,7 @@ class GANTrainer:
             "step": self.step,
             "seconds": self.seconds,
             "latents": self.latents.get_state(),
-        } | ({} if self.patch is None else {
-            "patch_discriminator": self.patch.state_dict(),
-            "patch_optimizer": self.patch_optimizer.state_dict(),
-        }) | ({} if self.semantic is None else {
+        } | ({} if self.semantic is None else {
             "semantic_discriminator": self.semantic.state_dict(),
             "semantic_optimizer": self.semantic_optimizer.state_dict(),
         })
@@ -386,8 +343,8 @@ class GANTrainer:
         """Continue from ``state``; a checkpoint from before the class embeddings existed gets
         them at zero (so the networks start where it stopped), with fresh Adam moments; a slim
         checkpoint (``slim_checkpoint``: no optimiser state, half precision) continues with
-        fresh Adam moments. A run given a patch or semantic critic after its checkpoint was
-        written starts that one afresh."""
+        fresh Adam moments. A run given a semantic critic after its checkpoint was written starts
+        that one afresh."""
         g = self.generator.generator
         g_state, ema_state = state["generator"], state["ema"]
         g_optimizer, d_optimizer = state.get("g_optimizer"), state.get("d_optimizer")
@@ -407,12 +364,10 @@ class GANTrainer:
             self.g_optimizer.load_state_dict(g_optimizer)
         if d_optimizer is not None:
             self.d_optimizer.load_state_dict(d_optimizer)
-        for critic, optimizer, name in ((self.patch, self.patch_optimizer, "patch"),
-                                        (self.semantic, self.semantic_optimizer, "semantic")):
-            if critic is not None and f"{name}_discriminator" in state:
-                critic.load_state_dict(state[f"{name}_discriminator"])
-                if state.get(f"{name}_optimizer") is not None:
-                    optimizer.load_state_dict(state[f"{name}_optimizer"])
+        if self.semantic is not None and "semantic_discriminator" in state:
+            self.semantic.load_state_dict(state["semantic_discriminator"])
+            if state.get("semantic_optimizer") is not None:
+                self.semantic_optimizer.load_state_dict(state["semantic_optimizer"])
         self.images_seen, self.step = state["images_seen"], state["step"]
         self.seconds = state["seconds"]
         self.latents.set_state(state["latents"])
@@ -421,18 +376,6 @@ class GANTrainer:
     def _z(self, n: int) -> torch.Tensor:
         return torch.randn(n, self.config.z_dim, generator=self.latents).to(self.device)
 
-    def _score(self, images: torch.Tensor, alpha: float,
-               labels: torch.Tensor | None = None) -> torch.Tensor:
-        """The discriminator's scores (class-conditional given ``labels``); images below full
-        size are upsampled (nearest) for the projected discriminator, and scored at their size
-        by the growing pixel one."""
-        if self.config.loss == "projected":
-            size = self.config.resolution
-            if images.shape[-1] != size:
-                images = F.interpolate(images, size=(size, size), mode="nearest")
-            return self.discriminator(images)
-        return self.discriminator(images, alpha, labels)
-
     def conditioned(self) -> bool:
         """Whether the discriminator sees scene classes at this point of training."""
         at = self.config.condition_kimg
@@ -440,7 +383,7 @@ class GANTrainer:
 
     def _critic_weight(self, start_kimg: float | None, warmup_kimg: float, ramp_kimg: float,
                        weight: float, level: int, alpha: float) -> float | None:
-        """A second critic's weight in the generator's loss at this point: 0 while it warms up
+        """The semantic critic's weight in the generator's loss at this point: 0 while it warms up
         (``warmup_kimg`` after ``start_kimg``), then rising linearly to ``weight`` over
         ``ramp_kimg``; None where it does not train: not configured, not reached yet, or
         images below full size."""
@@ -452,12 +395,6 @@ class GANTrainer:
             return None
         ramp = (kimg - warmup_kimg) / ramp_kimg if ramp_kimg else 1.0
         return weight * min(max(ramp, 0.0), 1.0)
-
-    def patch_weight(self, level: int, alpha: float) -> float | None:
-        """The patch discriminator's weight in the generator's loss (``_critic_weight``)."""
-        c = self.config
-        return self._critic_weight(c.patch_kimg, c.patch_warmup_kimg, c.patch_ramp_kimg,
-                                   c.patch_weight, level, alpha)
 
     def semantic_weight(self, level: int, alpha: float) -> float | None:
         """The semantic critic's weight in the generator's loss (``_critic_weight``)."""
@@ -484,7 +421,7 @@ class GANTrainer:
         labels = None if labels is None else labels.to(self.device, non_blocking=True)
         conditioned = self.conditioned()
         if conditioned and labels is None:
-            raise ValueError("class-conditional training needs the real images' labels")
+            raise UserError("class-conditional training needs the real images' labels")
         real_labels = labels if conditioned else None
         G = self.generator
         level, alpha = growth_stage(c, self.images_seen)
@@ -499,15 +436,11 @@ class GANTrainer:
         with torch.no_grad():
             fake = G(z, level, alpha)
         fake_labels = G.generator.latent_classes(z) if conditioned else None
-        hinge = c.loss != "logistic"
-        regularise = not hinge and self.step % c.r1_every == 0
+        regularise = self.step % c.r1_every == 0
         real.requires_grad_(regularise)
-        real_score = self._score(real, alpha, real_labels)
-        fake_score = self._score(fake, alpha, fake_labels)
-        if hinge:
-            d_loss = F.relu(1 + fake_score).mean() + F.relu(1 - real_score).mean()
-        else:
-            d_loss = F.softplus(fake_score).mean() + F.softplus(-real_score).mean()
+        real_score = self.discriminator(real, alpha, real_labels)
+        fake_score = self.discriminator(fake, alpha, fake_labels)
+        d_loss = F.softplus(fake_score).mean() + F.softplus(-real_score).mean()
         r1 = torch.zeros((), device=self.device)
         if regularise:
             r1 = _r1(real_score, real)
@@ -515,17 +448,6 @@ class GANTrainer:
         self.d_optimizer.zero_grad(set_to_none=True)
         d_loss.backward()
         self.d_optimizer.step()
-        patch_weight = self.patch_weight(level, alpha)
-        if patch_weight is not None:  # the texture critic, its own logistic loss and R1
-            real_patches = self.patch(real)
-            p_loss = (F.softplus(self.patch(fake)).mean()
-                      + F.softplus(-real_patches).mean())
-            if regularise:
-                p_loss = p_loss + _r1(real_patches.flatten(1).mean(1), real) * (
-                    c.r1_gamma / 2 * c.r1_every)
-            self.patch_optimizer.zero_grad(set_to_none=True)
-            p_loss.backward()
-            self.patch_optimizer.step()
         semantic_weight = self.semantic_weight(level, alpha)
         if semantic_weight is not None:  # the semantic critic, its own logistic loss and R1
             with torch.no_grad():
@@ -540,33 +462,28 @@ class GANTrainer:
             s_loss.backward()
             self.semantic_optimizer.step()
         losses = {"d_loss": d_loss.item(), "r1": r1.item()}
-        if patch_weight is not None:
-            losses["patch_loss"] = p_loss.item()
         if semantic_weight is not None:
             losses["semantic_loss"] = s_loss.item()
         if not self.generator_frozen():
-            losses["g_loss"] = self._generator_step(n, level, alpha, conditioned, patch_weight,
+            losses["g_loss"] = self._generator_step(n, level, alpha, conditioned,
                                                     semantic_weight)
         self.images_seen += n
         self.step += 1
         return losses
 
     def _generator_step(self, n: int, level: int, alpha: float, conditioned: bool,
-                        patch_weight: float | None, semantic_weight: float | None) -> float:
+                        semantic_weight: float | None) -> float:
         """One generator step against every critic (weights frozen meanwhile), then the moving
         average; returns the generator's loss."""
-        G, hinge = self.generator, self.config.loss != "logistic"
-        critics = [*self.d_parameters, *(() if self.patch is None else self.patch.parameters()),
+        G = self.generator
+        critics = [*self.d_parameters,
                    *(() if self.semantic is None else self.semantic.parameters())]
         for p in critics:
             p.requires_grad_(False)
         z = self._z(n)
         fake_labels = G.generator.latent_classes(z) if conditioned else None
         fake = G(z, level, alpha)
-        fake_score = self._score(fake, alpha, fake_labels)
-        g_loss = -fake_score.mean() if hinge else F.softplus(-fake_score).mean()
-        if patch_weight:
-            g_loss = g_loss + patch_weight * F.softplus(-self.patch(fake)).mean()
+        g_loss = F.softplus(-self.discriminator(fake, alpha, fake_labels)).mean()
         if semantic_weight:
             g_loss = g_loss + semantic_weight * F.softplus(
                 -self.semantic(self.semantic_maps(fake))).mean()
@@ -642,13 +559,12 @@ def slim_checkpoint(run_dir: str | Path, out: str | Path,
 
     source = Path(run_dir) / "checkpoint.pt"
     if not source.exists():
-        raise FileNotFoundError(f"no checkpoint in {run_dir}: train first (gandissect train "
-                                f"generator --run {run_dir})")
+        raise UserError(f"no checkpoint in {run_dir}: train first (gandissect train "
+                        f"generator --run {run_dir})")
     state = load_state(source)
-    for key in ("g_optimizer", "d_optimizer", "patch_optimizer", "semantic_optimizer"):
+    for key in ("g_optimizer", "d_optimizer", "semantic_optimizer"):
         state.pop(key, None)
-    networks = {"generator", "discriminator", "ema", "patch_discriminator",
-                "semantic_discriminator"}
+    networks = {"generator", "discriminator", "ema", "semantic_discriminator"}
     for key in networks & state.keys():
         state[key] = {name: value.to(dtype) if value.is_floating_point() else value
                       for name, value in state[key].items()}
@@ -657,29 +573,24 @@ def slim_checkpoint(run_dir: str | Path, out: str | Path,
     return out
 
 
-def branch_run(source: str | Path, run_dir: str | Path, patch: bool = False,
-               semantic: bool = False) -> Path:
+def branch_run(source: str | Path, run_dir: str | Path, semantic: bool = False) -> Path:
     """Start run ``run_dir`` from the checkpoint of run ``source`` (which is left as it is);
-    ``patch`` / ``semantic``: the new run adds the texture critic (``GANConfig.patch_kimg``) /
-    the semantic critic (``GANConfig.semantic_kimg``) from the checkpoint's point on. Returns
-    the new checkpoint's path."""
+    ``semantic``: the new run adds the semantic critic (``GANConfig.semantic_kimg``) from the
+    checkpoint's point on. Returns the new checkpoint's path."""
     from gandissect.fileio import load_state, save_state
 
     source, run_dir = Path(source), Path(run_dir)
     if not (source / "checkpoint.pt").exists():
-        raise FileNotFoundError(f"no checkpoint in {source} to branch from: train it first "
-                                f"(gandissect train generator --run {source})")
+        raise UserError(f"no checkpoint in {source} to branch from: train it first "
+                        f"(gandissect train generator --run {source})")
     if (run_dir / "checkpoint.pt").exists():
-        raise FileExistsError(f"{run_dir} already holds a run: continue it without --branch, "
-                              f"or branch into a new folder")
+        raise UserError(f"{run_dir} already holds a run: continue it without --branch, "
+                        f"or branch into a new folder")
     state = load_state(source / "checkpoint.pt")
-    if patch:
-        if state["config"].get("patch_kimg") is not None:
-            raise ValueError(f"{source} already trains a patch discriminator")
-        state["config"]["patch_kimg"] = state["images_seen"] / 1000
+    GANConfig.from_dict(state["config"])  # a run this version cannot continue fails now
     if semantic:
         if state["config"].get("semantic_kimg") is not None:
-            raise ValueError(f"{source} already trains a semantic critic")
+            raise UserError(f"{source} already trains a semantic critic")
         state["config"]["semantic_kimg"] = state["images_seen"] / 1000
     run_dir.mkdir(parents=True, exist_ok=True)
     save_state(run_dir / "checkpoint.pt", state)
@@ -700,15 +611,15 @@ def start_from_weights(weights: str | Path, run_dir: str | Path,
 
     run_dir = Path(run_dir)
     if (run_dir / "checkpoint.pt").exists():
-        raise FileExistsError(f"{run_dir} already holds a run: continue it without "
-                              f"--from-weights, or start a new --run folder")
+        raise UserError(f"{run_dir} already holds a run: continue it without "
+                        f"--from-weights, or start a new --run folder")
     state, architecture, metadata = read_weights(weights)
     if architecture.get("architecture") != "proggan":
-        raise ValueError(f"{weights} holds a {architecture.get('architecture')!r}, not a "
-                         f"generator trained by gandissect (a 'proggan' weights file)")
+        raise UserError(f"{weights} holds a {architecture.get('architecture')!r}, not a "
+                        f"generator trained by gandissect (a 'proggan' weights file)")
     if warmup_kimg < 0:
-        raise ValueError(f"the critics' warm-up must be 0 or more thousand images, got "
-                         f"{warmup_kimg}")
+        raise UserError(f"the critics' warm-up must be 0 or more thousand images, got "
+                        f"{warmup_kimg}")
     config = copy.deepcopy(config) if config is not None else GANConfig()
     config.z_dim, config.channels = architecture["z_dim"], list(architecture["channels"])
     config.resolution = 4 * 2 ** (len(config.channels) - 1)
@@ -725,11 +636,11 @@ def start_from_weights(weights: str | Path, run_dir: str | Path,
     for name in ("d_channels",) + (("semantic_channels",) if config.semantic_kimg is not None
                                    else ()):
         if len(getattr(config, name)) != steps:
-            raise ValueError(f"{weights} draws {config.resolution} px: give {name} with "
-                             f"{steps} channel counts in --config")
+            raise UserError(f"{weights} draws {config.resolution} px: give {name} with "
+                            f"{steps} channel counts in --config")
     if config.kimg * 1000 <= images_seen:
-        raise ValueError(f"{weights} has seen {images_seen:,} images already: give a --kimg "
-                         f"above {kimg_now:g}")
+        raise UserError(f"{weights} has seen {images_seen:,} images already: give a --kimg "
+                        f"above {kimg_now:g}")
     with RunFolder(run_dir) as run:
         trainer = GANTrainer(config, run)
         for generator in (trainer.generator.generator, trainer.ema.generator):

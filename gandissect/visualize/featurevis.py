@@ -37,6 +37,7 @@ from torch import nn
 from tqdm import tqdm
 
 from gandissect.attribute.base import attribution_mode
+from gandissect.errors import UserError
 from gandissect.hooks import TraceDict, partial_forward
 from gandissect.stats import TopK
 
@@ -146,11 +147,11 @@ class Objective:
 def _layer_output(acts: Activations, name: str, c: int | None = None) -> torch.Tensor:
     a = acts.layers[name]
     if a.dim() < 2:
-        raise ValueError(f"layer {name!r} outputs shape {tuple(a.shape)}; objectives need "
-                         "(B, channels, ...)")
+        raise UserError(f"layer {name!r} outputs shape {tuple(a.shape)}; objectives need "
+                        "(B, channels, ...)")
     if c is not None and not 0 <= c < a.shape[1]:
-        raise ValueError(f"channel {c} is out of range: layer {name!r} has {a.shape[1]} "
-                         f"channels (0 .. {a.shape[1] - 1})")
+        raise UserError(f"channel {c} is out of range: layer {name!r} has {a.shape[1]} "
+                        f"channels (0 .. {a.shape[1] - 1})")
     return a
 
 
@@ -163,12 +164,12 @@ def unit(layer: str, channel: int, y: int | None = None, x: int | None = None) -
         if a.dim() == 2:
             return a[:, channel]
         if a.dim() != 4:
-            raise ValueError(f"unit() needs a (B, C, H, W) or (B, C) output; layer {layer!r} "
-                             f"gives {tuple(a.shape)}")
+            raise UserError(f"unit() needs a (B, C, H, W) or (B, C) output; layer {layer!r} "
+                            f"gives {tuple(a.shape)}")
         h, w = a.shape[2:]
         row, col = h // 2 if y is None else y, w // 2 if x is None else x
         if not (0 <= row < h and 0 <= col < w):
-            raise ValueError(f"position ({row}, {col}) is outside layer {layer!r}'s {h} x {w}")
+            raise UserError(f"position ({row}, {col}) is outside layer {layer!r}'s {h} x {w}")
         return a[:, channel, row, col]
 
     return Objective(fn, [layer], name=f"unit({layer!r}, {channel}, {y}, {x})")
@@ -200,10 +201,10 @@ def class_logit(c: int) -> Objective:
         out = acts.output
         if out is None or out.dim() != 2:
             shape = None if out is None else tuple(out.shape)
-            raise ValueError(f"class_logit needs a (B, classes) model output, got {shape}")
+            raise UserError(f"class_logit needs a (B, classes) model output, got {shape}")
         if not 0 <= c < out.shape[1]:
-            raise ValueError(f"class {c} is out of range: the model has {out.shape[1]} "
-                             f"classes (0 .. {out.shape[1] - 1})")
+            raise UserError(f"class {c} is out of range: the model has {out.shape[1]} "
+                            f"classes (0 .. {out.shape[1] - 1})")
         return out[:, c]
 
     return Objective(fn, needs_output=True, name=f"class_logit({c})")
@@ -261,8 +262,8 @@ def _forward(model: nn.Module, objective: Objective, seen: torch.Tensor,
     values = objective(Activations(traced, output, image))
     if not isinstance(values, torch.Tensor) or values.shape != (seen.shape[0],):
         shape = tuple(values.shape) if isinstance(values, torch.Tensor) else type(values)
-        raise ValueError(f"{objective!r} must return one value per image, shape "
-                         f"({seen.shape[0]},); got {shape}")
+        raise UserError(f"{objective!r} must return one value per image, shape "
+                        f"({seen.shape[0]},); got {shape}")
     return values
 
 
@@ -337,7 +338,7 @@ class _ImageParam(nn.Module, ABC):
         else:
             matrix = SCENEWORLD_COLOR_MATRIX if decorrelate else torch.eye(3)
         if matrix.shape != (3, 3):
-            raise ValueError(f"a colour matrix is (3, 3), got {tuple(matrix.shape)}")
+            raise UserError(f"a colour matrix is (3, 3), got {tuple(matrix.shape)}")
         self.register_buffer("color", matrix.clone())
 
     @abstractmethod
@@ -402,7 +403,7 @@ def make_image(param: str | nn.Module, batch: int, size: int | Sequence[int],
         return param
     kinds = {"pixel": PixelImage, "fourier": FourierImage}
     if param not in kinds:
-        raise ValueError(f"unknown parametrisation {param!r}; choose from {sorted(kinds)}")
+        raise UserError(f"unknown parametrisation {param!r}; choose from {sorted(kinds)}")
     image = kinds[param](batch, size, decorrelate, generator, init_std)
     return image.to(device=device, dtype=dtype)
 
@@ -421,7 +422,7 @@ def shift(images: torch.Tensor, dy: int, dx: int) -> torch.Tensor:
         return images
     h, w = images.shape[-2:]
     if pad >= min(h, w):
-        raise ValueError(f"a shift of {pad} pixels needs images larger than {pad}, got {h} x {w}")
+        raise UserError(f"a shift of {pad} pixels needs images larger than {pad}, got {h} x {w}")
     padded = F.pad(images, (pad, pad, pad, pad), mode="reflect")
     return padded[..., pad - dy:pad - dy + h, pad - dx:pad - dx + w]
 
@@ -604,7 +605,7 @@ def unit_scores(activations: torch.Tensor) -> torch.Tensor:
     spatial positions (``(N, C)`` outputs are their own scores). The maximum, not the mean, so
     that a unit firing strongly on a small object ranks that image high."""
     if activations.dim() < 2:
-        raise ValueError(f"need (N, units, ...) activations, got {tuple(activations.shape)}")
+        raise UserError(f"need (N, units, ...) activations, got {tuple(activations.shape)}")
     return activations.flatten(2).amax(2) if activations.dim() > 2 else activations
 
 
@@ -642,7 +643,7 @@ def top_activating(model: nn.Module, layer: str, images, k: int = 12,
             top.add(scores[:, chosen], torch.arange(start, start + len(batch)))
             start += len(batch)
     if chosen is None:
-        raise ValueError("top_activating got no images")
+        raise UserError("top_activating got no images")
     scores, ids = top.result()
     return TopActivating(layer, chosen.cpu(), scores.cpu(), ids.cpu())
 
@@ -652,8 +653,8 @@ def _check_units(units: Sequence[int] | None, n_units: int, layer: str) -> torch
         return torch.arange(n_units)
     chosen = torch.as_tensor(units, dtype=torch.int64).reshape(-1)
     if chosen.numel() and (int(chosen.min()) < 0 or int(chosen.max()) >= n_units):
-        raise ValueError(f"unit ids must lie in [0, {n_units - 1}] for layer {layer!r}, got "
-                         f"{chosen.tolist()}")
+        raise UserError(f"unit ids must lie in [0, {n_units - 1}] for layer {layer!r}, got "
+                        f"{chosen.tolist()}")
     return chosen
 
 

@@ -1,6 +1,6 @@
 """Grids of small pictures: first-layer filters.
 
-Grids of images in the models' [-1, 1] range are ``gandissect.train.gan.image_grid``; this
+Grids of images in the models' [-1, 1] range are ``gandissect.report.images.image_grid``; this
 module builds on it rather than keeping a second copy.
 """
 
@@ -12,6 +12,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from gandissect.errors import UserError
 
 __all__ = ["filter_grid"]
 
@@ -28,15 +30,15 @@ def filter_grid(conv_weight: torch.Tensor | nn.Module, columns: int | None = Non
     filter, not brightness across filters. Each weight becomes a ``zoom x zoom`` block; filters
     are separated, and the grid framed, by ``pad`` black pixels; unused cells are black.
     """
-    from gandissect.train.gan import image_grid
+    from gandissect.report.images import image_grid
 
     weight = conv_weight.weight if isinstance(conv_weight, nn.Module) else conv_weight
     weight = torch.as_tensor(weight).detach().cpu().float()
     if weight.dim() != 4 or weight.shape[1] != 3:
-        raise ValueError(f"filter_grid shows RGB filters (out, 3, kh, kw), got "
-                         f"{tuple(weight.shape)}")
+        raise UserError(f"filter_grid shows RGB filters (out, 3, kh, kw), got "
+                        f"{tuple(weight.shape)}")
     if pad < 0 or zoom < 1:
-        raise ValueError("pad must be >= 0 and zoom >= 1")
+        raise UserError("pad must be >= 0 and zoom >= 1")
     peak = weight.abs().flatten(1).amax(1)
     tiles = weight / torch.where(peak > 0, peak, torch.ones_like(peak))[:, None, None, None]
     tiles = tiles.repeat_interleave(zoom, 2).repeat_interleave(zoom, 3)

@@ -8,6 +8,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from gandissect.errors import UserError
+
 __all__ = ["COLORMAPS", "apply_colormap", "overlay"]
 
 # Colour maps as evenly spaced RGB anchors in [0, 1], interpolated linearly.
@@ -37,11 +39,11 @@ def apply_colormap(values: np.ndarray, colormap: Colormap) -> np.ndarray:
         return np.clip(np.asarray(colormap(values), dtype=np.float64), 0.0, 1.0)
     if isinstance(colormap, str):
         if colormap not in COLORMAPS:
-            raise ValueError(f"unknown colormap {colormap!r}; choose from {sorted(COLORMAPS)}")
+            raise UserError(f"unknown colormap {colormap!r}; choose from {sorted(COLORMAPS)}")
         colormap = COLORMAPS[colormap]
     anchors = np.asarray(colormap, dtype=np.float64)
     if anchors.ndim != 2 or anchors.shape[1] != 3 or anchors.shape[0] < 2:
-        raise ValueError("a colormap array must be (K >= 2, 3) RGB anchors")
+        raise UserError("a colormap array must be (K >= 2, 3) RGB anchors")
     position = values * (anchors.shape[0] - 1)
     low = np.minimum(position.astype(int), anchors.shape[0] - 2)
     frac = (position - low)[..., None]
@@ -66,7 +68,7 @@ def _image_rgb(image, value_range: tuple[float, float]) -> np.ndarray:
     if array.ndim == 2:
         array = array[..., None]
     if array.ndim != 3 or array.shape[-1] not in (1, 3):
-        raise ValueError(f"image must be (3, H, W), (H, W, 3) or (H, W), got {array.shape}")
+        raise UserError(f"image must be (3, H, W), (H, W, 3) or (H, W), got {array.shape}")
     if array.dtype == np.uint8:
         rgb = array / 255.0
     else:
@@ -81,7 +83,7 @@ def _map_2d(attribution, mode: str, size: tuple[int, int]) -> np.ndarray:
     while a.dim() > 3 and a.shape[0] == 1:
         a = a[0]
     if a.dim() not in (2, 3):
-        raise ValueError(f"attribution must be (H, W) or (C, H, W), got {tuple(a.shape)}")
+        raise UserError(f"attribution must be (H, W) or (C, H, W), got {tuple(a.shape)}")
     a = torch.nan_to_num(a, nan=0.0, posinf=0.0, neginf=0.0)
     if mode == "absolute":
         a = a.abs()
@@ -106,7 +108,7 @@ def overlay(image, attribution, mode: str = "signed", colormap: Colormap | None 
     Float images are read in ``value_range`` (the project's [-1, 1] by default), uint8 as is.
     """
     if mode not in ("signed", "absolute"):
-        raise ValueError(f"mode must be 'signed' or 'absolute', got {mode!r}")
+        raise UserError(f"mode must be 'signed' or 'absolute', got {mode!r}")
     rgb = _image_rgb(image, value_range)
     height, width = rgb.shape[:2]
     values = _map_2d(attribution, mode, (height, width))

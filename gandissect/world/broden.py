@@ -28,6 +28,8 @@ import torch
 from PIL import Image
 from torch.utils.data import Dataset
 
+from gandissect.errors import UserError
+from gandissect.fileio import empty_folder
 from gandissect.world.concepts import CONCEPTS, Concept, concepts
 from gandissect.world.dataset import image_to_tensor
 from gandissect.world.render import check_size, render
@@ -64,15 +66,6 @@ class Numbering:
         for c in concepts(category):
             table[c.code] = self.numbers[(category, c.code)]
         return table
-
-
-def check_out_dir(out_dir: str | os.PathLike) -> Path:
-    """Refuse an existing non-empty output directory (FileExistsError)."""
-    path = Path(out_dir)
-    if path.exists() and (not path.is_dir() or any(path.iterdir())):
-        raise FileExistsError(f"output directory {path} exists and is not empty; "
-                              "choose a new directory or remove it")
-    return path
 
 
 def encode_labels(numbers: np.ndarray) -> Image.Image:
@@ -162,9 +155,9 @@ def export_broden(out_dir: str | os.PathLike, n: int, size: int = 64, seed: int 
     half-written export never appears at ``out_dir``. Returns the output path.
     """
     if n <= 0:
-        raise ValueError(f"n must be positive, got {n}")
+        raise UserError(f"n must be positive, got {n}")
     check_size(size)
-    out = check_out_dir(out_dir)
+    out = empty_folder(out_dir)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.parent / f".{out.name}.partial-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
@@ -223,7 +216,7 @@ class BrodenDataset(Dataset):
                  size: int | None = None) -> None:
         self.root = Path(directory)
         if not (self.root / "index.csv").is_file():
-            raise FileNotFoundError(f"{self.root} is not a Broden directory (no index.csv)")
+            raise UserError(f"{self.root} is not a Broden directory (no index.csv)")
         self.rows = _read_csv(self.root / "index.csv")
         self.size = size
         header = self.rows[0] if self.rows else {}
@@ -232,7 +225,7 @@ class BrodenDataset(Dataset):
         self.categories = tuple(c for c in wanted if c in present)
         missing = [c for c in wanted if c not in present]
         if missing:
-            raise ValueError(f"categories {missing} not in {self.root}; found {present}")
+            raise UserError(f"categories {missing} not in {self.root}; found {present}")
         self.image_level = tuple(c for c in self.categories if self._is_image_level(c))
         self.concepts, self._codes = self._load_concepts()
 

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from gandissect.errors import UserError
+
 CATEGORIES: tuple[str, ...] = ("object", "part", "material", "color", "scene")
 PIXEL_CATEGORIES: tuple[str, ...] = ("object", "part", "material", "color")
 
@@ -92,7 +94,7 @@ CONCEPTS: tuple[Concept, ...] = _build()
 def concepts(category: str) -> tuple[Concept, ...]:
     """All concepts of one category, ordered by code (code 1 first)."""
     if category not in CATEGORIES:
-        raise ValueError(f"unknown category {category!r}; valid: {', '.join(CATEGORIES)}")
+        raise UserError(f"unknown category {category!r}; valid: {', '.join(CATEGORIES)}")
     return tuple(c for c in CONCEPTS if c.category == category)
 
 
@@ -104,7 +106,7 @@ def concept(name: str, category: str | None = None) -> Concept:
         return found[0]
     if found:
         cats = ", ".join(c.category for c in found)
-        raise ValueError(f"concept {name!r} is in several categories ({cats}); pass category=")
+        raise UserError(f"concept {name!r} is in several categories ({cats}); pass category=")
     valid = ", ".join(sorted({c.name for c in pool}))
     where = f" in category {category!r}" if category else ""
     raise KeyError(f"unknown concept {name!r}{where}; valid names: {valid}")

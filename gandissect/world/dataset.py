@@ -8,6 +8,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset, IterableDataset, get_worker_info
 
+from gandissect.errors import UserError
 from gandissect.world.concepts import PIXEL_CATEGORIES
 from gandissect.world.render import WorldSample, check_size, render
 
@@ -49,7 +50,7 @@ class SceneWorld(Dataset):
                  transform: Callable[[dict], dict] | None = None) -> None:
         check_size(size)
         if length is not None and length <= 0:
-            raise ValueError(f"length must be positive or None, got {length}")
+            raise UserError(f"length must be positive or None, got {length}")
         self.seed, self.size, self.transform = seed, size, transform
         self.length = HUGE_LENGTH if length is None else int(length)
 

@@ -7,6 +7,7 @@ import math
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
+from gandissect.errors import UserError
 from gandissect.world.concepts import PIXEL_CATEGORIES, concepts, palette
 from gandissect.world.render import WorldSample, check_size, render
 
@@ -86,7 +87,7 @@ def sample_grid(n: int = 16, size: int = 64, seed: int = 0, cols: int = 8) -> Im
     material and colour maps; the legend names every concept's colour.
     """
     if n <= 0:
-        raise ValueError(f"n must be positive, got {n}")
+        raise UserError(f"n must be positive, got {n}")
     check_size(size)
     samples = [render(seed, i, size) for i in range(n)]
     scale = max(1, math.ceil(128 / size))

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from gandissect.errors import UserError
 from gandissect.world.canvas import Canvas
 from gandissect.world.colors import color_labels
 from gandissect.world.compose import compose
@@ -42,9 +43,9 @@ class WorldSample:
 
 
 def check_size(size: int) -> None:
-    """Raise ValueError unless ``size`` is a supported square image size."""
+    """Raise a UserError unless ``size`` is a supported square image size."""
     if not isinstance(size, (int, np.integer)) or not MIN_SIZE <= size <= MAX_SIZE:
-        raise ValueError(f"size must be an integer from {MIN_SIZE} to {MAX_SIZE}, got {size!r}")
+        raise UserError(f"size must be an integer from {MIN_SIZE} to {MAX_SIZE}, got {size!r}")
 
 
 def scene_rng(seed: int, index: int) -> np.random.Generator:

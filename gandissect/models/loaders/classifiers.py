@@ -3,7 +3,7 @@
 The model is built with ``weights=None`` (nothing is downloaded) and ``num_classes`` read from
 the file's output layer (``fc`` / ``classifier`` shapes), so a Places365 ResNet-18 and an
 ImageNet one load alike. Each model declares its preprocessing as attributes, which
-``gandissect.netdissect.inputs.preprocess_for`` turns into a normalisation of [-1, 1] images:
+``gandissect.models.inputs.preprocess_for`` turns into a normalisation of [-1, 1] images:
 ``input_size`` (pixels), ``input_mean`` / ``input_std`` (on [0, 1] pixels; the Places365 models
 were trained with the ImageNet values too). DenseNet files saved before torchvision 0.3
 (``denselayer1.norm.1.weight`` for ``denselayer1.norm1.weight``) are renamed.
@@ -17,6 +17,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from gandissect.errors import UserError
 from gandissect.models.loaders.files import fit_state_dict, read_state_dict
 
 __all__ = ["INPUT_SIZE", "declare_preprocessing", "infer_num_classes", "rename_old_densenet_keys",
@@ -33,7 +34,7 @@ def _build(arch: str, **kwargs) -> nn.Module:
         return torchvision.models.get_model(arch, weights=None, **kwargs)
     except (ValueError, KeyError):
         known = ", ".join(torchvision.models.list_models(module=torchvision.models))
-        raise ValueError(f"unknown torchvision classifier {arch!r}; known: {known}") from None
+        raise UserError(f"unknown torchvision classifier {arch!r}; known: {known}") from None
 
 
 def rename_old_densenet_keys(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -62,7 +63,7 @@ def infer_num_classes(arch: str, state: dict[str, torch.Tensor]) -> int | None:
 
 def declare_preprocessing(model: nn.Module, arch: str) -> nn.Module:
     """Set ``input_size``, ``input_mean`` and ``input_std`` (ImageNet / Places365 values)."""
-    from gandissect.netdissect.inputs import IMAGENET_MEAN, IMAGENET_STD
+    from gandissect.models.inputs import IMAGENET_MEAN, IMAGENET_STD
 
     model.input_size = INPUT_SIZE.get(arch, 224)
     model.input_mean, model.input_std = IMAGENET_MEAN, IMAGENET_STD

@@ -16,6 +16,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from gandissect.errors import UserError
+
 __all__ = ["WRAPPER_KEYS", "UnsafeCheckpointError", "existing_file", "fit_state_dict",
            "read_state_dict"]
 
@@ -24,15 +26,15 @@ _SHOWN = 5  # keys named in an error message
 _AGAIN = "download it again, or re-save it with torch.save(model.state_dict(), PATH)"
 
 
-class UnsafeCheckpointError(ValueError):
+class UnsafeCheckpointError(UserError):
     """A checkpoint that would import or call Python code when unpickled."""
 
 
 def existing_file(path: str | Path, what: str = "weights file") -> Path:
-    """``path`` as a ``Path``; ``ValueError`` when no such file exists."""
+    """``path`` as a ``Path``; a ``UserError`` when no such file exists."""
     path = Path(path).expanduser()
     if not path.is_file():
-        raise ValueError(f"{what} {path} does not exist")
+        raise UserError(f"{what} {path} does not exist")
     return path
 
 
@@ -48,8 +50,8 @@ def _torch_load(path: Path) -> object:
     except pickle.UnpicklingError as error:
         text = str(error)
         if "weights only" not in text.lower() or "Unsupported operand" in text:
-            raise ValueError(f"cannot read {path}: not a PyTorch checkpoint, or a damaged "
-                             f"one; {_AGAIN}") from None
+            raise UserError(f"cannot read {path}: not a PyTorch checkpoint, or a damaged "
+                            f"one; {_AGAIN}") from None
         found = re.search(r"GLOBAL ([\w.]+)", text)
         culprit = f" (it would import {found.group(1)})" if found else ""
         raise UnsafeCheckpointError(
@@ -59,8 +61,8 @@ def _torch_load(path: Path) -> object:
         ) from None
     except (RuntimeError, EOFError, OSError) as error:
         detail = (str(error).strip().splitlines() or ["the file ends early"])[0]
-        raise ValueError(f"cannot read {path} as a PyTorch checkpoint ({detail}): it is "
-                         f"damaged or truncated; {_AGAIN}") from None
+        raise UserError(f"cannot read {path} as a PyTorch checkpoint ({detail}): it is "
+                        f"damaged or truncated; {_AGAIN}") from None
 
 
 def _unwrap(checkpoint: object, path: Path) -> dict[str, torch.Tensor]:
@@ -71,11 +73,11 @@ def _unwrap(checkpoint: object, path: Path) -> dict[str, torch.Tensor]:
             break
         checkpoint = inner
     if not isinstance(checkpoint, Mapping):
-        raise ValueError(f"{path} holds a {type(checkpoint).__name__}, not a state dict")
+        raise UserError(f"{path} holds a {type(checkpoint).__name__}, not a state dict")
     other = [str(key) for key, value in checkpoint.items() if not isinstance(value, torch.Tensor)]
     if other:
-        raise ValueError(f"{path} is not a state dict of tensors: entries {_few(other)} are not "
-                         f"tensors (wrappers understood: {', '.join(WRAPPER_KEYS)})")
+        raise UserError(f"{path} is not a state dict of tensors: entries {_few(other)} are not "
+                        f"tensors (wrappers understood: {', '.join(WRAPPER_KEYS)})")
     state = {str(key): value for key, value in checkpoint.items()}
     if state and all(key.startswith("module.") for key in state):  # DataParallel
         state = {key.removeprefix("module."): value for key, value in state.items()}
@@ -95,13 +97,13 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
         try:
             return load_file(str(path))
         except Exception as error:  # safetensors raises its own error types
-            raise ValueError(f"cannot read {path} as safetensors ({error}): it is damaged or "
-                             "truncated; download or export it again") from None
+            raise UserError(f"cannot read {path} as safetensors ({error}): it is damaged or "
+                            "truncated; download or export it again") from None
     return _unwrap(_torch_load(path), path)
 
 
 def fit_state_dict(model: nn.Module, state: Mapping[str, torch.Tensor], source: str) -> None:
-    """Load ``state`` into ``model``; ``ValueError`` naming missing, unexpected or misshapen
+    """Load ``state`` into ``model``; a ``UserError`` naming missing, unexpected or misshapen
     keys when it does not fit exactly, or the weights that are NaN or infinite."""
     expected = model.state_dict()
     missing = [key for key in expected if key not in state]
@@ -113,11 +115,11 @@ def fit_state_dict(model: nn.Module, state: Mapping[str, torch.Tensor], source: 
         problems = [f"{label}: {_few(keys)}" for label, keys in
                     (("missing keys", missing), ("unexpected keys", unexpected),
                      ("wrong shapes", misshapen)) if keys]
-        raise ValueError(f"{source} does not fit {type(model).__name__}; "
-                         + "; ".join(problems))
+        raise UserError(f"{source} does not fit {type(model).__name__}; "
+                        + "; ".join(problems))
     broken = [key for key, value in state.items()
               if value.is_floating_point() and not bool(torch.isfinite(value).all())]
     if broken:
-        raise ValueError(f"{source} holds NaN or infinite weights ({_few(broken)}): a damaged "
-                         "file or a diverged training run; use an earlier checkpoint")
+        raise UserError(f"{source} holds NaN or infinite weights ({_few(broken)}): a damaged "
+                        "file or a diverged training run; use an earlier checkpoint")
     model.load_state_dict(state)

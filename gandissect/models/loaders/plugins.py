@@ -24,7 +24,9 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from gandissect.errors import UserError
 from gandissect.models.loaders.files import existing_file
+from gandissect.torchutil import model_device
 
 __all__ = ["RANGE_LIMIT", "ScriptedGenerator", "ScriptedLayer", "check_generator",
            "import_factory", "is_factory_spec", "load_torchscript", "scripted_generator"]
@@ -41,16 +43,16 @@ def is_factory_spec(spec: str) -> bool:
 def import_factory(spec: str) -> Callable[[], object]:
     """The callable ``package.module:factory`` names, imported with ``importlib``."""
     if not is_factory_spec(spec):
-        raise ValueError(f"{spec!r} is not of the form package.module:factory")
+        raise UserError(f"{spec!r} is not of the form package.module:factory")
     module_name, _, name = spec.partition(":")
     try:
         module = importlib.import_module(module_name)
     except ImportError as error:
-        raise ValueError(f"cannot import {module_name!r} for {spec!r}: {error}; is the package "
-                         "installed or on PYTHONPATH?") from None
+        raise UserError(f"cannot import {module_name!r} for {spec!r}: {error}; is the package "
+                        "installed or on PYTHONPATH?") from None
     factory = getattr(module, name, None)
     if not callable(factory):
-        raise ValueError(f"module {module_name} has no function {name!r} (from {spec!r})")
+        raise UserError(f"module {module_name} has no function {name!r} (from {spec!r})")
     return factory
 
 
@@ -63,21 +65,16 @@ def load_torchscript(path: str | Path, device: str | torch.device = "cpu") -> to
             module = torch.jit.load(str(path), map_location=device)
         except (RuntimeError, ValueError) as error:
             first = str(error).strip().splitlines()[0] if str(error).strip() else ""
-            raise ValueError(f"{path} is not a TorchScript file (torch.jit.save): {first}; for "
-                             "a state dict use a loader scheme such as proggan:PATH") from None
+            raise UserError(f"{path} is not a TorchScript file (torch.jit.save): {first}; for "
+                            "a state dict use a loader scheme such as proggan:PATH") from None
     return module.eval()
-
-
-def _device_of(model: nn.Module) -> torch.device:
-    parameter = next(model.parameters(), None)
-    return parameter.device if parameter is not None else torch.device("cpu")
 
 
 def _latent_candidates(model: nn.Module, z_dim: int | None) -> list[int]:
     declared = getattr(model, "z_dim", None)
     if z_dim is not None and isinstance(declared, int) and declared != z_dim:
-        raise ValueError(f"latent size {z_dim} was given, but {type(model).__name__} declares "
-                         f"z_dim = {declared}")
+        raise UserError(f"latent size {z_dim} was given, but {type(model).__name__} declares "
+                        f"z_dim = {declared}")
     if z_dim is not None or isinstance(declared, int):
         return [z_dim or declared]
     first = next((p for p in model.parameters() if p.dim() >= 2), None)
@@ -87,13 +84,13 @@ def _latent_candidates(model: nn.Module, z_dim: int | None) -> list[int]:
 def _check_images(images: object, name: str, check_range: bool) -> None:
     if not isinstance(images, torch.Tensor) or images.dim() != 4 or images.shape[1] != 3:
         shape = tuple(images.shape) if isinstance(images, torch.Tensor) else type(images).__name__
-        raise ValueError(f"{name} must return (N, 3, H, W) images, got {shape}")
+        raise UserError(f"{name} must return (N, 3, H, W) images, got {shape}")
     if not images.is_floating_point() or not bool(torch.isfinite(images).all()):
-        raise ValueError(f"{name} returned non-float or non-finite images")
+        raise UserError(f"{name} returned non-float or non-finite images")
     low, high = float(images.min()), float(images.max())
     if check_range and (low >= 0 or max(-low, high) > RANGE_LIMIT):
-        raise ValueError(f"{name} returned pixels in [{low:.3g}, {high:.3g}]; generators must "
-                         "return images in about [-1, 1] (e.g. 2 * x - 1 for [0, 1] images)")
+        raise UserError(f"{name} returned pixels in [{low:.3g}, {high:.3g}]; generators must "
+                        "return images in about [-1, 1] (e.g. 2 * x - 1 for [0, 1] images)")
 
 
 def check_generator(model: nn.Module, z_dim: int | None = None, check_range: bool = True,
@@ -105,13 +102,13 @@ def check_generator(model: nn.Module, z_dim: int | None = None, check_range: boo
     model.eval()
     candidates = _latent_candidates(model, z_dim)
     if not candidates:
-        raise ValueError(f"cannot tell the latent size of {name}: give it a z_dim attribute")
+        raise UserError(f"cannot tell the latent size of {name}: give it a z_dim attribute")
     failures = []
     for size in candidates:
         z = torch.randn(2 if check_range else 1, size, generator=torch.Generator().manual_seed(0))
         try:
             with torch.no_grad():
-                images = model(z.to(_device_of(model)))
+                images = model(z.to(model_device(model)))
         except Exception as error:  # any failure of user code: report it with the size tried
             first_line = (str(error).strip().splitlines() or [""])[0]
             failures.append(f"z_dim {size}: {type(error).__name__}: {first_line}")
@@ -122,8 +119,8 @@ def check_generator(model: nn.Module, z_dim: int | None = None, check_range: boo
         if getattr(model, "resolution", None) is None and images.shape[2] == images.shape[3]:
             model.resolution = int(images.shape[-1])
         return model
-    raise ValueError(f"{name} does not take a latent of size {' or '.join(map(str, candidates))}"
-                     f" ({'; '.join(failures)}); declare the right size as a z_dim attribute")
+    raise UserError(f"{name} does not take a latent of size {' or '.join(map(str, candidates))}"
+                    f" ({'; '.join(failures)}); declare the right size as a z_dim attribute")
 
 
 class ScriptedLayer(nn.Module):
@@ -157,7 +154,7 @@ def _chained(compiled: nn.Module, z_dim: int, resolution: int | None) -> Scripte
     children = OrderedDict(compiled.named_children())
     if len(children) < 2:
         return None
-    z = torch.randn(2, z_dim, generator=torch.Generator().manual_seed(1)).to(_device_of(compiled))
+    z = torch.randn(2, z_dim, generator=torch.Generator().manual_seed(1)).to(model_device(compiled))
     with torch.no_grad():
         expected = compiled(z)
         for latent_4d in (False, True):

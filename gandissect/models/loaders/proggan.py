@@ -14,6 +14,7 @@ from pathlib import Path
 
 import torch
 
+from gandissect.errors import UserError
 from gandissect.models.loaders.files import fit_state_dict, read_state_dict
 from gandissect.models.proggan import ProGANGenerator
 
@@ -49,13 +50,13 @@ def proggan_sizes(state: dict[str, torch.Tensor]) -> tuple[int, list[int]]:
     numbers = sorted(int(m.group(1)) for m in map(_CONV.match, state) if m)
     if not numbers or numbers != list(range(1, len(numbers) + 1)) or len(numbers) % 2:
         shown = ", ".join(list(state)[:5])
-        raise ValueError(
+        raise UserError(
             "not a ProGAN checkpoint in the GAN Dissection layout: expected an even number of "
             f"layers layer1.conv.weight ... layerN.conv.weight; found keys {shown} ...")
     flat = [f"layer{i}.conv.weight" for i in numbers if state[f"layer{i}.conv.weight"].dim() != 4]
     if flat:
-        raise ValueError(f"not a ProGAN checkpoint: {', '.join(flat[:5])} should be 4-D "
-                         "convolution weights (out, in, k, k)")
+        raise UserError(f"not a ProGAN checkpoint: {', '.join(flat[:5])} should be 4-D "
+                        "convolution weights (out, in, k, k)")
     z_dim = int(state["layer1.conv.weight"].shape[1])
     channels = [int(state[f"layer{i}.conv.weight"].shape[0])
                 for i in range(2, len(numbers) + 1, 2)]

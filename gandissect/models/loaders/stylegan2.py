@@ -28,6 +28,7 @@ from pathlib import Path
 
 import torch
 
+from gandissect.errors import UserError
 from gandissect.models.loaders.files import (
     _torch_load,
     existing_file,
@@ -69,7 +70,7 @@ def stylegan2_sizes(state: Mapping[str, torch.Tensor]) -> dict[str, int | list[i
     if (not mapping or mapping != list(range(1, len(mapping) + 1)) or "input.input" not in state
             or "conv1.conv.weight" not in state or convs != list(range(len(convs)))
             or len(convs) % 2):
-        raise ValueError(
+        raise UserError(
             "not a StyleGAN2 generator in rosinality's stylegan2-pytorch layout: expected "
             "style.1.weight ... style.N.weight, input.input, conv1.conv.weight and pairs of "
             f"convs.J.conv.weight; found keys {_shown(state)}")
@@ -78,8 +79,8 @@ def stylegan2_sizes(state: Mapping[str, torch.Tensor]) -> dict[str, int | list[i
     misshapen = [f"{key} {tuple(state[key].shape)}" for key, dim in dims.items()
                  if key in state and state[key].dim() != dim]
     if misshapen:
-        raise ValueError("not a StyleGAN2 generator in rosinality's layout: weights of the wrong "
-                         f"shape: {', '.join(misshapen[:5])}")
+        raise UserError("not a StyleGAN2 generator in rosinality's layout: weights of the wrong "
+                        f"shape: {', '.join(misshapen[:5])}")
     channels = [int(state["input.input"].shape[1])]
     channels += [int(state[f"convs.{j}.conv.weight"].shape[1]) for j in range(0, len(convs), 2)]
     blur = state.get("convs.0.conv.blur.kernel")
@@ -112,7 +113,7 @@ def _allowing_namespace():
 def _tensors(state: object, path: Path, what: str) -> dict[str, torch.Tensor]:
     if not isinstance(state, Mapping) or not all(isinstance(v, torch.Tensor)
                                                  for v in state.values()):
-        raise ValueError(f"{path}: {what} is not a state dict of tensors")
+        raise UserError(f"{path}: {what} is not a state dict of tensors")
     return {str(key): value for key, value in state.items()}
 
 
@@ -130,19 +131,19 @@ def read_stylegan2_checkpoint(path: str | Path) -> tuple[dict[str, torch.Tensor]
     with _allowing_namespace():
         checkpoint = _torch_load(path)
     if not isinstance(checkpoint, Mapping):
-        raise ValueError(f"{path} holds a {type(checkpoint).__name__}, not a StyleGAN2 "
-                         "checkpoint")
+        raise UserError(f"{path} holds a {type(checkpoint).__name__}, not a StyleGAN2 "
+                        "checkpoint")
     latent_avg = checkpoint.get("latent_avg")
     if latent_avg is not None and not isinstance(latent_avg, torch.Tensor):
-        raise ValueError(f"{path}: latent_avg is a {type(latent_avg).__name__}, not a tensor")
+        raise UserError(f"{path}: latent_avg is a {type(latent_avg).__name__}, not a tensor")
     for key in ("g_ema", "g"):  # the averaged generator is the one to dissect
         if isinstance(checkpoint.get(key), Mapping):
             return _tensors(checkpoint[key], path, key), latent_avg
     if "style.1.weight" in checkpoint:  # a bare generator state dict
         state = {k: v for k, v in checkpoint.items() if k != "latent_avg"}
         return _tensors(state, path, "the file"), latent_avg
-    raise ValueError(f"{path} is not a StyleGAN2 checkpoint in rosinality's layout: no g_ema "
-                     f"generator; top-level keys: {_shown(checkpoint)}")
+    raise UserError(f"{path} is not a StyleGAN2 checkpoint in rosinality's layout: no g_ema "
+                    f"generator; top-level keys: {_shown(checkpoint)}")
 
 
 def stylegan2_from_state_dict(state: Mapping[str, torch.Tensor],
@@ -157,8 +158,8 @@ def stylegan2_from_state_dict(state: Mapping[str, torch.Tensor],
     if latent_avg is None:
         generator.w_avg.copy_(generator.mean_w())
     elif latent_avg.numel() != generator.style_dim:
-        raise ValueError(f"{source}: latent_avg has {latent_avg.numel()} values, the mapping "
-                         f"network {generator.style_dim}")
+        raise UserError(f"{source}: latent_avg has {latent_avg.numel()} values, the mapping "
+                        f"network {generator.style_dim}")
     else:
         generator.w_avg.copy_(latent_avg.reshape(-1))
     return generator
@@ -169,7 +170,7 @@ def load_stylegan2(path: str | Path, device: str | torch.device = "cpu",
     """The ``g_ema`` generator of a rosinality ``stylegan2-pytorch`` file, in eval mode, with
     truncation psi ``truncation`` (1: none)."""
     if not 0 <= truncation <= 1:
-        raise ValueError(f"truncation must lie in [0, 1], got {truncation}")
+        raise UserError(f"truncation must lie in [0, 1], got {truncation}")
     state, latent_avg = read_stylegan2_checkpoint(path)
     generator = stylegan2_from_state_dict(state, latent_avg, str(path))
     generator.truncation = float(truncation)

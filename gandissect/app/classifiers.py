@@ -1,0 +1,295 @@
+"""The Classifiers tab: Network Dissection of a classifier's layer on held-out SceneWorld
+scenes, browsed like the Units tab; attribution heatmaps of a scene or an upload; feature
+visualisation of a unit or a class beside the scenes that excite it most.
+
+The algorithms are ``gandissect.netdissect``, ``gandissect.attribute`` and
+``gandissect.visualize``; this tab chooses their inputs and shows their outputs.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import gradio as gr
+import numpy as np
+import pandas as pd
+
+from gandissect.app.explain import MAX_SCENE, METHOD_NAMES, PROBE_SEED
+from gandissect.app.messages import PROGRESS, user_errors, whole_number
+from gandissect.app.pictures import enlarge, load_upload, pixels
+from gandissect.app.session import Session
+from gandissect.app.unit_table import (
+    ALL,
+    HEADERS,
+    SORTS,
+    TableQuery,
+    bars_html,
+    category_choices,
+    concept_choices,
+    unit_table,
+)
+from gandissect.app.units import parse_units
+from gandissect.app.workspace import Workspace
+from gandissect.errors import UserError
+from gandissect.netdissect import layer_summary
+from gandissect.visualize import overlay
+
+__all__ = ["build", "default_layer", "explain", "feature_visualization", "run_netdissect",
+           "select_unit", "table", "SOURCES"]
+
+SOURCES = ("SceneWorld scene", "Upload")
+PREDICTED = -1  # the target "the predicted class"
+
+
+def _scale(size: int) -> int:
+    return max(1, 256 // size)
+
+
+def default_layer(ws: Workspace, spec: str) -> tuple[list[str], str]:
+    """The classifier's convolutional layers and the one to start with (``layer4`` if it has
+    one, else its last)."""
+    layers = list(ws.classifiers.get(spec).layers)
+    if not layers:
+        raise UserError(f"{spec} has no layer with a (N, units, h, w) output")
+    return layers, "layer4" if "layer4" in layers else layers[-1]
+
+
+def _browsed(ws: Workspace, session: Session):
+    result = ws.classifiers.result(session.netdissect) if session.netdissect else None
+    if result is None:
+        raise UserError("run Network Dissection first")
+    return result, result.layers[0]
+
+
+def _check_count(n: Any) -> int:
+    return whole_number(n, "the number of scenes", 10, 10000)
+
+
+@user_errors
+def run_netdissect(ws: Workspace, session: Session, spec: str, layer: str, n: Any,
+                   progress: bool = True) -> tuple:
+    """Network Dissection of ``layer`` on ``n`` held-out scenes; the session browses it."""
+    n = _check_count(n)
+    result = ws.classifiers.dissect(spec, layer, n, progress)
+    session.netdissect, session.classifier_unit = (spec, layer, n), None
+    entry = result.layers[0]
+    summary = layer_summary(entry)
+    text = (f"**{spec}**, `{layer}` ({' x '.join(map(str, entry.shape))}), {n} held-out "
+            f"SceneWorld scenes (world seed {PROBE_SEED}): {summary['detectors']} of "
+            f"{summary['units']} units are detectors (IoU > {result.settings['min_iou']}), "
+            f"{summary['unique_detectors']} distinct concepts. Click a row to see the unit.")
+    concepts = gr.update(choices=[("all concepts", ALL), *concept_choices(result, entry)],
+                         value=ALL)
+    categories = gr.update(choices=[("all categories", ALL), *category_choices(result)],
+                           value=ALL)
+    return (session, text, unit_table(result, entry, TableQuery()), bars_html(result, entry),
+            concepts, categories)
+
+
+@user_errors
+def table(ws: Workspace, session: Session, query: TableQuery) -> pd.DataFrame:
+    """The browsed dissection's unit table for ``query``."""
+    result, entry = _browsed(ws, session)
+    return unit_table(result, entry, query)
+
+
+@user_errors
+def select_unit(ws: Workspace, session: Session, unit: Any) -> tuple:
+    """Show a classifier unit: its description and top probe images with its region."""
+    result, entry = _browsed(ws, session)
+    ids = parse_units(str(unit), entry.shape[0])
+    if len(ids) != 1:
+        raise UserError("choose one unit")
+    session.classifier_unit = ids[0]
+    score = entry.units[ids[0]]
+    spec, _, n = session.netdissect
+    text = (f"**Unit {score.unit}** of `{entry.layer}`: {score.label} ({score.category}), "
+            f"IoU {score.iou:.3f}{' (detector)' if score.interpretable else ''}.")
+    strip = ws.classifiers.top_images(spec, entry, n, ids[0])
+    return session, text, enlarge(strip, _scale(strip.shape[0])), str(ids[0])
+
+
+def _image(ws: Workspace, spec: str, source: str, scene: Any, upload: str | None):
+    size = ws.classifiers.get(spec).input_size
+    if source == "Upload":
+        return load_upload(upload, size)
+    return ws.classifiers.scene(spec, whole_number(scene, "the scene number", 0, MAX_SCENE))
+
+
+@user_errors
+def explain(ws: Workspace, spec: str, layer: str, source: str, scene: Any,
+            upload: str | None, method: str, target: Any) -> tuple:
+    """Attribution heatmap over the image and every class's probability."""
+    if source not in SOURCES:
+        raise UserError(f"the image source must be one of {', '.join(SOURCES)}")
+    image = _image(ws, spec, source, scene, upload)
+    chosen = None if target in (None, PREDICTED, str(PREDICTED)) else int(target)
+    result = ws.classifiers.explain(spec, image, method, layer, chosen)
+    picture = overlay(pixels(image), result.pixel_map,
+                      mode="signed" if result.signed else "absolute")
+    names = ws.classifiers.get(spec).class_names
+    text = (f"{METHOD_NAMES.get(method, method)} for **{names[result.target]}** "
+            f"({'red: for, blue: against' if result.signed else 'bright: most'}); "
+            f"the colour bar runs from the lowest value (left) to the highest (right).")
+    return enlarge(picture, _scale(image.shape[-1])), result.probabilities, text
+
+
+@user_errors
+def feature_visualization(ws: Workspace, spec: str, layer: str, kind: str, unit: Any,
+                          target: Any, steps: Any, n: Any) -> tuple:
+    """The image optimised for a unit (or a class) beside the scenes exciting it most."""
+    classifier = ws.classifiers.get(spec)
+    steps = whole_number(steps, "the number of steps", 1, 2048)
+    n = _check_count(n)
+    if kind == "class":
+        if target in (None, PREDICTED, str(PREDICTED)):
+            raise UserError("choose a class to visualise")
+        chosen, unit_id = int(target), None
+    else:
+        ws.classifiers.check_layer(classifier, layer)
+        ids = parse_units(str(unit), classifier.layers[layer][0])
+        if len(ids) != 1:
+            raise UserError("give one unit number")
+        chosen, unit_id = None, ids[0]
+    image = ws.classifiers.visualize(spec, layer, unit_id, chosen, steps)
+    top = ws.classifiers.top_scenes(spec, layer, unit_id, chosen, n)
+    scale = _scale(classifier.input_size)
+    strip = np.concatenate([np.pad(t, ((0, 0), (0, 2), (0, 0)), constant_values=255)
+                            for t in top], 1)
+    return enlarge(pixels(image), scale), enlarge(strip, scale)
+
+
+def build(ws: Workspace, state: gr.State) -> dict[str, Any]:
+    """The tab's components (inside an open ``gr.Tab``); returns them by name."""
+    specs = ws.classifiers.specs
+    c: dict[str, Any] = {}
+    try:
+        layers, layer = default_layer(ws, specs[0])
+        names = ws.classifiers.get(specs[0]).class_names
+        problem = None
+    except UserError as error:
+        layers, layer, names, problem = [], None, [], str(error)
+    if problem:
+        gr.Markdown(f"**The classifier could not be loaded:** {problem}")
+    with gr.Row():
+        c["classifier"] = gr.Dropdown(specs, value=specs[0], label="Classifier", scale=2)
+        c["layer"] = gr.Dropdown(layers, value=layer, label="Layer", scale=2,
+                                 elem_id="classifier-layer")
+        c["n"] = gr.Slider(50, 2000, value=300, step=50, label="Held-out scenes", scale=3,
+                           elem_id="netdissect-n")
+        c["run"] = gr.Button("Run Network Dissection", variant="primary", scale=2,
+                             elem_id="run-netdissect")
+    c["summary"] = gr.Markdown("Choose a layer and run Network Dissection.",
+                               elem_id="netdissect-summary")
+    with gr.Row():
+        c["concept"] = gr.Dropdown([("all concepts", ALL)], value=ALL, label="Concept", scale=3)
+        c["category"] = gr.Dropdown([("all categories", ALL)], value=ALL, label="Category",
+                                    scale=2)
+        c["sort"] = gr.Dropdown(SORTS, value="unit", label="Sort by", scale=2)
+        c["descending"] = gr.Checkbox(False, label="Descending", scale=1)
+        c["interpretable"] = gr.Checkbox(False, label="Detectors only", scale=1)
+        c["list"] = gr.Button("List units by concept", scale=2)
+    c["table"] = gr.Dataframe(pd.DataFrame([], columns=HEADERS), interactive=False,
+                              max_height=320, label="Units", elem_id="classifier-table")
+    with gr.Row(equal_height=False):
+        with gr.Column(scale=2):
+            c["about"] = gr.Markdown()
+            c["strip"] = gr.Image(label="Top held-out scenes (unit's region outlined)",
+                                  format="png", interactive=False)
+        with gr.Column(scale=1):
+            c["bars"] = gr.HTML()
+    c["unit"] = gr.Textbox(visible=False)
+
+    gr.Markdown("### Attribution: which pixels drive a class score")
+    class_choices = [("predicted class", PREDICTED), *[(n, i) for i, n in enumerate(names)]]
+    with gr.Row(equal_height=False):
+        with gr.Column(scale=1):
+            c["source"] = gr.Radio(list(SOURCES), value=SOURCES[0], label="Image")
+            c["scene"] = gr.Number(value=0, precision=0, minimum=0, maximum=MAX_SCENE,
+                                   label=f"Scene number (held-out world {PROBE_SEED})")
+            c["upload"] = gr.Image(type="filepath", sources=["upload"], label="Upload",
+                                   format="png", height=200)
+            c["method"] = gr.Dropdown([(title, key) for key, title in METHOD_NAMES.items()],
+                                      value="gradcam", label="Method")
+            c["target"] = gr.Dropdown(class_choices, value=PREDICTED, label="Class to explain")
+            c["explain"] = gr.Button("Explain", variant="primary", elem_id="explain")
+        with gr.Column(scale=1):
+            c["heatmap"] = gr.Image(label="Attribution over the image", format="png",
+                                    interactive=False, elem_id="attribution")
+            c["explained"] = gr.Markdown()
+        with gr.Column(scale=1):
+            c["scores"] = gr.Label(label="Class probabilities", elem_id="class-scores")
+
+    gr.Markdown("### Feature visualisation")
+    with gr.Row(equal_height=False):
+        with gr.Column(scale=1):
+            c["kind"] = gr.Radio(["unit", "class"], value="unit", label="Visualise a")
+            c["vis_unit"] = gr.Number(value=0, precision=0, minimum=0, label="Unit (of the layer)")
+            c["vis_class"] = gr.Dropdown(class_choices[1:], value=0 if names else None,
+                                         label="Class")
+            c["steps"] = gr.Slider(8, 512, value=128, step=8, label="Optimisation steps")
+            c["visualize"] = gr.Button("Visualise", variant="primary", elem_id="visualize")
+        with gr.Column(scale=1):
+            c["vis"] = gr.Image(label="Optimised image", format="png", interactive=False,
+                                elem_id="feature-vis")
+        with gr.Column(scale=2):
+            c["vis_top"] = gr.Image(label="Held-out scenes that excite it most", format="png",
+                                    interactive=False)
+
+    model = {"concurrency_id": "model"}
+    controls = [c["concept"], c["category"], c["interpretable"], c["sort"], c["descending"]]
+
+    def query(concept, category, interpretable, sort, descending, by_concept=False):
+        return TableQuery(concept or ALL, category or ALL, bool(interpretable), sort or "unit",
+                          bool(descending), by_concept)
+
+    def on_classifier(spec):
+        layers, layer = default_layer(ws, spec)
+        names = ws.classifiers.get(spec).class_names
+        choices = [("predicted class", PREDICTED), *[(n, i) for i, n in enumerate(names)]]
+        return (gr.update(choices=layers, value=layer),
+                gr.update(choices=choices, value=PREDICTED),
+                gr.update(choices=choices[1:], value=0))
+
+    def on_run(session, spec, layer, n, progress=PROGRESS):
+        return run_netdissect(ws, session, spec, layer, n)
+
+    def on_filter(session, *values):
+        return table(ws, session, query(*values))
+
+    def on_list(session, *values):
+        return table(ws, session, query(*values, by_concept=True))
+
+    def on_select(session, evt: gr.SelectData):
+        return on_unit(session, (evt.row_value or [None])[0])
+
+    def on_unit(session, unit):
+        shown = select_unit(ws, session, unit)
+        return (*shown, int(shown[-1]))  # feature visualisation starts from the same unit
+
+    def on_explain(spec, layer, source, scene, upload, method, target):
+        return explain(ws, spec, layer, source, scene, upload, method, target)
+
+    def on_visualize(spec, layer, kind, unit, target, steps, n,
+                     progress=PROGRESS):
+        return feature_visualization(ws, spec, layer, kind, unit, target, steps, n)
+
+    c["classifier"].change(on_classifier, [c["classifier"]],
+                           [c["layer"], c["target"], c["vis_class"]], api_visibility="private",
+                           **model)
+    c["run"].click(on_run, [state, c["classifier"], c["layer"], c["n"]],
+                   [state, c["summary"], c["table"], c["bars"], c["concept"], c["category"]],
+                   api_name="netdissect", **model)
+    for control in controls:
+        control.change(on_filter, [state, *controls], c["table"], api_visibility="private")
+    c["list"].click(on_list, [state, *controls], c["table"], api_name="classifier_units")
+    details = [state, c["about"], c["strip"], c["unit"], c["vis_unit"]]
+    c["table"].select(on_select, [state], details, api_visibility="private", **model)
+    c["unit"].submit(on_unit, [state, c["unit"]], details, api_name="classifier_unit", **model)
+    c["explain"].click(on_explain, [c["classifier"], c["layer"], c["source"], c["scene"],
+                                    c["upload"], c["method"], c["target"]],
+                       [c["heatmap"], c["scores"], c["explained"]], api_name="explain", **model)
+    c["visualize"].click(on_visualize, [c["classifier"], c["layer"], c["kind"], c["vis_unit"],
+                                        c["vis_class"], c["steps"], c["n"]],
+                         [c["vis"], c["vis_top"]], api_name="visualize", **model)
+    return c

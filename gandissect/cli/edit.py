@@ -1,0 +1,144 @@
+"""``gandissect edit``: render samples with units ablated or inserted, everywhere or under a
+mask, and save the originals beside the edits."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from gandissect.cli.common import add_generator_arguments
+from gandissect.errors import UserError
+
+if TYPE_CHECKING:
+    import torch
+
+
+def _read_mask(path: str, size: int) -> torch.Tensor:
+    """The ``(size, size)`` mask in [0, 1] of a grayscale image: white edits, black keeps."""
+    import numpy as np
+    import torch
+    from PIL import Image
+
+    if not Path(path).is_file():
+        raise UserError(f"the mask {path} does not exist")
+    try:
+        with Image.open(path) as image:
+            gray = np.asarray(image.convert("L"))
+    except OSError as error:  # not an image, or a damaged one
+        raise UserError(f"cannot read the mask {path} ({error}); give a grayscale PNG") from None
+    if gray.shape != (size, size):
+        raise UserError(f"the mask {path} is {gray.shape[1]}x{gray.shape[0]}; paint it at the "
+                        f"generator's {size}x{size}")
+    if not gray.any():
+        raise UserError(f"the mask {path} is all black, so it edits nothing; paint the region "
+                        "to edit in white")
+    return torch.from_numpy(gray.astype(np.float32) / 255)
+
+
+def _box_mask(box: str, size: int) -> torch.Tensor:
+    import torch
+
+    try:
+        y0, x0, y1, x1 = (int(v) for v in box.split(","))
+    except ValueError:
+        raise UserError("--box takes four integers: top,left,bottom,right (pixels)") from None
+    if not (y0 < y1 and x0 < x1):
+        raise UserError(f"--box {box} is empty: bottom must exceed top and right exceed left")
+    if min(y0, x0) < 0 or max(y1, x1) > size:
+        raise UserError(f"--box must lie inside the {size}x{size} image")
+    mask = torch.zeros(size, size)
+    mask[y0:y1, x0:x1] = 1
+    return mask
+
+
+def _parse_units(text: str) -> list[int]:
+    try:
+        return [int(u) for u in text.split(",") if u.strip()]
+    except ValueError:
+        raise UserError("--units takes comma-separated unit ids, e.g. 3,17,42") from None
+
+
+def _dissection_of(folder: str, layer: str):
+    """The dissection in ``folder``, which must have dissected ``layer``."""
+    from gandissect.dissect import load_dissection
+
+    dissection = load_dissection(folder, stats=True)
+    layers = [item.layer for item in dissection.layers]
+    if layer not in layers:
+        raise UserError(f"{folder} has no layer {layer!r} (it has {', '.join(layers)}); "
+                        f"dissect it with `gandissect dissect --layer {layer}`")
+    return dissection
+
+
+def _run_edit(args: argparse.Namespace) -> int:
+    import torch
+    from PIL import Image
+
+    from gandissect.dissect import check_layers, latents
+    from gandissect.intervene import Stroke, render_edited
+    from gandissect.models.specs import (
+        resolve_generator,
+        resolve_segmenter,
+        set_truncation,
+    )
+    from gandissect.report.images import image_grid
+
+    if args.samples < 1 or args.k < 1:
+        raise UserError("--samples and --k must be positive")
+    generator = set_truncation(resolve_generator(args.generator),
+                               args.truncation)
+    check_layers(generator, [args.layer])
+    size = generator.resolution
+    mask = None
+    if args.mask:
+        mask = _read_mask(args.mask, size)
+    elif args.box:
+        mask = _box_mask(args.box, size)
+    insert_values = None
+    if args.units:
+        units = _parse_units(args.units)
+    else:
+        if not (args.concept and args.dissection):
+            raise UserError("give --units, or --concept with --dissection DIR to pick them")
+        from gandissect.ace import units_by_iou
+        from gandissect.causal import ConceptRef
+
+        dissection = _dissection_of(args.dissection, args.layer)
+        concept = ConceptRef.find(resolve_segmenter(args.segmenter), args.concept)
+        units = units_by_iou(dissection, args.layer, concept)[:args.k]
+    if args.mode == "insert":
+        if not args.dissection:
+            raise UserError("insertion needs --dissection DIR (each unit's 0.99 quantile)")
+        insert_values = _dissection_of(args.dissection, args.layer).layer(args.layer).stats[
+            "insertion"]
+    z = latents(args.seed, range(args.samples), generator.z_dim)
+    with torch.no_grad():
+        before = generator(z)
+    after = render_edited(generator, z, args.layer,
+                          [Stroke(units, args.mode, mask, args.strength)], insert_values)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    pairs = torch.stack([before, after], 1).flatten(0, 1)
+    Image.fromarray(image_grid(pairs, columns=2 * min(args.samples, 4))).save(out / "edit.png")
+    print(f"units {units}: wrote {out / 'edit.png'} (each original left of its edit)")
+    return 0
+
+
+def register(commands) -> None:
+    """Add ``edit``."""
+    parser = commands.add_parser("edit", help="render samples with units ablated or inserted")
+    add_generator_arguments(parser)
+    parser.add_argument("--layer", default="layer4")
+    parser.add_argument("--units", help="comma-separated unit ids")
+    parser.add_argument("--concept", help="pick the concept's top units from --dissection")
+    parser.add_argument("--k", type=int, default=15, help="how many units with --concept")
+    parser.add_argument("--dissection", help="a `gandissect dissect` output folder")
+    parser.add_argument("--mode", choices=["ablate", "insert"], default="ablate")
+    parser.add_argument("--mask", help="a grayscale PNG at the generator's resolution")
+    parser.add_argument("--box", help="top,left,bottom,right in pixels (instead of --mask)")
+    parser.add_argument("--strength", type=float, default=1.0)
+    parser.add_argument("--samples", type=int, default=8)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--out", required=True)
+    parser.set_defaults(run=_run_edit)
