@@ -99,15 +99,26 @@ def load_state(path: str | Path) -> Any:
 
 
 def writable_folder(path: str | Path, what: str = "output folder") -> Path:
-    """``path`` as a folder this process can write to (made if missing); a ``UserError``
-    saying so otherwise. Check output folders with it before a long job starts."""
+    """``path`` if this process can write there: an existing folder that takes a file, or a
+    missing one whose nearest existing parent is a writable folder. Nothing is created, so a
+    command that fails on its inputs afterwards leaves no empty folder behind; a ``UserError``
+    says what is wrong. Check output folders with it before a long job starts."""
     path = Path(path)
-    try:
-        path.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=path, prefix=".write-test-"):
-            pass
-    except OSError as error:
-        raise UserError(f"cannot write to {what} {path}: {error}") from None
+    if path.is_dir():
+        try:
+            with tempfile.NamedTemporaryFile(dir=path, prefix=".write-test-"):
+                pass
+        except OSError as error:
+            raise UserError(f"cannot write to {what} {path}: {error}") from None
+        return path
+    if path.exists():
+        raise UserError(f"cannot write to {what} {path}: it is a file, not a folder")
+    parent = path.absolute().parent
+    while not parent.exists():
+        parent = parent.parent
+    if not parent.is_dir() or not os.access(parent, os.W_OK | os.X_OK):
+        raise UserError(f"cannot write to {what} {path}: {parent} is not a folder this process "
+                        "can write to")
     return path
 
 

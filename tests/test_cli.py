@@ -57,12 +57,17 @@ def test_caches_follow_xdg_cache_home(monkeypatch, value, expected):
     assert config_from_args(build_parser().parse_args(["app"])).cache == expected / "app"
 
 
-def test_output_folders_are_checked_before_the_work(tmp_path):
-    made = writable_folder(tmp_path / "new" / "deeper")
-    assert made.is_dir() and not any(made.iterdir())  # the write test leaves nothing
+def test_output_folders_are_checked_before_the_work_and_not_made(tmp_path):
+    assert writable_folder(tmp_path / "new" / "deeper") == tmp_path / "new" / "deeper"
+    assert not (tmp_path / "new").exists()  # checked, not made
+    assert writable_folder(tmp_path) == tmp_path and not any(tmp_path.iterdir())
     (tmp_path / "file").write_text("x")
-    with pytest.raises(UserError, match="cannot write to output folder"):
+    with pytest.raises(UserError, match="cannot write to output folder .*it is a file"):
         writable_folder(tmp_path / "file")
+    with pytest.raises(UserError, match="is not a folder this process can write to"):
+        writable_folder(tmp_path / "file" / "below")
+    made = tmp_path / "made"
+    made.mkdir()
     assert empty_folder(tmp_path / "missing") == tmp_path / "missing"
     assert empty_folder(made) == made
     with pytest.raises(UserError, match="exists and is not empty"):

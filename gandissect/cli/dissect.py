@@ -10,6 +10,7 @@ writes the one result (see ``gandissect.dissect.shard``).
 from __future__ import annotations
 
 import argparse
+from contextlib import nullcontext
 from pathlib import Path
 
 from gandissect.cli.common import add_device_argument, add_generator_arguments
@@ -21,9 +22,10 @@ __all__ = ["register"]
 def _run_dissect(args: argparse.Namespace) -> int:
     import torch.distributed as dist
 
-    from gandissect.dissect import check_settings
+    from gandissect.dissect import check_layers, check_settings
     from gandissect.dissect.shard import init_from_environment
     from gandissect.fileio import FolderLock, writable_folder
+    from gandissect.models.specs import resolve_generator, resolve_segmenter, set_truncation
 
     layers = args.layer or ["layer4"]
     check_settings(args.samples, args.quantile, args.threshold, args.top_k, args.batch,
@@ -32,30 +34,26 @@ def _run_dissect(args: argparse.Namespace) -> int:
         raise UserError("--images must be 0 or more")
     out = writable_folder(args.out)
     shard, device = init_from_environment(args.device)
-    cache = Path(args.cache) if args.cache else out / "cache"
     try:
-        if cache.resolve() == out.resolve():  # the dissection locks its cache folder itself
-            return _dissect_locked(args, layers, out, cache, shard, device)
-        with FolderLock(out, shard.lock_name(), what="--out folder"):
-            return _dissect_locked(args, layers, out, cache, shard, device)
+        generator = set_truncation(resolve_generator(args.generator, device), args.truncation)
+        segmenter = resolve_segmenter(args.segmenter, device)
+        check_layers(generator, layers)
+        cache = Path(args.cache) if args.cache else out / "cache"
+        # the inputs are checked: only now does the output folder appear (with its lock)
+        lock = (nullcontext() if cache.resolve() == out.resolve()  # dissect locks its cache
+                else FolderLock(out, shard.lock_name(), what="--out folder"))
+        with lock:
+            return _dissect(args, generator, segmenter, layers, out, cache, shard)
     finally:
         if not shard.single and dist.is_initialized():
             dist.destroy_process_group()
 
 
-def _dissect_locked(args: argparse.Namespace, layers: list[str], out: Path, cache: Path,
-                    shard, device: str) -> int:
-    from gandissect.dissect import check_layers, dissect
-    from gandissect.models.specs import (
-        resolve_generator,
-        resolve_segmenter,
-        set_truncation,
-    )
+def _dissect(args: argparse.Namespace, generator, segmenter, layers: list[str], out: Path,
+             cache: Path, shard) -> int:
+    from gandissect.dissect import dissect
     from gandissect.report import write_report
 
-    generator = set_truncation(resolve_generator(args.generator, device), args.truncation)
-    segmenter = resolve_segmenter(args.segmenter, device)
-    check_layers(generator, layers)
     result = dissect(
         generator, segmenter, layers, n=args.samples, seed=args.seed, quantile=args.quantile,
         min_iou=args.min_iou, top_k=args.top_k, batch=args.batch, threshold=args.threshold,
