@@ -384,6 +384,10 @@ def test_attribution_of_a_scene_and_of_an_upload(classifier_ws, tmp_path):
     with pytest.raises(gr.Error, match="whole number from 0"):
         classifiers.explain(ws, "sceneworld", "layer4", "SceneWorld scene", -4, None,
                             "saliency", -1)
+    preview, source = classifiers.preview_upload(ws, "sceneworld", str(upload))
+    assert preview.shape == (64 * 4, 64 * 4, 3) and source["value"] == "Upload"
+    with pytest.raises(gr.Error, match="notes.png is not an image"):
+        classifiers.preview_upload(ws, "sceneworld", str(text_file))
 
 
 def test_feature_visualization_beside_top_scenes(classifier_ws):

@@ -98,6 +98,12 @@ def test_bad_input_comes_back_as_a_message(served, tmp_path):
                     "object/tree", 1.0, 15, api_name="/draw")
     with pytest.raises(gradio_client.exceptions.AppError, match="not a unit number"):
         api.predict("3, x", True, api_name="/ablate")
+    text = tmp_path / "notes.txt"
+    text.write_text("not a picture")
+    with pytest.raises(gradio_client.exceptions.AppError,
+                       match="notes.txt is not an image that can be read; upload a PNG or JPEG"):
+        api.predict("sceneworld", "layer4", "Upload", 0, gradio_client.handle_file(str(text)),
+                    "saliency", -1, api_name="/explain")
 
 
 def test_python_m_app_serves_the_page(tmp_path):
@@ -122,6 +128,22 @@ def test_python_m_app_serves_the_page(tmp_path):
         process.terminate()
         output = process.communicate(timeout=20)[0]
     assert "computed from 64 samples" in output and f"127.0.0.1:{port}" in output
+    assert "share=True" not in output and "public link" not in output  # no web-server hints
+
+
+def test_a_port_in_use_is_refused_in_words_before_the_models_load(capsys):
+    import socket
+
+    from gandissect.cli import main
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        assert main(["app", "--port", str(port), "--generator", "conftest:no_such_factory"]) == 2
+    err = capsys.readouterr().err
+    assert f"port {port} is in use" in err and "use --port" in err
+    assert "loading" not in err and "Traceback" not in err
 
 
 def test_gandissect_app_refuses_bad_options_in_one_line(capsys):

@@ -35,7 +35,7 @@ from gandissect.netdissect import layer_summary
 from gandissect.visualize import overlay
 
 __all__ = ["build", "default_layer", "explain", "feature_visualization", "run_netdissect",
-           "select_unit", "table", "SOURCES"]
+           "select_unit", "table", "preview_upload", "SOURCES"]
 
 SOURCES = ("SceneWorld scene", "Upload")
 PREDICTED = -1  # the target "the predicted class"
@@ -114,6 +114,17 @@ def _image(ws: Workspace, spec: str, source: str, scene: Any, upload: str | None
     if source == "Upload":
         return load_upload(upload, size)
     return ws.classifiers.scene(spec, whole_number(scene, "the scene number", 0, MAX_SCENE))
+
+
+@user_errors
+def preview_upload(ws: Workspace, spec: str, upload: str | None) -> tuple:
+    """The uploaded file as the classifier will see it (resized and centre-cropped to its input
+    size), and the image source switched to it; a file that is not an image is refused in
+    words, never by the upload component."""
+    if not upload:
+        return None, gr.update()
+    image = load_upload(upload, ws.classifiers.get(spec).input_size)
+    return enlarge(pixels(image), _scale(image.shape[-1])), gr.update(value="Upload")
 
 
 @user_errors
@@ -207,8 +218,13 @@ def build(ws: Workspace, state: gr.State) -> dict[str, Any]:
             c["source"] = gr.Radio(list(SOURCES), value=SOURCES[0], label="Image")
             c["scene"] = gr.Number(value=0, precision=0, minimum=0, maximum=MAX_SCENE,
                                    label=f"Scene number (held-out world {PROBE_SEED})")
-            c["upload"] = gr.Image(type="filepath", sources=["upload"], label="Upload",
-                                   format="png", height=200)
+            # a plain file input: an image component would refuse a file that is not a picture
+            # with its own error before any callback could say what is wrong
+            c["upload"] = gr.File(label="Upload an image (PNG or JPEG)", type="filepath",
+                                  file_count="single", height=90, elem_id="upload")
+            c["upload_preview"] = gr.Image(label="Uploaded image, as the classifier sees it",
+                                           format="png", interactive=False, height=160,
+                                           elem_id="upload-preview")
             c["method"] = gr.Dropdown([(title, key) for key, title in METHOD_NAMES.items()],
                                       value="gradcam", label="Method")
             c["target"] = gr.Dropdown(class_choices, value=PREDICTED, label="Class to explain")
@@ -267,6 +283,9 @@ def build(ws: Workspace, state: gr.State) -> dict[str, Any]:
         shown = select_unit(ws, session, unit)
         return (*shown, int(shown[-1]))  # feature visualisation starts from the same unit
 
+    def on_upload(spec, upload):
+        return preview_upload(ws, spec, upload)
+
     def on_explain(spec, layer, source, scene, upload, method, target):
         return explain(ws, spec, layer, source, scene, upload, method, target)
 
@@ -286,6 +305,8 @@ def build(ws: Workspace, state: gr.State) -> dict[str, Any]:
     details = [state, c["about"], c["strip"], c["unit"], c["vis_unit"]]
     c["table"].select(on_select, [state], details, api_visibility="private", **model)
     c["unit"].submit(on_unit, [state, c["unit"]], details, api_name="classifier_unit", **model)
+    c["upload"].change(on_upload, [c["classifier"], c["upload"]],
+                       [c["upload_preview"], c["source"]], api_visibility="private")
     c["explain"].click(on_explain, [c["classifier"], c["layer"], c["source"], c["scene"],
                                     c["upload"], c["method"], c["target"]],
                        [c["heatmap"], c["scores"], c["explained"]], api_name="explain", **model)

@@ -10,6 +10,7 @@ for ``gandissect app``.
 
 from __future__ import annotations
 
+import socket
 import sys
 from typing import Any
 
@@ -19,8 +20,9 @@ from gandissect.app import classifiers, paint, units
 from gandissect.app.messages import log_to
 from gandissect.app.session import Session
 from gandissect.app.workspace import AppConfig, Workspace
+from gandissect.errors import UserError
 
-__all__ = ["CSS", "build_app", "launch", "serve", "MAX_UPLOAD_BYTES"]
+__all__ = ["CSS", "build_app", "check_port", "launch", "serve", "MAX_UPLOAD_BYTES"]
 
 MAX_UPLOAD_BYTES = "20mb"
 # The editor's trash button deletes the picture itself; the session keeps the scene anyway,
@@ -80,12 +82,27 @@ def build_app(ws: Workspace) -> gr.Blocks:
     return demo
 
 
+def check_port(host: str, port: int | None) -> None:
+    """A ``UserError`` when something already listens on ``host``:``port`` (say so before the
+    models load, in the user's words, not as the web server's traceback)."""
+    if port is None:
+        return
+    with socket.socket() as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the server binds
+        try:
+            probe.bind((host, port))
+        except OSError:
+            raise UserError(f"port {port} is in use (another app, or gandissect already "
+                            f"running); use --port to choose another") from None
+
+
 def launch(demo: gr.Blocks, host: str = "127.0.0.1", port: int | None = 7860,
            block: bool = True, **options: Any) -> gr.Blocks:
-    """Serve ``demo`` on ``host``:``port`` (never shared, no analytics); ``block=False``
-    returns at once (tests)."""
+    """Serve ``demo`` on ``host``:``port`` (never shared, no analytics, none of the web
+    server's own hints printed); ``block=False`` returns at once (tests)."""
+    check_port(host, port)
     demo.launch(server_name=host, server_port=port, share=False, inbrowser=False,
-                prevent_thread_lock=not block, quiet=not block, show_error=True, css=CSS,
+                prevent_thread_lock=not block, quiet=True, show_error=True, css=CSS,
                 max_file_size=MAX_UPLOAD_BYTES, **options)
     return demo
 
@@ -93,6 +110,7 @@ def launch(demo: gr.Blocks, host: str = "127.0.0.1", port: int | None = 7860,
 def serve(config: AppConfig, host: str = "127.0.0.1", port: int | None = 7860) -> None:
     """Open the workspace ``config`` describes, say on stderr what was loaded, and serve the
     page until interrupted; bugs' tracebacks go to ``app.log`` in the app's cache folder."""
+    check_port(host, port)  # before the models load
     print(f"gandissect app: loading {config.generator} and its dissection ...", file=sys.stderr)
     workspace = Workspace.open(config)
     try:
