@@ -101,12 +101,19 @@ def _cache_file(cache_dir: str | Path, kind: str, layer: str, concept: ConceptRe
 
 
 def _cached_run(cache_dir: str | Path | None, kind: str, layer: str, concept: ConceptRef,
-                key: str, checkpoint_seconds: float, run):
-    """The state cached under ``key``, or ``run(checkpoint)``'s, saved there (with no
-    ``cache_dir``: computed, kept nowhere). The run checkpoints beside the file and resumes."""
+                key: str, checkpoint_seconds: float, run,
+                shipped: Sequence[str | Path] = ()):
+    """The state cached under ``key`` in ``cache_dir`` or in one of the read-only folders
+    ``shipped`` (e.g. the causal weights shipped beside a dissection), or ``run(checkpoint)``'s,
+    saved in ``cache_dir`` (with none: computed, kept nowhere). The run checkpoints beside the
+    file and resumes."""
     path = _cache_file(cache_dir, kind, layer, concept, key) if cache_dir else None
     if path is not None and path.exists():
         return load_state(path)
+    for folder in shipped:
+        found = _cache_file(folder, kind, layer, concept, key)
+        if found.exists():
+            return load_state(found)
     checkpoint = JobCheckpoint(path.with_name(f".{path.stem}.progress.pt") if path else None,
                                key, checkpoint_seconds)
     state = run(checkpoint)
@@ -142,17 +149,19 @@ def units_by_ace(generator, segmenter, dissection: Dissection, layer: str, conce
                  n: int = 200, seed: int = 4, epochs: int = ACE_EPOCHS,
                  cache_dir: str | Path | None = None, progress: bool = True,
                  checkpoint_seconds: float = 30.0, keep: float = 0.0,
-                 ) -> tuple[list[int], torch.Tensor]:
+                 shipped: Sequence[str | Path] = ()) -> tuple[list[int], torch.Tensor]:
     """All units ranked by learned causal weight (cached; the learning checkpoints in
-    ``cache_dir`` and resumes); returns (ranking, weights). ``keep``: weight of the term that
-    keeps the other pixels' labels (``select_by_ace``)."""
+    ``cache_dir`` and resumes; weights shipped in a ``shipped`` folder for these very
+    arguments are used as they are); returns (ranking, weights). ``keep``: weight of the term
+    that keeps the other pixels' labels (``select_by_ace``)."""
     initial, insert_values, key = _ace_setup(generator, segmenter, dissection, layer, concept,
                                              n, seed, epochs, keep)
     state = _cached_run(cache_dir, "ace", layer, concept, key, checkpoint_seconds,
                         lambda checkpoint: {"weights": select_by_ace(
                             generator, segmenter, layer, concept, initial, insert_values, n=n,
                             seed=seed, epochs=epochs, progress=progress,
-                            checkpoint=checkpoint, keep=keep), "key": key})
+                            checkpoint=checkpoint, keep=keep), "key": key},
+                        shipped)
     return _rank(state["weights"], initial), state["weights"]
 
 
@@ -175,22 +184,24 @@ def units_by_swaps(generator, segmenter, dissection: Dissection, layer: str,
                    concept: ConceptRef, k: int, n: int = 200, seed: int = 4,
                    epochs: int = ACE_EPOCHS, cache_dir: str | Path | None = None,
                    progress: bool = True, checkpoint_seconds: float = 30.0,
-                   keep: float = 0.0, ace_ranking: Sequence[int] | None = None) -> dict:
+                   keep: float = 0.0, ace_ranking: Sequence[int] | None = None,
+                   shipped: Sequence[str | Path] = ()) -> dict:
     """The ACE top ``k`` improved by ``refine_by_swaps`` on the ACE selection's own images
     (``n``, ``seed``) with the same ``keep``; cached and resumable in ``cache_dir`` like the
-    ACE weights. ``ace_ranking``: the ``units_by_ace`` ranking of these very arguments, when
-    the caller has it (else it is learned or read from the cache). Returns
-    ``refine_by_swaps``' result."""
+    ACE weights (or read from a ``shipped`` folder). ``ace_ranking``: the ``units_by_ace``
+    ranking of these very arguments, when the caller has it (else it is learned or read from
+    the cache). Returns ``refine_by_swaps``' result."""
     if ace_ranking is None:
         ace_ranking, _ = units_by_ace(generator, segmenter, dissection, layer, concept, n, seed,
-                                      epochs, cache_dir, progress, checkpoint_seconds, keep)
+                                      epochs, cache_dir, progress, checkpoint_seconds, keep,
+                                      shipped)
     key = _swaps_key(generator, segmenter, dissection, layer, concept, k, n, seed, epochs, keep)
     return _cached_run(cache_dir, "swaps", layer, concept, key, checkpoint_seconds,
                        lambda checkpoint: refine_by_swaps(
                            generator, segmenter, layer, concept, ace_ranking[:k], n=n,
                            seed=seed, tries=SWAP_TRIES, max_swaps=MAX_SWAPS, keep=keep,
                            max_collateral=MAX_COLLATERAL, progress=progress,
-                           checkpoint=checkpoint))
+                           checkpoint=checkpoint), shipped)
 
 
 def cached_swaps(generator, segmenter, dissection: Dissection, layer: str, concept: ConceptRef,
@@ -260,9 +271,13 @@ def ace_report(generator, segmenter, dissection: Dissection, layer: str, concept
                selection_seed: int = 4, epochs: int = ACE_EPOCHS,
                cache_dir: str | Path | None = None, progress: bool = True,
                checkpoint_seconds: float = 30.0, keep: float = 0.0,
-               refine: bool = False) -> dict:
-    """Removed fraction and collateral for the top ``k`` units of both rankings (and, with
-    ``refine``, of the ACE top ``k`` improved by swaps: ``"refined"``).
+               refine: bool = True, shipped: Sequence[str | Path] = ()) -> dict:
+    """Removed fraction and collateral for the top ``k`` units of each ranking: ``"iou"``,
+    ``"ace"``, with ``refine`` the ACE top ``k`` improved by swaps (``"refined"``), and the
+    units a painting brush of ``k`` units removes (``"brush"``: ``ranked_units`` over
+    ``cache_dir`` and ``shipped``, what the app paints with; with ``k = REFINED_K`` the
+    refined set itself). Weights and sets shipped for these very arguments (``shipped``
+    folders, e.g. the ``ace/`` beside the shipped dissection) are used as they are.
 
     With a ``cache_dir`` every stage checkpoints there (the ACE weights while they are learned,
     the removal counts batch by batch), so a killed run restarted gives the same report."""
@@ -276,14 +291,24 @@ def ace_report(generator, segmenter, dissection: Dissection, layer: str, concept
     rankings = {"iou": units_by_iou(dissection, layer, concept)[:k]}
     ace_ranking, _ = units_by_ace(generator, segmenter, dissection, layer, concept,
                                   selection_n, selection_seed, epochs, cache_dir, progress,
-                                  checkpoint_seconds, keep)
+                                  checkpoint_seconds, keep, shipped)
     rankings["ace"] = ace_ranking[:k]
     if refine:
         rankings["refined"] = units_by_swaps(
             generator, segmenter, dissection, layer, concept, k, selection_n, selection_seed,
-            epochs, cache_dir, progress, checkpoint_seconds, keep, ace_ranking)["units"]
+            epochs, cache_dir, progress, checkpoint_seconds, keep, ace_ranking, shipped)["units"]
+    folders = [f for f in (cache_dir, *shipped) if f is not None]
+    brush, brush_ranking = ranked_units(generator, segmenter, dissection, layer, concept,
+                                        folders, selection_n, selection_seed, epochs,
+                                        refined_k=REFINED_K)
+    rankings["brush"] = brush[:k]
     results = {}
     for name, chosen in rankings.items():
+        same = next((r for other, r in results.items()
+                     if sorted(rankings[other]) == sorted(chosen)), None)
+        if same is not None:  # the same set removes the same pixels: measured once
+            results[name] = same
+            continue
         key = settings_key({"generator": fingerprint(generator),
                             "segmenter": fingerprint(segmenter), "layer": layer,
                             "concept": [concept.category, concept.name], "units": chosen,
@@ -304,6 +329,7 @@ def ace_report(generator, segmenter, dissection: Dissection, layer: str, concept
         "removed_fraction": {name: r["removed_fraction"] for name, r in results.items()},
         "collateral": {name: r["collateral"] for name, r in results.items()},
         "unit_ids": rankings,
+        "brush_ranking": brush_ranking,
         "selection": {"samples": selection_n, "seed": selection_seed, "epochs": epochs,
                       "keep": keep, **({"swap_tries": SWAP_TRIES, "max_swaps": MAX_SWAPS,
                                         "max_collateral": MAX_COLLATERAL} if refine else {})},

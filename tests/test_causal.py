@@ -478,19 +478,49 @@ def test_ace_report_on_a_dissected_toy(toy, tmp_path):
     result = dissect(gen, seg, ["layer1"], n=64, seed=1, batch=16, progress=False)
     assert units_by_iou(result, "layer1", tree)[0] == 0
     report = ace_report(gen, seg, result, "layer1", tree, k=1, n=40, seed=3, selection_n=32,
-                        selection_seed=4, epochs=3, cache_dir=tmp_path, progress=False)
-    assert report["unit_ids"] == {"iou": [0], "ace": [0]}
-    assert report["removed_fraction"] == {"iou": 1.0, "ace": 1.0}
-    assert report["collateral"] == {"iou": 0.0, "ace": 0.0}
+                        selection_seed=4, epochs=3, cache_dir=tmp_path, progress=False,
+                        refine=False)
+    assert report["unit_ids"] == {"iou": [0], "ace": [0], "brush": [0]}
+    assert report["removed_fraction"] == {"iou": 1.0, "ace": 1.0, "brush": 1.0}
+    assert report["collateral"] == {"iou": 0.0, "ace": 0.0, "brush": 0.0}
+    assert report["brush_ranking"] == "ace"  # what the app's brush would paint with now
     assert list(tmp_path.glob("ace_layer1_object_tree_*.pt"))  # the learned weights are cached
     refined = ace_report(gen, seg, result, "layer1", tree, k=1, n=40, seed=3, selection_n=32,
-                         selection_seed=4, epochs=3, cache_dir=tmp_path, progress=False,
-                         refine=True)
+                         selection_seed=4, epochs=3, cache_dir=tmp_path, progress=False)
     assert refined["unit_ids"]["refined"] == [0] and refined["removed_fraction"]["refined"] == 1.0
     assert list(tmp_path.glob("swaps_layer1_object_tree_*.pt"))
     with pytest.raises(ValueError, match="used for selection"):
         ace_report(gen, seg, result, "layer1", tree, k=1, seed=4, selection_seed=4,
                    progress=False)
+
+
+def test_ace_report_uses_shipped_selections_and_reports_what_the_brush_paints(toy, tmp_path,
+                                                                            monkeypatch):
+    """Causal weights and a swap set shipped for these very arguments (a folder beside the
+    dissection) are read, not learned again; the brush ranking is the app's
+    (``ranked_units``): with a shipped set of ``REFINED_K`` units it leads the ranking, so a
+    report of that many units says the brush removes what the refined set removes."""
+    import gandissect.ace as ace_module
+
+    gen, seg = toy
+    tree = ConceptRef.find(seg, "tree")
+    result = dissect(gen, seg, ["layer1"], n=64, seed=1, batch=16, progress=False)
+    monkeypatch.setattr(ace_module, "REFINED_K", 2)
+    common = dict(n=20, seed=3, selection_n=16, selection_seed=4, epochs=1, progress=False)
+    shipped = tmp_path / "shipped"
+    learned = ace_report(gen, seg, result, "layer1", tree, k=2, cache_dir=shipped, **common)
+
+    def never(*args, **kwargs):
+        raise AssertionError("a shipped selection was learned again")
+
+    monkeypatch.setattr(ace_module, "select_by_ace", never)
+    monkeypatch.setattr(ace_module, "refine_by_swaps", never)
+    again = ace_report(gen, seg, result, "layer1", tree, k=2, cache_dir=tmp_path / "empty",
+                       shipped=[shipped], **common)
+    assert again["unit_ids"] == learned["unit_ids"]
+    assert again["brush_ranking"] == "ace+swaps"
+    assert sorted(again["unit_ids"]["brush"]) == sorted(again["unit_ids"]["refined"])
+    assert again["removed_fraction"]["brush"] == again["removed_fraction"]["refined"]
 
 
 @pytest.fixture
@@ -520,10 +550,11 @@ def test_cli_edit_and_ace(plugged, tmp_path, capsys):
     assert "needs --dissection" in capsys.readouterr().err
     assert main(["ace", "--layer", "layer1", "--concept", "tree", "--units", "1", "--samples",
                  "20", "--dissection", str(out), "--selection-samples", "16", "--epochs", "2",
-                 "--cache", str(tmp_path / "cache"), "--json", "--quiet", "--refine"]) == 0
+                 "--cache", str(tmp_path / "cache"), "--json", "--quiet"]) == 0
     result = json.loads(capsys.readouterr().out)
     assert result["concept"] == "tree" and result["units"] == 1
-    assert result["removed_fraction"]["refined"] == 1.0
+    assert result["removed_fraction"]["refined"] == 1.0  # refined by default, as the app paints
+    assert set(result["removed_fraction"]) == {"iou", "ace", "refined", "brush"}
     assert result["removed_fraction"]["iou"] == 1.0 and "collateral" in result
 
 

@@ -63,7 +63,7 @@ from __future__ import annotations
 
 import copy
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -409,7 +409,9 @@ class _Tally:
     insertion: float = 0.0
     sanity: float = 0.0
     sanity_defined: int = 0
-    seconds: float = 0.0
+    seconds: float = 0.0  # attributing the trained model (the reported time per image)
+    sanity_seconds: float = 0.0  # attributing the randomised copies
+    scoring_seconds: float = 0.0  # pixel maps, pointing, deletion and insertion curves
     class_hits: dict = field(default_factory=dict)
     completeness: list = field(default_factory=list)
     cascade: dict = field(default_factory=dict)  # layer -> [sum, defined]
@@ -447,6 +449,9 @@ class _Tally:
             "insertion_auc": self.insertion / n,
             "sanity_rank_corr": _mean(self.sanity, self.sanity_defined),
             "seconds_per_image": self.seconds / n,
+            "seconds": {"attribution": round(self.seconds, 3),
+                        "sanity_randomised_copies": round(self.sanity_seconds, 3),
+                        "scoring": round(self.scoring_seconds, 3)},
             "pointing_game_within_tolerance": self.hits_tolerant / n,
             "center_baseline_within_tolerance": common["center_tolerant"] / n,
             "pointing_game_per_class": {s: sum(h) / len(h)
@@ -521,14 +526,36 @@ def _render(seed: int, indices: range, size: int, device: torch.device) -> _Batc
                   masks.to(device))
 
 
+def _sanity_stages(methods: dict[str, Attribution], cascade: bool) -> list[str]:
+    """The randomisation stages a batch runs: every stage of the cascade, or only the last
+    (every layer randomised, the headline sanity score)."""
+    stages = [s for s in methods if s]
+    return stages if cascade else stages[-1:]
+
+
+def _progress(bar, method: str, first: int, images: int) -> Callable[[str], None]:
+    """``advance(stage)`` for one method on one batch: moves ``bar`` on by the batch's images
+    and says which method, model and images it has just done."""
+
+    def advance(stage: str) -> None:
+        bar.set_postfix_str(f"{method}, {stage}, images {first}-{first + images - 1}")
+        bar.update(images)
+
+    return advance
+
+
 def _score_method(tally: _Tally, spec: MethodSpec, methods: dict[str, Attribution],
-                  model: nn.Module, data: _Batch, options: dict, cascade: bool) -> None:
+                  model: nn.Module, data: _Batch, options: dict, cascade: bool,
+                  advance: Callable[[str], None]) -> None:
     """Add one method's scores on one batch to its tally. ``methods``: the method bound to
-    the trained model (key ``""``) and to each randomisation stage."""
+    the trained model (key ``""``) and to each randomisation stage; ``advance(stage)`` is
+    called after each attribution of the batch (for the progress bar)."""
     size = tuple(data.images.shape[-2:])
     began = time.perf_counter()
     raw, error = _attribute(methods[""], spec, data.images, data.target)
     tally.seconds += time.perf_counter() - began
+    advance("trained model")
+    began = time.perf_counter()
     centres = options.get("centres")
     maps = pixel_maps(raw.detach(), size, spec.pixel_map, centres)
     if error is not None:
@@ -538,9 +565,13 @@ def _score_method(tally: _Tally, spec: MethodSpec, methods: dict[str, Attributio
                                               options["steps"], options["baseline"])
     tally.deletion += float(auc(deletion).sum())
     tally.insertion += float(auc(insertion).sum())
-    stages = [s for s in methods if s] if cascade else [s for s in methods if s][-1:]
+    tally.scoring_seconds += time.perf_counter() - began
+    stages = _sanity_stages(methods, cascade)
     for stage in stages:
+        began = time.perf_counter()
         random_raw, _ = _attribute(methods[stage], spec, data.images, data.target)
+        tally.sanity_seconds += time.perf_counter() - began
+        advance(f"{stage} randomised")
         random_maps = pixel_maps(random_raw.detach(), size, spec.pixel_map, centres)
         if cascade:
             tally.add_sanity(maps, random_maps, stage)
@@ -590,7 +621,14 @@ def evaluate_attribution(model: nn.Module, methods: Sequence[str] | None = None,
         options["centres"] = cell_centres(model, layer, size)
     tallies = {m: _Tally() for m in names}
     common = {"center": 0, "center_tolerant": 0, "area": 0.0, "correct": 0, "cascade_images": 0}
-    for start in tqdm(range(0, n, batch), disable=not progress, desc="attribution eval"):
+    # the bar counts images attributed, one method and one model (trained or randomised) at a
+    # time: the first batches also run every stage of the sanity cascade
+    runs = {m: len(_sanity_stages(bound[m], True)) for m in names}
+    total = sum(min(batch, n - start) * sum(1 + (runs[m] if start < cascade_n else 1)
+                                            for m in names) for start in range(0, n, batch))
+    bar = tqdm(total=total, disable=not progress, desc="attribution eval", unit="image")
+    began = time.perf_counter()
+    for start in range(0, n, batch):
         data = _render(seed, range(start, min(start + batch, n)), size, device)
         common["center"] += int(center_hits(data.masks, 0).sum())
         common["center_tolerant"] += int(center_hits(data.masks, tolerance).sum())
@@ -600,7 +638,9 @@ def evaluate_attribution(model: nn.Module, methods: Sequence[str] | None = None,
         cascade = start < cascade_n
         common["cascade_images"] += len(data.scenes) if cascade else 0
         for m in names:
-            _score_method(tallies[m], METHODS[m], bound[m], model, data, options, cascade)
+            _score_method(tallies[m], METHODS[m], bound[m], model, data, options, cascade,
+                          _progress(bar, m, start, len(data.scenes)))
+    bar.close()
     results: dict = {m: tallies[m].result(n, common, METHODS[m]) for m in names}
     results["settings"] = {
         "n": n, "seed": seed, "size": size, "batch": batch, "layer": layer,
@@ -615,5 +655,6 @@ def evaluate_attribution(model: nn.Module, methods: Sequence[str] | None = None,
         "classifier_top1": common["correct"] / n,
         "defining_concepts": {k: list(v) for k, v in DEFINING_CONCEPTS.items()},
         "threads": torch.get_num_threads(), "device": str(device),
+        "wall_seconds": round(time.perf_counter() - began, 3),
     }
     return results

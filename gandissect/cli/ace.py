@@ -1,5 +1,6 @@
-"""``gandissect ace``: how much of a concept its top units remove, ranked by IoU and by ACE
-(and, with ``--refine``, the ACE top K improved by swaps); ``gandissect.ace.ace_report``."""
+"""``gandissect ace``: how much of a concept its top units remove, ranked by IoU, by ACE, by
+the ACE top K improved by swaps, and as the app's brush ranks them (``gandissect.ace.ace_report``;
+causal weights and swap sets shipped beside the dissection are used as they are)."""
 
 from __future__ import annotations
 
@@ -15,21 +16,23 @@ REFERENCE_EPOCHS = 10
 
 
 def _dissection_for(args, generator, segmenter, cache: Path):
+    """The dissection to rank by, and the folders of causal weights shipped beside it."""
     from gandissect.dissect import dissect, load_dissection
     from gandissect.dissect.sources import shipped_dissection
+    from gandissect.models.registry import shipped_dissection_dir
 
     if args.dissection:
         result = load_dissection(args.dissection, stats=True)
         if args.layer not in [layer.layer for layer in result.layers]:
             raise UserError(f"{args.dissection} has no layer {args.layer!r}")
-        return result
+        return result, [Path(args.dissection) / "ace"]
     shipped = shipped_dissection(generator, segmenter, args.layer, args.dissect_samples,
                                  args.dissect_seed)
     if shipped is not None:
-        return shipped
+        return shipped, [shipped_dissection_dir() / "ace"]
     return dissect(generator, segmenter, [args.layer], n=args.dissect_samples,
                    seed=args.dissect_seed, cache_dir=cache / "dissect",
-                   progress=not args.quiet, checkpoint_seconds=args.checkpoint_seconds)
+                   progress=not args.quiet, checkpoint_seconds=args.checkpoint_seconds), []
 
 
 def _run_ace(args: argparse.Namespace) -> int:
@@ -57,13 +60,13 @@ def _run_ace(args: argparse.Namespace) -> int:
     check_layers(generator, [args.layer])
     concept = ConceptRef.find(segmenter, args.concept, args.category)
     with FolderLock(cache / "ace", what="--cache folder"):
-        dissection = _dissection_for(args, generator, segmenter, cache)
+        dissection, shipped = _dissection_for(args, generator, segmenter, cache)
         result = ace_report(generator, segmenter, dissection, args.layer, concept, k=args.units,
                             n=args.samples, seed=args.seed, selection_n=args.selection_samples,
                             selection_seed=args.selection_seed, epochs=args.epochs,
                             cache_dir=cache / "ace", progress=not args.quiet,
                             checkpoint_seconds=args.checkpoint_seconds, keep=args.keep,
-                            refine=args.refine)
+                            refine=args.refine, shipped=shipped)
     print_result(result, args.json)
     return 0
 
@@ -94,9 +97,10 @@ def register(commands) -> None:
                         help="weight of a term that keeps the labels of the other pixels "
                              "while the ACE weights learn to remove the concept (default 0: "
                              "the reference's objective; 1 brings sky's collateral under 10%%)")
-    parser.add_argument("--refine", action="store_true",
-                        help="also rank a third way: the ACE top K improved by exact swaps on "
-                             "the selection images (\"refined\" in the result)")
+    parser.add_argument("--refine", action=argparse.BooleanOptionalAction, default=True,
+                        help="also rank the ACE top K improved by exact swaps on the selection "
+                             "images (\"refined\" in the result; default on: the app's brushes "
+                             "paint with it; --no-refine skips it)")
     parser.add_argument("--cache", default=None,
                         help="cache folder (default $XDG_CACHE_HOME/gandissect, else "
                              "~/.cache/gandissect)")
