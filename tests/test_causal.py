@@ -1,7 +1,9 @@
 """Causal effects on a toy generator whose unit 0 draws the concept and nothing else."""
 
+import numpy as np
 import pytest
 import torch
+from PIL import Image
 from torch import nn
 
 from gandissect.ace import ace_report, units_by_iou
@@ -544,7 +546,13 @@ def test_cli_edit_and_ace(plugged, tmp_path, capsys):
     assert main(["edit", "--layer", "layer1", "--concept", "tree", "--k", "1", "--dissection",
                  str(out), "--box", "0,0,16,16", "--samples", "2", "--out",
                  str(tmp_path / "edit")]) == 0
-    assert (tmp_path / "edit" / "edit.png").exists()
+    big = np.asarray(Image.open(tmp_path / "edit" / "edit.png"))
+    assert big.shape == (256, 4 * 256, 3)  # 32 px pictures enlarged 8 times: readable
+    assert main(["edit", "--layer", "layer1", "--concept", "tree", "--k", "1", "--dissection",
+                 str(out), "--box", "0,0,16,16", "--samples", "2", "--scale", "1", "--out",
+                 str(tmp_path / "small")]) == 0
+    small = np.asarray(Image.open(tmp_path / "small" / "edit.png"))
+    assert np.array_equal(big[::8, ::8], small)  # the same pictures, each pixel a block
     assert main(["edit", "--layer", "layer1", "--units", "0", "--mode", "insert",
                  "--samples", "2", "--out", str(tmp_path / "e2")]) == 2
     assert "needs --dissection" in capsys.readouterr().err

@@ -14,6 +14,9 @@ if TYPE_CHECKING:
     import torch
 
 
+READABLE = 256  # pixels a side each picture of edit.png has at least, unless --scale says
+
+
 def _read_mask(path: str, size: int) -> torch.Tensor:
     """The ``(size, size)`` mask in [0, 1] of a grayscale image: white edits, black keeps."""
     import numpy as np
@@ -84,8 +87,8 @@ def _run_edit(args: argparse.Namespace) -> int:
     )
     from gandissect.report.images import image_grid
 
-    if args.samples < 1 or args.k < 1:
-        raise UserError("--samples and --k must be positive")
+    if args.samples < 1 or args.k < 1 or (args.scale is not None and args.scale < 1):
+        raise UserError("--samples, --k and --scale must be positive")
     generator = set_truncation(resolve_generator(args.generator),
                                args.truncation)
     check_layers(generator, [args.layer])
@@ -117,11 +120,14 @@ def _run_edit(args: argparse.Namespace) -> int:
         before = generator(z)
     after = render_edited(generator, z, args.layer,
                           [Stroke(units, args.mode, mask, args.strength)], insert_values)
+    scale = args.scale or max(1, -(-READABLE // size))  # whole-pixel enlargement
+    pairs = torch.stack([before, after], 1).flatten(0, 1)
+    pairs = torch.nn.functional.interpolate(pairs, scale_factor=scale, mode="nearest")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    pairs = torch.stack([before, after], 1).flatten(0, 1)
     Image.fromarray(image_grid(pairs, columns=2 * min(args.samples, 4))).save(out / "edit.png")
-    print(f"units {units}: wrote {out / 'edit.png'} (each original left of its edit)")
+    print(f"units {units}: wrote {out / 'edit.png'} (each original left of its edit, "
+          f"{size * scale} px)")
     return 0
 
 
@@ -139,6 +145,9 @@ def register(commands) -> None:
     parser.add_argument("--box", help="top,left,bottom,right in pixels (instead of --mask)")
     parser.add_argument("--strength", type=float, default=1.0)
     parser.add_argument("--samples", type=int, default=8)
+    parser.add_argument("--scale", type=int, default=None,
+                        help=f"enlarge each picture of edit.png this many times (nearest; "
+                             f"default: to at least {READABLE} px)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", required=True)
     parser.set_defaults(run=_run_edit)
