@@ -12,7 +12,6 @@ Learned weights are cached, keyed by everything that changes them.
 
 from __future__ import annotations
 
-from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -20,10 +19,10 @@ import torch
 
 from gandissect.causal import ACE_EPOCHS, ConceptRef, refine_by_swaps, removal, select_by_ace
 from gandissect.dissect import Dissection
+from gandissect.dissect.counts import iou_matrix
 from gandissect.dissect.identity import fingerprint, settings_key
 from gandissect.errors import UserError
 from gandissect.fileio import JobCheckpoint, load_state, save_state
-from gandissect.stats import IoUTally
 
 
 def concept_index(dissection: Dissection, layer: str, concept: ConceptRef) -> int:
@@ -37,39 +36,9 @@ def concept_index(dissection: Dissection, layer: str, concept: ConceptRef) -> in
     raise UserError(f"concept {concept.name!r} ({concept.category}) is not in the dissection")
 
 
-def _iou_matrix(dissection: Dissection, layer: str) -> torch.Tensor:
-    """``(units, concepts)`` IoU of ``layer`` (fixed-threshold dissection)."""
-    stats = dissection.layer(layer).stats
-    if "iou" not in stats:
-        raise UserError("unit selection needs a dissection run with --threshold quantile")
-    tally = IoUTally([0])
-    tally.load_state_dict(stats["iou"])
-    return tally.result().float()
-
-
 def iou_scores(dissection: Dissection, layer: str, concept: ConceptRef) -> torch.Tensor:
     """``(U,)`` IoU of every unit of ``layer`` with ``concept`` (fixed-threshold dissection)."""
-    return _iou_matrix(dissection, layer)[:, concept_index(dissection, layer, concept)]
-
-
-def best_in_category(dissection: Dissection, layer: str) -> Counter:
-    """How many units of ``layer`` have each concept as their best of its category (IoU > 0):
-    ``{(category, name): units}``. A unit's overall label is one concept, usually a colour or a
-    material; this counts, e.g., the units whose best object is sky even when their best
-    concept overall is blue (what a painting brush needs: units that draw the object)."""
-    iou = _iou_matrix(dissection, layer)
-    stats = dissection.layer(layer).stats
-    categories = list(dissection.settings["categories"])
-    owner = stats["concept_category"]
-    counts: Counter = Counter()
-    for index, category in enumerate(categories):
-        columns = (owner == index).nonzero().flatten()
-        if len(columns) == 0:
-            continue
-        best, where = iou[:, columns].max(1)
-        for column in where[best > 0].tolist():
-            counts[(category, stats["concepts"][int(columns[column])])] += 1
-    return counts
+    return iou_matrix(dissection, layer)[:, concept_index(dissection, layer, concept)]
 
 
 def units_by_iou(dissection: Dissection, layer: str, concept: ConceptRef) -> list[int]:

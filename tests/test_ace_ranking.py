@@ -102,7 +102,7 @@ def test_a_cached_refined_set_leads_the_ace_ranking(toy, tmp_path):
 
 def test_best_in_category_counts_each_units_best_concept_of_every_category(toy):
     """Restated unit by unit: per category, the concept with the highest IoU (IoU > 0)."""
-    from gandissect.ace import best_in_category
+    from gandissect.dissect.counts import best_in_category
     from gandissect.stats import IoUTally
 
     generator, segmenter, result, tree = toy

@@ -58,6 +58,44 @@ def test_brushes_cover_the_model_concepts(ws, kind):
     assert all(brush.category not in ("color", "scene") for brush in ws.scenes.brushes)
 
 
+def test_concept_counts_say_the_same_everywhere(ws):
+    """A brush, the Units tab's concept list and the two bar charts give a concept the same two
+    counts, each restated here from the dissection by a loop: interpretable units whose label
+    it is, and units whose best concept of its category it is."""
+    import re
+
+    from gandissect.app.unit_table import bars_html, concept_choices
+    from gandissect.dissect.counts import iou_matrix
+
+    dissection, layer = ws.scenes.dissection, ws.scenes.units_dissection
+    stats, categories = layer.stats, list(dissection.settings["categories"])
+    vocabulary = [(categories[int(c)], n) for n, c in zip(stats["concepts"],
+                                                          stats["concept_category"])]
+    iou = iou_matrix(dissection, layer.layer)
+    by_label, best = {}, {}
+    for unit in layer.units:
+        if unit.interpretable:
+            by_label[(unit.category, unit.label)] = by_label.get((unit.category, unit.label),
+                                                                 0) + 1
+        for category in categories:
+            columns = [i for i, (c, _) in enumerate(vocabulary) if c == category]
+            top = max(columns, key=lambda i: (float(iou[unit.unit, i]), -i))
+            if float(iou[unit.unit, top]) > 0:
+                best[vocabulary[top]] = best.get(vocabulary[top], 0) + 1
+    titles = dict((key, title) for title, key in concept_choices(dissection, layer))
+    for brush in ws.scenes.brushes:
+        concept = (brush.category, brush.name)
+        assert (brush.units, brush.labelled) == (best.get(concept, 0), by_label.get(concept, 0))
+        assert brush.title == titles[brush.key] == (
+            f"{brush.name} ({brush.category}): {by_label.get(concept, 0)} labelled, "
+            f"{best.get(concept, 0)} best in {brush.category}")
+    first, second = bars_html(dissection, layer).split("<h3>")[1:]
+    for chart, counts in ((first, by_label), (second, best)):
+        drawn = {(c, n): int(k) for n, c, k in re.findall(r"<title>(.+?) \((\w+)\): (\d+) units",
+                                                          chart)}
+        assert drawn == counts
+
+
 def test_remove_trees_under_a_stroke(ws, kind):
     session = Session()
     seed, tree = tree_scene(ws)

@@ -35,6 +35,9 @@ def test_report_html_is_self_contained(report_dir):
     assert html.count('src="data:image/jpeg;base64,') == 6  # top images with masks
     assert html.count('src="data:image/png;base64,') == 6  # heatmaps
     assert "<svg" in html and "<script>" in html and 'data-sort="num"' in html
+    # units per concept, counted both ways, each chart saying what it counts
+    assert html.count("<h3>Interpretable units per concept, by label</h3>") == 2
+    assert html.count("<h3>Units per concept, by best concept in its category</h3>") == 2
 
 
 def test_report_json_and_statistics(report_dir):

@@ -19,7 +19,6 @@ import torch
 from torch import nn
 
 from gandissect.ace import (
-    best_in_category,
     cached_ace_weights,
     iou_scores,
     ranked_units,
@@ -27,6 +26,7 @@ from gandissect.ace import (
 )
 from gandissect.causal import ConceptRef
 from gandissect.dissect import Dissection, LayerDissection, latents
+from gandissect.dissect.counts import best_in_category, count_title, labelled
 from gandissect.hooks import Trace
 from gandissect.intervene import Stroke, pool_mask, render_edited
 from gandissect.report.images import generator_samples, top_image_strips
@@ -42,16 +42,18 @@ GANPAINT_BRUSHES = ("tree", "grass", "door", "sky", "cloud", "brick", "dome")
 @dataclass(frozen=True)
 class Brush:
     """A concept one can paint: ``key`` is ``"category/name"``; ``units`` how many units of the
-    layer have it as their best concept of its category (``gandissect.ace.best_in_category``)."""
+    layer have it as their best concept of its category, ``labelled`` how many interpretable
+    units it labels (``gandissect.dissect.counts``)."""
 
     key: str
     category: str
     name: str
     units: int
+    labelled: int = 0
 
     @property
     def title(self) -> str:
-        return f"{self.name} ({self.category}, {self.units} units)"
+        return count_title(self.category, self.name, self.labelled, self.units)
 
 
 class SceneModels:
@@ -82,7 +84,8 @@ class SceneModels:
 
     def _brushes(self, min_units: int) -> list[Brush]:
         counts = best_in_category(self.dissection, self.layer)
-        brushes = [Brush(f"{c}/{n}", c, n, k) for (c, n), k in counts.items()
+        by_label = labelled(self.units_dissection)
+        brushes = [Brush(f"{c}/{n}", c, n, k, by_label[(c, n)]) for (c, n), k in counts.items()
                    if k >= min_units and c not in BRUSH_EXCLUDED]
         # GANPaint's brushes first, in its order (tree is the page's default), then the others
         first = {name: i for i, name in enumerate(GANPAINT_BRUSHES)}

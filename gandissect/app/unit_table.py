@@ -18,8 +18,9 @@ import torch
 from gandissect.ace import iou_scores
 from gandissect.causal import ConceptRef
 from gandissect.dissect import Dissection, LayerDissection
+from gandissect.dissect.counts import best_in_category, count_title, labelled
 from gandissect.errors import UserError
-from gandissect.report.svg import concept_bars
+from gandissect.report.html import concept_charts
 
 __all__ = ["ALL", "HEADERS", "SORTS", "TableQuery", "bars_html", "category_choices",
            "concept_choices", "concept_of", "unit_table"]
@@ -60,12 +61,14 @@ def concept_of(dissection: Dissection, layer: LayerDissection, key: str) -> Conc
 
 
 def concept_choices(dissection: Dissection, layer: LayerDissection) -> list[tuple[str, str]]:
-    """``(title, key)`` per concept: those labelling units first (most units first), then the
-    rest of the vocabulary by name."""
-    counts = Counter((u.category, u.label) for u in layer.units)
+    """``(title, key)`` per concept, titled with both counts (``gandissect.dissect.counts``):
+    those labelling units first (most first), then by the units best in their category."""
+    by_label = labelled(layer)
+    by_category = best_in_category(dissection, layer.layer) if "iou" in layer.stats else Counter()
     concepts = sorted(_vocabulary(dissection, layer),
-                      key=lambda c: (-counts[c], c[1], c[0]))
-    return [(f"{name} ({category}): {counts[(category, name)]} units", f"{category}/{name}")
+                      key=lambda c: (-by_label[c], -by_category[c], c[1], c[0]))
+    return [(count_title(category, name, by_label[(category, name)],
+                         by_category[(category, name)]), f"{category}/{name}")
             for category, name in concepts]
 
 
@@ -117,7 +120,6 @@ def unit_table(dissection: Dissection, layer: LayerDissection, query: TableQuery
 
 
 def bars_html(dissection: Dissection, layer: LayerDissection) -> str:
-    """The report's SVG bar chart: interpretable units per concept, grouped by category."""
-    counts = Counter((u.category, u.label) for u in layer.interpretable())
-    return concept_bars([(c, name, k) for (c, name), k in counts.items()],
-                        category_choices(dissection))
+    """The report's two SVG bar charts (``gandissect.report.html.concept_charts``): units per
+    concept by label, and by best concept in each category."""
+    return concept_charts(dissection, layer)

@@ -27,6 +27,7 @@ from gandissect.app.unit_table import (
     unit_table,
 )
 from gandissect.app.workspace import Workspace
+from gandissect.dissect.counts import EXPLAINED
 from gandissect.errors import UserError
 from gandissect.intervene import Stroke
 from gandissect.visualize import overlay
@@ -144,7 +145,7 @@ def build(ws: Workspace, state: gr.State) -> dict[str, Any]:
     gr.Markdown(f"Layer `{scenes.layer}`: {scenes.n_units} units at "
                 f"{scenes.cells[0]}x{scenes.cells[1]}, {interpretable} interpretable "
                 f"(IoU > {scenes.dissection.settings['min_iou']}); dissection "
-                f"{scenes.source}. Click a row to see the unit.")
+                f"{scenes.source}. Click a row to see the unit. Concept counts: {EXPLAINED}")
     c = filters(scenes.dissection, layer, "units")
     with gr.Row():
         c["list"] = gr.Button("List units by concept", elem_id="list-by-concept")
@@ -169,7 +170,7 @@ def build(ws: Workspace, state: gr.State) -> dict[str, Any]:
             c["ablated"] = gr.Image(label="Current scene", format="png", interactive=False,
                                     elem_id="ablated-image")
     c["unit"] = gr.Textbox(visible=False)
-    gr.Markdown("### Interpretable units per concept")
+    gr.Markdown("### Units per concept")
     c["bars"] = gr.HTML(bars_html(scenes.dissection, layer), elem_id="units-bars")
 
     controls = [c["concept"], c["category"], c["interpretable"], c["sort"], c["descending"]]

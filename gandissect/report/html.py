@@ -7,10 +7,10 @@ activation, its top images with its mask) that sorts by any column on a click.
 
 from __future__ import annotations
 
-from collections import Counter
 from html import escape
 from pathlib import Path
 
+from gandissect.dissect.counts import best_in_category, labelled
 from gandissect.dissect.results import Dissection, LayerDissection
 from gandissect.fileio import write_text
 from gandissect.report.images import (
@@ -62,12 +62,33 @@ def _cell(value, text: str | None = None, css: str = "") -> str:
     return f'<td{klass} data-v="{escape(str(value))}">{shown}</td>'
 
 
+def concept_charts(dissection: Dissection, layer: LayerDissection) -> str:
+    """Units per concept counted both ways (``gandissect.dissect.counts``): interpretable
+    units by their label, and units by their best concept in each category; each chart with
+    a heading and one sentence that says what it counts."""
+    categories = list(dissection.settings.get("categories", []))
+    by_label = labelled(layer)
+    min_iou = dissection.settings.get("min_iou")
+    parts = [f"<h3>Interpretable units per concept, by label</h3><p class=\"what\">Units whose "
+             f"best concept over every category is the concept, with IoU above {min_iou}."
+             "</p>", concept_bars([(c, n, k) for (c, n), k in by_label.items()], categories)]
+    if "iou" in layer.stats:  # an adaptive-threshold dissection keeps no IoU matrix
+        by_category = best_in_category(dissection, layer.layer)
+        parts += ["<h3>Units per concept, by best concept in its category</h3><p class="
+                  "\"what\">Each unit counted once per category, for its best concept of that "
+                  "category (IoU above 0), whatever its label: what a painting brush of the "
+                  "concept draws from.</p>",
+                  concept_bars([(c, n, k) for (c, n), k in by_category.items()], categories,
+                               what="units per concept, by best concept in its category",
+                               empty="No unit overlaps any concept.")]
+    return "".join(parts)
+
+
 def _layer_section(dissection: Dissection, layer: LayerDissection,
                    samples: SampleSource | None, images: int) -> str:
     settings = dissection.settings
-    categories = list(settings.get("categories", []))
-    counts = Counter((u.category, u.label) for u in layer.interpretable())
-    bars = concept_bars([(c, name, k) for (c, name), k in counts.items()], categories)
+    counts = labelled(layer)
+    bars = concept_charts(dissection, layer)
     strips = {}
     if samples is not None and images > 0:
         strips = top_image_strips(samples, layer, images, settings.get("batch", 32))

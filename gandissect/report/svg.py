@@ -16,14 +16,18 @@ def _legend_step(category: str) -> int:
     return 24 + 7 * len(category)
 
 
-def concept_bars(counts: list[tuple[str, str, int]], categories: list[str]) -> str:
+def concept_bars(counts: list[tuple[str, str, int]], categories: list[str],
+                 what: str = "interpretable units per concept, by label",
+                 empty: str = "No interpretable units.") -> str:
     """``counts`` is ``[(category, concept, units), ...]``; bars sorted within each category by
-    count, categories in the given order. Returns an ``<svg>`` element (no external refs)."""
+    count, categories in the given order; ``what`` the chart shows (its accessible name),
+    ``empty`` the sentence when there is nothing to draw. Returns an ``<svg>`` element (no
+    external refs)."""
     ordered = [item for category in categories
                for item in sorted((c for c in counts if c[0] == category),
                                   key=lambda c: (-c[2], c[1]))]
     if not ordered:
-        return '<p class="empty">No interpretable units.</p>'
+        return f'<p class="empty">{escape(empty)}</p>'
     bar, gap, top, label_room, axis = 16, 4, 24, 90, 28
     peak = max(units for _, _, units in ordered)
     plot = 140
@@ -33,7 +37,7 @@ def concept_bars(counts: list[tuple[str, str, int]], categories: list[str]) -> s
     width = axis + max(len(ordered) * (bar + gap), legend_width) + 10
     height = top + plot + label_room
     parts = [f'<svg class="bars" width="{width}" height="{height}" role="img" '
-             f'aria-label="interpretable units per concept">']
+             f'aria-label="{escape(what)}">']
     parts.append(f'<line x1="{axis}" y1="{top + plot}" x2="{width}" y2="{top + plot}" '
                  'stroke="#888"/>')
     x = axis
