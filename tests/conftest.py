@@ -261,12 +261,39 @@ def tree_scene(ws, seeds=range(64), least: float = 0.06) -> tuple[int, np.ndarra
     raise AssertionError(f"no scene among {seeds} shows enough tree")
 
 
-def rgba_layer(mask: np.ndarray, scale: int) -> np.ndarray:
-    """A painted editor layer (H * scale, W * scale, 4) with alpha where ``mask`` is set."""
+def paint_value(mask: np.ndarray, scale: int, strokes=(1,)) -> str:
+    """What the page sends for a press (``gandissect.app.canvas.COLLECT``): ``mask`` (image
+    resolution) enlarged to the canvas, drawn opaque on a transparent PNG, with stroke ids."""
+    import json
+
+    from gandissect.app.canvas import png_data_uri
+
     big = np.repeat(np.repeat(mask, scale, 0), scale, 1)
     layer = np.zeros((*big.shape, 4), np.uint8)
-    layer[big] = (255, 0, 255, 255)
-    return layer
+    layer[big] = (255, 255, 255, 255)
+    return json.dumps({"strokes": list(strokes), "mask": png_data_uri(layer)})
+
+
+def canvas_pictures(html: str) -> dict[str, np.ndarray]:
+    """The pictures a canvas reply shows, ``(H, W, 3)`` uint8 at the generator's resolution:
+    ``after`` (the edited scene) and ``before`` (the original, edited cells tinted); and its
+    ``applied`` stroke ids and whether it ``clear``s the paint."""
+    import base64
+    import io
+    import re
+
+    from PIL import Image
+
+    def decoded(uri: str) -> np.ndarray:
+        data = base64.b64decode(uri.partition(",")[2])
+        return np.asarray(Image.open(io.BytesIO(data)).convert("RGB"))
+
+    uris = dict(re.findall(r'class="gd-(after|before)"[^>]*><img alt="[^"]*" src="([^"]+)"',
+                           html))
+    applied = re.search(r'data-applied="([^"]*)"', html).group(1)
+    return {"after": decoded(uris["after"]), "before": decoded(uris["before"]),
+            "applied": [int(i) for i in applied.split(",") if i],
+            "clear": 'data-clear="all"' in html}
 
 
 def edit_effect(ws, before: np.ndarray, after: np.ndarray, painted: np.ndarray,

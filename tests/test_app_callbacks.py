@@ -11,9 +11,10 @@ import torch
 from conftest import (
     EXPECT,
     app_config,
+    canvas_pictures,
     edit_effect,
     kinds,
-    rgba_layer,
+    paint_value,
     toy_generator,
     toy_segmenter,
     tree_scene,
@@ -46,9 +47,14 @@ def shrink(picture: np.ndarray, scale: int) -> np.ndarray:
     return picture[::scale, ::scale]
 
 
-def painted(ws, mask: np.ndarray) -> dict:
-    """An editor value with ``mask`` (image resolution) painted on the canvas."""
-    return {"background": None, "layers": [rgba_layer(mask, ws.scale)], "composite": None}
+def painted(ws, mask: np.ndarray, strokes=(1,)) -> str:
+    """The paint a page sends with ``mask`` (image resolution) painted on the canvas."""
+    return paint_value(mask, ws.scale, strokes)
+
+
+def shown(view) -> np.ndarray:
+    """The edited scene a reply's canvas shows (generator resolution)."""
+    return canvas_pictures(view.canvas)["after"]
 
 
 def test_brushes_cover_the_model_concepts(ws, kind):
@@ -99,20 +105,31 @@ def test_concept_counts_say_the_same_everywhere(ws):
 def test_remove_trees_under_a_stroke(ws, kind):
     session = Session()
     seed, tree = tree_scene(ws)
-    shown = paint.choose_scene(ws, session, seed)
+    view = paint.choose_scene(ws, session, seed)
     assert session.seed == seed and session.strokes == []
-    assert shown.canvas["layers"] == [] and np.array_equal(shown.canvas["background"],
-                                                           shown.edited)
-    before = shrink(shown.edited, ws.scale)
-    out = paint.apply_brush(ws, session, painted(ws, tree), "object/tree", "remove", 1.0, 15)
-    after = shrink(out.edited, ws.scale)
+    pictures = canvas_pictures(view.canvas)
+    assert pictures["clear"] and np.array_equal(pictures["after"], pictures["before"])
+    before = pictures["after"]
+    out = paint.apply_brush(ws, session, painted(ws, tree, (4, 7)), "object/tree", "remove",
+                            1.0, 15)
+    pictures = canvas_pictures(out.canvas)
+    after = pictures["after"]
     effect = edit_effect(ws, before, after, tree)
     assert effect["tree_before"] == tree.sum()
     assert effect["tree_after"] <= (1 - EXPECT[kind]["removed"]) * effect["tree_before"]
     assert effect["outside_change"] <= EXPECT[kind]["outside_change"]
-    # the canvas keeps its paint (it is not sent a new picture); the download is the edit
-    assert out.canvas == gr.skip()
-    assert np.array_equal(np.asarray(Image.open(out.download).convert("RGB")), after)
+    # the reply names the strokes it applied (the page keeps any others) and keeps the paint;
+    # "before" is the original with the edited cells tinted
+    assert pictures["applied"] == [4, 7] and not pictures["clear"]
+    cells = np.repeat(np.repeat(session.strokes[0].cells.numpy() > 0, tree.shape[0] //
+                                ws.scenes.cells[0], 0), tree.shape[1] // ws.scenes.cells[1], 1)
+    assert (pictures["before"][cells] != before[cells]).any()
+    assert np.array_equal(pictures["before"][~cells], before[~cells])
+    # the downloads are the edit as shown, and at the generator's size
+    assert np.array_equal(np.asarray(Image.open(out.download_native).convert("RGB")), after)
+    big = np.asarray(Image.open(out.download).convert("RGB"))
+    assert big.shape[0] == ws.scale * after.shape[0] and np.array_equal(
+        big[::ws.scale, ::ws.scale], after)
     # the panel lists the brush's units, best first
     stroke = session.strokes[-1]
     assert out.used["unit"].tolist() == stroke.units == ws.scenes.brush_units("object/tree",
@@ -123,7 +140,7 @@ def test_remove_trees_under_a_stroke(ws, kind):
 def test_draw_trees_where_there_were_none(ws, kind):
     session = Session()
     seed, tree = tree_scene(ws)
-    shown = paint.choose_scene(ws, session, seed)
+    first = paint.choose_scene(ws, session, seed)
     # where trees grow: the first layer cell and its right neighbour that are mostly grass and
     # at least half free of trees (the region is their tree-free part). A generator that
     # respects context draws few trees in the sky: on this scene the shipped one fills 0.0-0.07
@@ -143,40 +160,41 @@ def test_draw_trees_where_there_were_none(ws, kind):
     labels = ws.scenes.segment(ws.scenes.render(session.z, [session.strokes[0].stroke()]))
     drawn = (labels["object"][0].numpy()[region] == code).mean()
     assert drawn >= EXPECT[kind]["drawn"]
-    assert not np.array_equal(out.edited, shown.edited)
+    assert not np.array_equal(shown(out), shown(first))
 
 
-def test_each_press_applies_the_paint_added_since_the_last(ws):
+def test_each_press_is_one_stroke_and_undo_and_reset_take_them_back(ws):
     session = Session()
     seed, tree = tree_scene(ws)
-    original = paint.choose_scene(ws, session, seed).edited
+    original = shown(paint.choose_scene(ws, session, seed))
     left = tree.copy()
     left[:, tree.shape[1] // 2:] = False
-    first = paint.apply_brush(ws, session, painted(ws, left), "object/tree", "remove", 1.0, 15)
-    with pytest.warns(UserWarning, match="new paint since the last press"):
-        paint.apply_brush(ws, session, painted(ws, left), "object/tree", "remove", 1.0, 15)
-    second = paint.apply_brush(ws, session, painted(ws, tree), "object/tree", "remove", 1.0, 15)
+    first = paint.apply_brush(ws, session, painted(ws, left, (1,)), "object/tree", "remove",
+                              1.0, 15)
+    second = paint.apply_brush(ws, session, painted(ws, tree & ~left, (2,)), "object/tree",
+                               "remove", 1.0, 15)
     assert len(session.strokes) == 2 and "2 strokes" in second.status
     right = ws.scenes.layer_cells(np.repeat(np.repeat(tree & ~left, ws.scale, 0), ws.scale, 1))
-    assert torch.equal(session.strokes[1].cells, right)  # the new paint only
+    assert torch.equal(session.strokes[1].cells, right)  # what the second press was sent
+    versions = [canvas_pictures(v.canvas) for v in (first, second)]
+    assert [v["applied"] for v in versions] == [[1], [2]]
     undone = paint.undo(ws, session)
-    assert np.array_equal(undone.edited, first.edited)
-    assert undone.canvas["layers"] == [] and session.painted is None  # a clean canvas
-    assert np.array_equal(paint.reset(ws, session).edited, original)
+    assert np.array_equal(shown(undone), shown(first))
+    assert canvas_pictures(undone.canvas)["clear"]  # the paint goes with the stroke taken back
+    assert np.array_equal(shown(paint.reset(ws, session)), original)
     assert session.strokes == []
     with pytest.warns(UserWarning, match="Nothing to undo"):
         skipped = paint.undo(ws, session)
     assert len(skipped) == paint.OUTPUTS
 
 
-def test_an_empty_mask_is_nothing_to_do(ws):
+def test_no_new_paint_is_nothing_to_do(ws):
     session = Session()
     paint.choose_scene(ws, session, 1)
-    transparent = np.zeros((ws.scenes.resolution * ws.scale,) * 2 + (4,), np.uint8)
-    for canvas in ({"background": None, "layers": [], "composite": None},
-                   {"background": None, "layers": [transparent], "composite": None}, None):
-        with pytest.warns(UserWarning, match="the mask is empty"):
-            out = paint.apply_brush(ws, session, canvas, "object/tree", "remove", 1.0, 15)
+    empty = np.zeros((ws.scenes.resolution,) * 2, bool)
+    for value in ("", None, painted(ws, empty)):
+        with pytest.warns(UserWarning, match="there is no new paint"):
+            out = paint.apply_brush(ws, session, value, "object/tree", "remove", 1.0, 15)
         assert len(out) == paint.OUTPUTS and session.strokes == []
 
 
@@ -200,9 +218,18 @@ def test_bad_brush_settings_are_clear_messages(ws):
         paint.apply_brush(ws, session, painted(ws, mask), None, "remove", 1.0, 15)
     with pytest.raises(gr.Error, match="unknown concept"):
         paint.apply_brush(ws, session, painted(ws, mask), "object/unicorn", "remove", 1.0, 15)
-    odd = {"background": None, "layers": [np.full((100, 100, 4), 255, np.uint8)]}
-    with pytest.raises(gr.Error, match="does not divide"):
+    from gandissect.app.canvas import png_data_uri
+
+    side = ws.scenes.resolution * ws.scale
+    odd = png_data_uri(np.full((100, 100, 4), 255, np.uint8))
+    with pytest.raises(gr.Error, match=f"the paint is 100x100 pixels; the canvas is {side}x"):
         paint.apply_brush(ws, session, odd, "object/tree", "remove", 1.0, 15)
+    for garbled in ("{not json", '{"strokes": [1]}', "data:image/png;base64,AAAA"):
+        with pytest.raises(gr.Error, match="the paint could not be read"):
+            paint.apply_brush(ws, session, garbled, "object/tree", "remove", 1.0, 15)
+    with pytest.raises(gr.Error, match="must be a PNG data URI"):
+        paint.apply_brush(ws, session, "data:text/plain;base64,AAAA", "object/tree", "remove",
+                          1.0, 15)
     assert session.strokes == []
 
 
@@ -224,8 +251,8 @@ def test_sessions_keep_their_own_scene_and_strokes(ws):
     paint.choose_scene(ws, first, seed)
     paint.apply_brush(ws, first, painted(ws, tree), "object/tree", "remove", 1.0, 15)
     other = paint.choose_scene(ws, second, seed + 1)
-    assert first.seed == seed and len(first.strokes) == 1 and first.painted is not None
-    assert second.seed == seed + 1 and second.strokes == [] and second.painted is None
+    assert first.seed == seed and len(first.strokes) == 1
+    assert second.seed == seed + 1 and second.strokes == []
     assert f"Scene {seed + 1}" in other.status
 
 
@@ -385,7 +412,7 @@ def test_network_dissection_of_the_shipped_classifier(classifier_ws):
     assert session.netdissect == ("sceneworld", "layer4", 50)
     table = out[2]
     assert len(table) == ws.classifiers.get("sceneworld").layers["layer4"][0]
-    assert "detectors" in out[1] and out[3].startswith(("<svg", "<p"))
+    assert "detectors" in out[1] and out[3].startswith("<h3>") and "<svg" in out[3]
     only = classifiers.table(ws, session, TableQuery(concept="object/sky", by_concept=True))
     assert only["IoU"].tolist() == sorted(only["IoU"].tolist(), reverse=True)
     _, about, strip, unit = classifiers.select_unit(ws, session, 5)

@@ -13,10 +13,11 @@ import pytest
 from conftest import (
     EXPECT,
     app_config,
+    canvas_pictures,
     edit_effect,
     free_port,
     kinds,
-    rgba_layer,
+    paint_value,
     tree_scene,
 )
 from PIL import Image
@@ -46,32 +47,30 @@ def read(path) -> np.ndarray:
     return np.asarray(Image.open(path).convert("RGB"))
 
 
-def canvas_with(tmp_path, ws, mask) -> dict:
-    """The editor value a browser would send: the picture and one painted layer."""
-    layer = tmp_path / "layer.png"
-    Image.fromarray(rgba_layer(mask, ws.scale), "RGBA").save(layer)
-    return {"background": None, "layers": [gradio_client.handle_file(str(layer))],
-            "composite": None}
+def canvas_with(tmp_path, ws, mask) -> str:
+    """The paint a browser would send with ``mask`` painted (an API client sends the same)."""
+    return paint_value(mask, ws.scale)
 
 
 def test_paint_and_undo_through_the_api(served, tmp_path):
     kind, ws, demo = served
     api = client(demo)
     seed, tree = tree_scene(ws)
-    canvas, original, edited, used, status, download = api.predict(seed, api_name="/show_scene")
+    canvas, used, status, download, native = api.predict(seed, api_name="/show_scene")
     assert f"Scene {seed}" in status and "0 strokes" in status
-    before = read(edited)[::ws.scale, ::ws.scale]
-    out = api.predict(canvas_with(tmp_path, ws, tree), "object/tree", 1.0, 15,
-                      api_name="/remove")
-    original, edited_now, used, status, download = out  # a press leaves the canvas alone
-    after = read(edited_now)[::ws.scale, ::ws.scale]
+    before = canvas_pictures(canvas)["after"]
+    assert np.array_equal(read(native), before)
+    canvas, used, status, download, native = api.predict(
+        canvas_with(tmp_path, ws, tree), "object/tree", 1.0, 15, api_name="/remove")
+    after = canvas_pictures(canvas)["after"]
     effect = edit_effect(ws, before, after, tree)
     assert effect["tree_after"] <= (1 - EXPECT[kind]["removed"]) * effect["tree_before"]
     assert effect["outside_change"] <= EXPECT[kind]["outside_change"]
-    assert np.array_equal(read(download), after)  # the download is the edited scene
+    assert np.array_equal(read(native), after)  # the downloads are the edited scene
+    assert np.array_equal(read(download)[::ws.scale, ::ws.scale], after)
     assert [row[0] for row in used["data"]] == ws.scenes.brush_units("object/tree", 15)[0]
     undone = api.predict(api_name="/undo")
-    assert np.array_equal(read(undone[2]), read(edited))
+    assert np.array_equal(canvas_pictures(undone[0])["after"], before)
 
 
 def test_each_client_has_its_own_session(served, tmp_path):
@@ -81,8 +80,8 @@ def test_each_client_has_its_own_session(served, tmp_path):
     first.predict(seed, api_name="/show_scene")
     first.predict(canvas_with(tmp_path, ws, tree), "object/tree", 1.0, 15, api_name="/remove")
     second.predict(seed + 1, api_name="/show_scene")
-    assert f"Scene {seed + 1}" in second.predict(api_name="/reset")[4]
-    status = first.predict(api_name="/undo")[4]
+    assert f"Scene {seed + 1}" in second.predict(api_name="/reset")[2]
+    status = first.predict(api_name="/undo")[2]
     assert f"Scene {seed}" in status and "0 strokes" in status
 
 

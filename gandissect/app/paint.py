@@ -1,14 +1,12 @@
-"""The Paint tab: pick a scene, paint over it, press Remove or Draw, see the edited scene.
+"""The Paint tab: pick a scene, paint over it, press Remove or Draw, see the edit in place.
 
-Each press takes the paint added to the canvas since the last press, max-pools it exactly to
-the layer's cells, takes the brush's top units (ranked by causal effect where learned, else
-IoU) and appends one stroke to the session; the scene is rendered again with all strokes in
-order (``gandissect.intervene.render_edited``) and shown beside the canvas, and the original
-below it shows the cells each stroke edited (red: removed, green: drawn).
-
-The canvas is only given a new picture when the scene changes, on Undo and on Reset: an
-image editor that receives a picture re-initialises (seconds, in a browser without a GPU) and
-drops strokes painted meanwhile, so a press leaves it as it is and paint accumulates there.
+Each press takes the paint not applied yet (``gandissect.app.canvas``: the page sends it with
+the ids of its strokes), max-pools it exactly to the layer's cells, takes the brush's top units
+(ranked by causal effect where learned, else IoU) and appends one stroke to the session; the
+scene is rendered again with all strokes in order (``gandissect.intervene.render_edited``) and
+comes back on the canvas itself, with Before (the original, the cells each stroke edited
+tinted: red removed, green drawn) one click away. The canvas, the brush and the buttons fit one
+screen (1366x900); the scenes to pick from and the units a stroke used are below.
 """
 
 from __future__ import annotations
@@ -21,35 +19,34 @@ import gradio as gr
 import numpy as np
 import pandas as pd
 
+from gandissect.app.canvas import COLLECT, SCRIPT, canvas_html, read_paint
 from gandissect.app.messages import nothing_to_do, user_errors, whole_number
-from gandissect.app.pictures import editor_mask, enlarge, pixels, save_png, tint_cells
+from gandissect.app.pictures import enlarge, pixels, save_png, tint_cells
 from gandissect.app.scenes import MAX_SEED
 from gandissect.app.session import PaintStroke, Session
 from gandissect.app.workspace import Workspace
 from gandissect.errors import UserError
 
 __all__ = ["MODES", "OUTPUTS", "PaintView", "build", "choose_scene", "random_scene",
-           "apply_brush", "undo", "reset", "gallery_seeds", "USED_HEADERS"]
+           "apply_brush", "undo", "reset", "gallery_seeds", "scene_pictures", "USED_HEADERS"]
 
 MODES = ("remove", "draw")
 USED_HEADERS = ["unit", "label", "category", "IoU (its label)"]
-BRUSH_COLOR = "#ff00ff"
 RANKINGS = {"iou": "IoU", "ace": "causal effect (ACE)",
             "ace+swaps": "causal effect (ACE, its top 20 improved by swaps)"}
 
 
 class PaintView(NamedTuple):
-    """What every callback of the tab returns, in the order of its outputs. ``canvas`` is
-    ``gr.skip()`` after a press: the Remove and Draw buttons do not even list the canvas as
-    an output, as an editor that is an event's output reloads its picture."""
+    """What every callback of the tab returns, in the order of its outputs: the canvas
+    (``gandissect.app.canvas.canvas_html``), the units the last stroke used, the status and
+    the edited scene to download as shown and at the generator's size."""
 
     session: Session
-    canvas: Any
-    original: np.ndarray
-    edited: np.ndarray
+    canvas: str
     used: pd.DataFrame
     status: str
     download: str
+    download_native: str
 
 
 OUTPUTS = len(PaintView._fields)
@@ -92,26 +89,39 @@ def _status(ws: Workspace, session: Session) -> str:
     return "  \n".join(lines)
 
 
-def _view(ws: Workspace, session: Session, new_canvas: bool) -> PaintView:
-    """Every output of the tab for the session's scene and strokes; with ``new_canvas`` the
-    canvas gets the scene again, without paint."""
-    scenes, scale = ws.scenes, ws.scale
+def scene_pictures(ws: Workspace, session: Session) -> tuple[np.ndarray, np.ndarray]:
+    """The session's scene at the generator's resolution, ``(H, W, 3)`` uint8: as generated,
+    and with every stroke applied."""
+    scenes = ws.scenes
     original = pixels(scenes.render(session.z))
     edited = pixels(scenes.render(session.z, [s.stroke() for s in session.strokes]))
-    marked = tint_cells(enlarge(original, scale), [(s.cells, s.mode) for s in session.strokes])
-    # named by content: a repeated view or edit reuses its file, so disk grows only with
-    # distinct pictures (Gradio's copies are pruned by the Blocks' ``delete_cache``)
-    digest = hashlib.sha256(edited.tobytes() + str(edited.shape).encode()).hexdigest()[:20]
-    path = ws.downloads / digest / f"scene{session.seed}_edited.png"
+    return original, edited
+
+
+def _save(ws: Workspace, session: Session, picture: np.ndarray, what: str) -> str:
+    """``picture`` as a PNG offered for download, named by its content (a repeated view reuses
+    its file, so disk grows only with distinct pictures)."""
+    digest = hashlib.sha256(picture.tobytes() + str(picture.shape).encode()).hexdigest()[:20]
+    path = ws.downloads / digest / f"scene{session.seed}_edited_{what}.png"
     if not path.is_file():
-        save_png(edited, path)
-    canvas = gr.skip()
-    if new_canvas:
-        session.painted = None
-        shown = enlarge(original, scale)
-        canvas = {"background": shown, "layers": [], "composite": shown}
-    return PaintView(session, canvas, marked, enlarge(edited, scale), _used_units(ws, session),
-                     _status(ws, session), str(path))
+        save_png(picture, path)
+    return str(path)
+
+
+def _view(ws: Workspace, session: Session, clear: bool,
+          applied: list[int] | tuple = ()) -> PaintView:
+    """Every output of the tab for the session's scene and strokes; ``clear``: the canvas
+    drops its paint (new scene, Undo, Reset); ``applied``: the paint strokes just applied."""
+    scenes, scale = ws.scenes, ws.scale
+    original, edited = scene_pictures(ws, session)
+    before = tint_cells(original, [(s.cells, s.mode) for s in session.strokes])
+    session.canvas_version += 1
+    side = scenes.resolution * scale
+    canvas = canvas_html(edited, before, side, session.canvas_version, clear, applied,
+                         radius=max(4, side // 24))
+    return PaintView(session, canvas, _used_units(ws, session), _status(ws, session),
+                     _save(ws, session, enlarge(edited, scale), f"{side}px"),
+                     _save(ws, session, edited, f"{scenes.resolution}px"))
 
 
 @user_errors
@@ -120,7 +130,7 @@ def choose_scene(ws: Workspace, session: Session, seed: Any) -> PaintView:
     scenes = _scenes(ws)
     seed = whole_number(seed, "the scene number", 0, MAX_SEED)
     session.seed, session.z, session.strokes = seed, scenes.latent(seed), []
-    return _view(ws, session, new_canvas=True)
+    return _view(ws, session, clear=True)
 
 
 @user_errors
@@ -130,10 +140,10 @@ def random_scene(ws: Workspace, session: Session) -> tuple:
 
 
 @user_errors
-def apply_brush(ws: Workspace, session: Session, canvas: Any, concept: str | None, mode: str,
+def apply_brush(ws: Workspace, session: Session, paint: Any, concept: str | None, mode: str,
                 strength: float, units: float) -> PaintView:
-    """Apply the paint added since the last press as one stroke: ``mode`` ("remove" or
-    "draw") ``concept``'s top ``units`` units at ``strength``."""
+    """Apply the paint not applied yet (the canvas's value, ``gandissect.app.canvas``) as one
+    stroke: ``mode`` ("remove" or "draw") ``concept``'s top ``units`` units at ``strength``."""
     scenes = _scenes(ws)
     if session.z is None:
         raise UserError("pick a scene first")
@@ -144,19 +154,14 @@ def apply_brush(ws: Workspace, session: Session, canvas: Any, concept: str | Non
     k = whole_number(units, "the number of units", 1, scenes.n_units)
     if not 0 < float(strength) <= 1:
         raise UserError("the strength must lie in (0, 1]")
-    mask = editor_mask(canvas)
-    fresh = mask
-    if mask is not None and session.painted is not None and session.painted.shape == mask.shape:
-        fresh = mask & ~session.painted
-    if fresh is None or not fresh.any():
-        return nothing_to_do("Nothing to do: the mask is empty. Paint over the part of the "
-                             "scene to change (new paint since the last press), then press "
-                             "Remove or Draw.", OUTPUTS)
-    cells = scenes.layer_cells(fresh)
+    mask, strokes = read_paint(paint, scenes.resolution * ws.scale)
+    if mask is None:
+        return nothing_to_do("Nothing to do: there is no new paint. Paint over the part of the "
+                             "scene to change, then press Remove or Draw.", OUTPUTS)
+    cells = scenes.layer_cells(mask)
     chosen, ranking = scenes.brush_units(concept, k)
     session.strokes.append(PaintStroke(concept, mode, cells, chosen, ranking, float(strength)))
-    session.painted = mask
-    return _view(ws, session, new_canvas=False)
+    return _view(ws, session, clear=False, applied=strokes)
 
 
 @user_errors
@@ -166,7 +171,7 @@ def undo(ws: Workspace, session: Session) -> PaintView:
     if session.z is None or not session.strokes:
         return nothing_to_do("Nothing to undo.", OUTPUTS)
     session.strokes.pop()
-    return _view(ws, session, new_canvas=True)
+    return _view(ws, session, clear=True)
 
 
 @user_errors
@@ -176,7 +181,7 @@ def reset(ws: Workspace, session: Session) -> PaintView:
     if session.z is None:
         return nothing_to_do("Pick a scene first.", OUTPUTS)
     session.strokes = []
-    return _view(ws, session, new_canvas=True)
+    return _view(ws, session, clear=True)
 
 
 def _gallery(ws: Workspace) -> list[tuple[np.ndarray, str]]:
@@ -186,55 +191,61 @@ def _gallery(ws: Workspace) -> list[tuple[np.ndarray, str]]:
 
 
 def build(ws: Workspace, state: gr.State) -> dict[str, Any]:
-    """The tab's components (inside an open ``gr.Tab``); returns them by name."""
+    """The tab's components (inside an open ``gr.Tab``); returns them by name. The canvas,
+    the scene, the brush and its buttons share one screen: the canvas on the left, the rest
+    in a column beside it."""
     scenes = ws.scenes
-    size = scenes.resolution * ws.scale
+    side = scenes.resolution * ws.scale
     c: dict[str, Any] = {}
+    with gr.Row(equal_height=False):
+        with gr.Column(scale=0, min_width=side + 24):
+            c["canvas"] = gr.HTML(elem_id="paint-canvas", js_on_load=SCRIPT,
+                                  min_height=side + 40)
+        with gr.Column(scale=1, min_width=300):
+            with gr.Row():
+                c["seed"] = gr.Number(value=0, precision=0, minimum=0, maximum=MAX_SEED,
+                                      label="Scene number", elem_id="scene-seed",
+                                      min_width=110)
+                c["show"] = gr.Button("Show scene", elem_id="show-scene", min_width=90)
+                c["random"] = gr.Button("Random", elem_id="random-scene", min_width=80)
+            brushes = [(b.title, b.key) for b in scenes.brushes]
+            c["concept"] = gr.Dropdown(brushes, value=brushes[0][1] if brushes else None,
+                                       label="Brush (concept)", elem_id="brush-concept",
+                                       info="labelled: units it labels; best in its "
+                                            "category: the units a brush draws from "
+                                            "(Units tab: more)")
+            with gr.Row():
+                c["remove"] = gr.Button("Remove", variant="primary", elem_id="brush-remove",
+                                        min_width=80)
+                c["draw"] = gr.Button("Draw", variant="primary", elem_id="brush-draw",
+                                      min_width=80)
+                c["undo"] = gr.Button("Undo", elem_id="brush-undo", min_width=60)
+                c["reset"] = gr.Button("Reset", elem_id="brush-reset", min_width=60)
+            with gr.Row():
+                c["strength"] = gr.Slider(0.05, 1.0, value=1.0, step=0.05, label="Strength",
+                                          min_width=120)
+                c["units"] = gr.Slider(1, scenes.n_units, value=min(15, scenes.n_units),
+                                       step=1, label="Units per brush", elem_id="brush-units",
+                                       min_width=120)
+            c["status"] = gr.Markdown(elem_id="paint-status")
+            with gr.Row():
+                c["download"] = gr.DownloadButton(f"Download as shown ({side} px)",
+                                                  elem_id="download-edit", size="sm")
+                c["download_native"] = gr.DownloadButton(
+                    f"Download at {scenes.resolution} px", elem_id="download-native", size="sm")
+    c["paint"] = gr.Textbox(visible=False, elem_id="paint-mask")
     with gr.Row():
         c["gallery"] = gr.Gallery(_gallery(ws), label="Generated scenes (click one)",
                                   columns=ws.config.gallery, rows=1, height=150,
                                   allow_preview=False, format="png", elem_id="scene-gallery")
-    with gr.Row():
-        c["seed"] = gr.Number(value=0, precision=0, minimum=0, maximum=MAX_SEED,
-                              label="Scene number", elem_id="scene-seed", scale=2)
-        c["show"] = gr.Button("Show scene", elem_id="show-scene", scale=1)
-        c["random"] = gr.Button("Random scene", elem_id="random-scene", scale=1)
-    with gr.Row():
-        brushes = [(b.title, b.key) for b in scenes.brushes]
-        c["concept"] = gr.Dropdown(brushes, value=brushes[0][1] if brushes else None,
-                                   label="Brush (concept)", elem_id="brush-concept", scale=3)
-        c["strength"] = gr.Slider(0.05, 1.0, value=1.0, step=0.05, label="Strength", scale=2)
-        c["units"] = gr.Slider(1, scenes.n_units, value=min(15, scenes.n_units), step=1,
-                               label="Units per brush", scale=2, elem_id="brush-units")
-    with gr.Row(equal_height=False):
-        with gr.Column(scale=1):
-            c["canvas"] = gr.ImageEditor(
-                type="numpy", image_mode="RGBA", sources=(), transforms=(), layers=False,
-                format="png", label="Paint here, then press Remove or Draw",
-                elem_id="paint-canvas",
-                canvas_size=(size, size), height=size + 120, width=size + 40,
-                brush=gr.Brush(colors=[BRUSH_COLOR], color_mode="fixed",
-                               default_size=max(4, size // 24)))
-            with gr.Row():
-                c["remove"] = gr.Button("Remove", variant="primary", elem_id="brush-remove")
-                c["draw"] = gr.Button("Draw", variant="primary", elem_id="brush-draw")
-                c["undo"] = gr.Button("Undo", elem_id="brush-undo")
-                c["reset"] = gr.Button("Reset", elem_id="brush-reset")
-        with gr.Column(scale=1):
-            c["edited"] = gr.Image(label="Edited", format="png", interactive=False,
-                                   elem_id="edited-image", height=size // 2 + 40)
-            c["original"] = gr.Image(label="Original, cells edited (red: removed, green: drawn)",
-                                     format="png", interactive=False, elem_id="original-image",
-                                     height=size // 2 + 40)
-            c["download"] = gr.DownloadButton("Download the edited scene (PNG)",
-                                              elem_id="download-edit")
-    c["status"] = gr.Markdown(elem_id="paint-status")
     c["used"] = gr.Dataframe(pd.DataFrame([], columns=USED_HEADERS), interactive=False,
                              label="Units the last stroke used (click one to open it in the "
                                    "Units tab)", elem_id="brush-used", max_height=240)
-    outputs = [state, c["canvas"], c["original"], c["edited"], c["used"], c["status"],
-               c["download"]]
-    model = {"concurrency_id": "model"}
+    outputs = [state, c["canvas"], c["used"], c["status"], c["download"],
+               c["download_native"]]
+    # the canvas never shows Gradio's busy cover (it would stop the painting); the time
+    # shows beside it, on the status
+    model = {"concurrency_id": "model", "show_progress": "minimal"}
 
     def on_show(session, seed):
         return choose_scene(ws, session, seed)
@@ -247,9 +258,8 @@ def build(ws: Workspace, state: gr.State) -> dict[str, Any]:
         return (*choose_scene(ws, session, seed), seed)
 
     def brush(mode: str):
-        def on_brush(session, canvas, concept, strength, units):
-            view = apply_brush(ws, session, canvas, concept, mode, strength, units)
-            return view[:1] + view[2:]  # the canvas is no output of a press (see above)
+        def on_brush(session, paint, concept, strength, units):
+            return apply_brush(ws, session, paint, concept, mode, strength, units)
         return on_brush
 
     def on_undo(session):
@@ -264,10 +274,9 @@ def build(ws: Workspace, state: gr.State) -> dict[str, Any]:
                       **model)
     c["gallery"].select(on_gallery, [state], [*outputs, c["seed"]], api_visibility="private",
                         **model)
-    inputs = [state, c["canvas"], c["concept"], c["strength"], c["units"]]
-    pressed = [o for o in outputs if o is not c["canvas"]]
-    c["remove"].click(brush("remove"), inputs, pressed, api_name="remove", **model)
-    c["draw"].click(brush("draw"), inputs, pressed, api_name="draw", **model)
+    inputs = [state, c["paint"], c["concept"], c["strength"], c["units"]]
+    c["remove"].click(brush("remove"), inputs, outputs, api_name="remove", js=COLLECT, **model)
+    c["draw"].click(brush("draw"), inputs, outputs, api_name="draw", js=COLLECT, **model)
     c["undo"].click(on_undo, [state], outputs, api_name="undo", **model)
     c["reset"].click(on_reset, [state], outputs, api_name="reset", **model)
     c["outputs"] = outputs

@@ -1,5 +1,5 @@
-"""Pixels for the page: model images to uint8, enlarged for painting, the painted mask read
-back from the editor, painted regions tinted for display, uploads checked and loaded.
+"""Pixels for the page: model images to uint8, enlarged for painting, painted regions tinted
+for display, uploads checked and loaded.
 
 Display only: what an edit does is decided in ``gandissect``; nothing here changes an image's
 content.
@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
@@ -17,7 +16,7 @@ import torch
 from gandissect.errors import UserError
 from gandissect.world.dataset import tensor_to_image
 
-__all__ = ["editor_mask", "enlarge", "load_upload", "pixels", "save_png", "tint_cells",
+__all__ = ["enlarge", "load_upload", "pixels", "save_png", "tint_cells",
            "MIN_UPLOAD", "MAX_UPLOAD"]
 
 MIN_UPLOAD, MAX_UPLOAD = 16, 4096  # accepted side lengths of an uploaded image, in pixels
@@ -36,28 +35,6 @@ def enlarge(picture: np.ndarray, scale: int) -> np.ndarray:
     if scale == 1:
         return picture
     return np.repeat(np.repeat(picture, scale, 0), scale, 1)
-
-
-def editor_mask(value: Any) -> np.ndarray | None:
-    """The painted mask of an ``ImageEditor`` value: the OR over its layers of alpha > 0.
-
-    ``value`` is the editor's dict (``background``, ``layers``, ``composite``); None when
-    nothing was painted (no editor value, no layers, or only transparent ones).
-    """
-    if not isinstance(value, dict):
-        return None
-    mask = None
-    for layer in value.get("layers") or []:
-        if layer is None:
-            continue
-        array = np.asarray(layer)
-        if array.ndim != 3 or array.shape[-1] != 4:
-            raise UserError("the painted layer has no alpha channel; paint on the canvas")
-        painted = array[..., 3] > 0
-        mask = painted if mask is None else mask | painted
-    if mask is None or not mask.any():
-        return None
-    return mask
 
 
 def tint_cells(picture: np.ndarray, strokes: Sequence[tuple[torch.Tensor, str]]) -> np.ndarray:

@@ -1,14 +1,13 @@
 """What one browser session keeps (in ``gr.State``): its scene, its strokes, its selections.
 
-The scene's latent lives here, never only in the editor's copy of the picture: the editor's
-trash button can delete its background, and the session still knows what it is editing.
+The scene's latent lives here, never in the page: the canvas shows pictures made from it, and
+the session always knows what it is editing.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-import numpy as np
 import torch
 
 from gandissect.intervene import Stroke
@@ -37,14 +36,14 @@ class PaintStroke:
 
 @dataclass
 class Session:
-    """A session's scene (``seed`` and latent ``z``), its strokes in order, the canvas's paint
-    at the last press (the next press applies only paint added since), the unit selected in
-    the Units tab and the units it ablates, and the Network Dissection it is browsing."""
+    """A session's scene (``seed`` and latent ``z``), its strokes in order, the version of the
+    canvas last sent (each reply is a new one), the unit selected in the Units tab and the
+    units it ablates, and the Network Dissection it is browsing."""
 
     seed: int | None = None
     z: torch.Tensor | None = None
     strokes: list[PaintStroke] = field(default_factory=list)
-    painted: np.ndarray | None = None  # (H, W) bool at the canvas's resolution
+    canvas_version: int = 0
     unit: int | None = None
     ablated: list[int] = field(default_factory=list)
     netdissect: tuple | None = None  # (classifier, layer, n) of the result being browsed

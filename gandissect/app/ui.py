@@ -17,6 +17,7 @@ from typing import Any
 import gradio as gr
 
 from gandissect.app import classifiers, paint, units
+from gandissect.app.canvas import STYLE
 from gandissect.app.messages import log_to
 from gandissect.app.session import Session
 from gandissect.app.workspace import AppConfig, Workspace
@@ -25,14 +26,10 @@ from gandissect.errors import UserError
 __all__ = ["CSS", "build_app", "check_port", "launch", "serve", "MAX_UPLOAD_BYTES"]
 
 MAX_UPLOAD_BYTES = "20mb"
-# The editor's trash button deletes the picture itself; the session keeps the scene anyway,
-# but a user would be left with an empty canvas, so it is hidden.
 CSS = """
-#paint-canvas button[aria-label="Clear canvas"], #paint-canvas button[title="Clear canvas"]
-{display: none !important;}
 #units-bars svg {max-width: 100%; height: auto;}
 .problem {border-left: 4px solid #e15759; padding-left: 10px;}
-"""
+""" + STYLE
 INTRO = """# gandissect
 See inside a GAN: **Paint** over a scene and press Remove or Draw to switch off (or on) the
 units that draw a concept there; browse the layer's **Units**; dissect and explain
