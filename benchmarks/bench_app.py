@@ -8,8 +8,9 @@ Two figures, both for one "Remove tree" press on a painted stroke:
   cells, the brush's units, the scene rendered with and without the strokes, the pictures
   enlarged and encoded), timed around ``app.paint.apply_brush``;
 - ``round trip``: the same press through the running app's API on localhost
-  (``gradio_client``): upload of the painted layer, the queue, the callback, the outputs'
-  encoding and download, as a browser pays it minus the drawing.
+  (``gradio_client``): the paint as the page sends it, the queue, the callback, the outputs'
+  encoding and download, as a browser pays it minus the drawing
+  (``bench_paint_browser.py`` times the click in a browser).
 
 Uses the shipped SceneWorld generator when its weights exist, else the same architecture with
 random weights (latency does not depend on the weights), with the shipped segmenter; the
@@ -28,9 +29,9 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image
 
 from gandissect.app import paint
+from gandissect.app.canvas import png_data_uri
 from gandissect.app.session import Session
 from gandissect.app.ui import build_app, launch
 from gandissect.app.workspace import AppConfig, Workspace
@@ -45,25 +46,25 @@ def percentiles(times: list[float]) -> dict[str, float]:
     return {"median_ms": round(statistics.median(ordered), 1), "p95_ms": round(p95, 1)}
 
 
-def painted_layer(ws: Workspace) -> np.ndarray:
-    """A stroke over the left middle of the canvas, as the editor sends it (RGBA)."""
+def painted(ws: Workspace) -> str:
+    """A stroke over the left middle of the canvas, as the page sends it
+    (``gandissect.app.canvas``)."""
     side = ws.scenes.resolution * ws.scale
     layer = np.zeros((side, side, 4), np.uint8)
-    layer[side // 3: side // 2, side // 8: side // 2] = (255, 0, 255, 255)
-    return layer
+    layer[side // 3: side // 2, side // 8: side // 2] = 255
+    return json.dumps({"strokes": [1], "mask": png_data_uri(layer)})
 
 
 def time_callback(ws: Workspace, repeats: int) -> list[float]:
     session = Session()
     paint.choose_scene(ws, session, 0)
-    canvas = {"background": None, "layers": [painted_layer(ws)], "composite": None}
+    paint_value = painted(ws)
     concept = ws.scenes.brushes[0].key
     times = []
     for i in range(repeats + 1):
         session.strokes.clear()
-        session.painted = None  # the same paint is new again
         start = time.perf_counter()
-        paint.apply_brush(ws, session, canvas, concept, "remove", 1.0, 15)
+        paint.apply_brush(ws, session, paint_value, concept, "remove", 1.0, 15)
         assert len(session.strokes) == 1
         if i:  # the first press warms the caches up
             times.append((time.perf_counter() - start) * 1000)
@@ -73,7 +74,7 @@ def time_callback(ws: Workspace, repeats: int) -> list[float]:
 def time_round_trip(ws: Workspace, repeats: int) -> list[float]:
     import socket
 
-    from gradio_client import Client, handle_file
+    from gradio_client import Client
 
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
@@ -82,18 +83,14 @@ def time_round_trip(ws: Workspace, repeats: int) -> list[float]:
     try:
         client = Client(demo.local_url, analytics_enabled=False, verbose=False)
         client.predict(0, api_name="/show_scene")
-        with tempfile.TemporaryDirectory() as folder:
-            layer = Path(folder) / "layer.png"
-            Image.fromarray(painted_layer(ws), "RGBA").save(layer)
-            concept = ws.scenes.brushes[0].key
-            times = []
-            for i in range(repeats + 1):
-                client.predict(api_name="/reset")
-                start = time.perf_counter()
-                client.predict({"background": None, "layers": [handle_file(str(layer))],
-                                "composite": None}, concept, 1.0, 15, api_name="/remove")
-                if i:
-                    times.append((time.perf_counter() - start) * 1000)
+        paint_value, concept = painted(ws), ws.scenes.brushes[0].key
+        times = []
+        for i in range(repeats + 1):
+            client.predict(api_name="/reset")
+            start = time.perf_counter()
+            client.predict(paint_value, concept, 1.0, 15, api_name="/remove")
+            if i:
+                times.append((time.perf_counter() - start) * 1000)
         return times
     finally:
         demo.close()

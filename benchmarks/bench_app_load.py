@@ -29,9 +29,11 @@ SceneWorld generator when its weights exist, else on the same architecture with 
 from __future__ import annotations
 
 import argparse
+import base64
 import io
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -47,14 +49,15 @@ from pathlib import Path
 
 import numpy as np
 from bench_app import percentiles
-from gradio_client import Client, handle_file
+from gradio_client import Client
 from PIL import Image
 
-import gandissect.app  # noqa: F401  (switches analytics and Hugging Face calls off, for the clients too)
+import gandissect.app  # noqa: F401  (switches analytics and Hugging Face calls off for clients too)
+from gandissect.app.canvas import png_data_uri
 
 ROOT = Path(__file__).resolve().parents[1]
 MODES = ("remove", "draw")
-IMAGES = ("original", "edited", "download")  # outputs that are pictures (compared by pixels)
+IMAGES = ("before", "edited", "download", "native")  # pictures (compared by their pixels)
 REQUEST_TIMEOUT_S = 120
 
 
@@ -241,12 +244,13 @@ class ClientEdit:
     strength: float
     units: int
 
-    def layer(self, side: int) -> np.ndarray:
-        """The painted editor layer (side, side, 4), as the browser sends it."""
+    def paint(self, side: int) -> str:
+        """The paint over the edit's box on a ``side``-pixel canvas, as the page sends it
+        (``gandissect.app.canvas``)."""
         top, bottom, left, right = self.box
         layer = np.zeros((side, side, 4), np.uint8)
-        layer[top:bottom, left:right] = (255, 0, 255, 255)
-        return layer
+        layer[top:bottom, left:right] = 255
+        return json.dumps({"strokes": [1], "mask": png_data_uri(layer)})
 
 
 def client_edits(n: int, brushes: list[str], max_units: int, side: int) -> list[ClientEdit]:
@@ -279,13 +283,15 @@ def close(clients: list[Client]) -> None:
 
 
 def brush_settings(client: Client) -> tuple[list[str], int, int]:
-    """The app's brushes, the most units a brush takes and the canvas side, from its config."""
+    """The app's brushes, the most units a brush takes (from its config) and the canvas side
+    (from a scene's canvas)."""
     props = {c["props"].get("elem_id"): c["props"] for c in client.config["components"]}
     if "brush-concept" not in props:
         raise RuntimeError(f"the app has no Paint tab: {props.get('problem', {}).get('value')}")
     brushes = [value for _, value in props["brush-concept"]["choices"]]
-    return brushes, int(props["brush-units"]["maximum"]), int(props["paint-canvas"]
-                                                                ["canvas_size"][0])
+    canvas = _call(client, "/show_scene", 0)[0]
+    side = int(re.search(r'data-side="(\d+)"', canvas).group(1))
+    return brushes, int(props["brush-units"]["maximum"]), side
 
 
 def _call(client: Client, api_name: str, *args: object) -> tuple:
@@ -296,27 +302,30 @@ def _call(client: Client, api_name: str, *args: object) -> tuple:
 Outputs = dict[str, object]  # output name -> value; pictures as their PNG bytes
 
 
-def _read(paths: dict[str, str], status: str, used: dict) -> Outputs:
-    outputs: Outputs = {name: Path(path).read_bytes() for name, path in paths.items()}
+def _read(reply: tuple) -> Outputs:
+    """A reply's pictures (the canvas's, decoded from their data URIs, and the two downloads)
+    and its texts."""
+    canvas, used, status, download, native = reply
+    uris = dict(re.findall(r'class="gd-(after|before)"[^>]*><img alt="[^"]*" src="([^"]+)"',
+                           canvas))
+    outputs: Outputs = {"edited": base64.b64decode(uris["after"].partition(",")[2]),
+                        "before": base64.b64decode(uris["before"].partition(",")[2]),
+                        "download": Path(download).read_bytes(),
+                        "native": Path(native).read_bytes()}
     outputs.update(status=status, units=used["data"])
     return outputs
 
 
-def do_edit(client: Client, edit: ClientEdit, layer: Path) -> tuple[Outputs, Outputs,
-                                                                      float, float]:
-    """Show the edit's scene, then paint ``layer`` and press the brush: what each returned and
-    how long each took (ms)."""
+def do_edit(client: Client, edit: ClientEdit, paint: str) -> tuple[Outputs, Outputs,
+                                                                     float, float]:
+    """Show the edit's scene, then press the brush with ``paint``: what each returned and how
+    long each took (ms)."""
     start = time.perf_counter()
-    _, original, edited, used, status, download = _call(client, "/show_scene", edit.seed)
+    shown = _call(client, "/show_scene", edit.seed)
     middle = time.perf_counter()
-    canvas = {"background": None, "layers": [handle_file(str(layer))], "composite": None}
-    original_, edited_, used_, status_, download_ = _call(
-        client, f"/{edit.mode}", canvas, edit.concept, edit.strength, edit.units)
+    pressed = _call(client, f"/{edit.mode}", paint, edit.concept, edit.strength, edit.units)
     end = time.perf_counter()
-    shown = _read({"original": original, "edited": edited, "download": download}, status, used)
-    pressed = _read({"original": original_, "edited": edited_, "download": download_},
-                    status_, used_)
-    return shown, pressed, (middle - start) * 1000, (end - middle) * 1000
+    return _read(shown), _read(pressed), (middle - start) * 1000, (end - middle) * 1000
 
 
 def picture_difference(got: bytes, expected: bytes) -> str | None:
@@ -357,7 +366,7 @@ class ClientRun:
     mismatches: list[str] = field(default_factory=list)
 
 
-def _client_loop(client: Client, run: ClientRun, layer: Path, expected: tuple[Outputs, Outputs],
+def _client_loop(client: Client, run: ClientRun, paint: str, expected: tuple[Outputs, Outputs],
                  start: threading.Barrier, clock: list[float], seconds: float,
                  max_edits: int) -> None:
     start.wait()
@@ -365,7 +374,7 @@ def _client_loop(client: Client, run: ClientRun, layer: Path, expected: tuple[Ou
     failures_in_a_row = 0
     while time.monotonic() < deadline and run.edits < max_edits and failures_in_a_row < 5:
         try:
-            shown, pressed, show_ms, edit_ms = do_edit(client, run.edit, layer)
+            shown, pressed, show_ms, edit_ms = do_edit(client, run.edit, paint)
         except Exception as error:  # any failure under load is an error to report
             run.errors.append(f"{type(error).__name__}: {error}")
             failures_in_a_row += 1
@@ -381,11 +390,11 @@ def _client_loop(client: Client, run: ClientRun, layer: Path, expected: tuple[Ou
 
 @dataclass
 class Alone:
-    """Every client's edit, its painted layer file, and its outputs and times done alone."""
+    """Every client's edit, its paint, and its outputs and times done alone."""
 
     canvas: int  # the painting canvas's side, in pixels
     edits: list[ClientEdit]
-    layers: list[Path]
+    paints: list[str]
     expected: list[tuple[Outputs, Outputs]]  # (show, press) outputs
     show_ms: list[float]
     edit_ms: list[float]
@@ -398,14 +407,11 @@ def edits_alone(server: Server, clients: int, folder: Path) -> Alone:
     try:
         brushes, max_units, side = brush_settings(solo)
         edits = client_edits(clients, brushes, max_units, side)
-        layers = []
-        for i, edit in enumerate(edits):
-            layers.append(folder / f"layer{i}.png")
-            Image.fromarray(edit.layer(side), "RGBA").save(layers[-1])
-        done = [do_edit(solo, edit, layer) for edit, layer in zip(edits, layers)]
+        paints = [edit.paint(side) for edit in edits]
+        done = [do_edit(solo, edit, paint) for edit, paint in zip(edits, paints)]
     finally:
         solo.close()
-    return Alone(side, edits, layers, [(shown, pressed) for shown, pressed, _, _ in done],
+    return Alone(side, edits, paints, [(shown, pressed) for shown, pressed, _, _ in done],
                  [d[2] for d in done], [d[3] for d in done])
 
 
@@ -419,9 +425,9 @@ def run_clients(server: Server, alone: Alone, seconds: float, max_edits: int,
     start = threading.Barrier(len(runs), action=lambda: clock.append(time.monotonic()))
     sampler = RssSampler(server)
     try:
-        threads = [threading.Thread(target=_client_loop, args=(c, r, layer, e, start, clock,
+        threads = [threading.Thread(target=_client_loop, args=(c, r, paint, e, start, clock,
                                                                seconds, max_edits))
-                   for c, r, layer, e in zip(sessions, runs, alone.layers, alone.expected)]
+                   for c, r, paint, e in zip(sessions, runs, alone.paints, alone.expected)]
         sampler.start()
         for thread in threads:
             thread.start()

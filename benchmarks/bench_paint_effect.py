@@ -21,6 +21,7 @@ import torch
 import torch.nn.functional as F
 
 from gandissect.app import paint
+from gandissect.app.canvas import png_data_uri
 from gandissect.app.pictures import pixels
 from gandissect.app.session import Session
 from gandissect.app.workspace import AppConfig, Workspace
@@ -31,6 +32,14 @@ def tree_pixels(ws: Workspace, picture: np.ndarray) -> np.ndarray:
     """The segmented tree mask of an ``(H, W, 3)`` uint8 picture."""
     code = ws.scenes.concept("object/tree").code
     return (ws.scenes.segment(image_to_tensor(picture)[None])["object"][0] == code).numpy()
+
+
+def painted(mask: np.ndarray, scale: int) -> str:
+    """``mask`` (image pixels) painted on the canvas, as the page sends it."""
+    big = np.repeat(np.repeat(mask, scale, 0), scale, 1)
+    layer = np.zeros((*big.shape, 4), np.uint8)
+    layer[big] = 255
+    return json.dumps({"strokes": [1], "mask": png_data_uri(layer)})
 
 
 def outside_change(before: np.ndarray, after: np.ndarray, painted: np.ndarray,
@@ -60,15 +69,11 @@ def main() -> None:
             picture = pixels(ws.scenes.render(ws.scenes.latent(seed)))
             tree = tree_pixels(ws, picture)
             if tree.mean() >= 0.06:
-                layer = np.zeros((*np.repeat(np.repeat(tree, scale, 0), scale, 1).shape, 4),
-                                 np.uint8)
-                layer[np.repeat(np.repeat(tree, scale, 0), scale, 1)] = (255, 0, 255, 255)
                 session = Session()
                 paint.choose_scene(ws, session, seed)
-                out = paint.apply_brush(ws, session, {"background": None, "layers": [layer],
-                                                      "composite": None},
-                                        "object/tree", "remove", 1.0, args.units)
-                after = out.edited[::scale, ::scale]
+                paint.apply_brush(ws, session, painted(tree, scale), "object/tree", "remove",
+                                  1.0, args.units)
+                after = paint.scene_pictures(ws, session)[1]
                 removed.append(1 - (tree_pixels(ws, after) & tree).sum() / tree.sum())
                 outside.append(outside_change(picture, after, tree, cell))
                 seeds.append(seed)

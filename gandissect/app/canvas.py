@@ -182,7 +182,8 @@ def canvas_html(after: np.ndarray, before: np.ndarray, side: int, version: int,
     of the strokes this reply applied; ``radius``: the brush's first radius in display
     pixels."""
     return (
-        f'<div class="gd-paint" data-version="{version}" data-clear="{"all" if clear else ""}" '
+        f'<div class="gd-paint" data-side="{side}" data-version="{version}" '
+        f'data-clear="{"all" if clear else ""}" '
         f'data-applied="{",".join(str(int(i)) for i in applied)}">'
         f'<div class="gd-stage" style="width:{side}px;height:{side}px">'
         f'<div id="edited-image" class="gd-after"><img alt="the edited scene" '
