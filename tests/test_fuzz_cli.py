@@ -326,11 +326,11 @@ ROWS: dict[str, tuple[Callable[[dict, Path], list], str]] = {
         r"--epochs must be 0 or more, got -1"),
     "edit --samples 0": (
         lambda w, o: ["edit", *TOY, "--units", "1", "--samples", "0", "--out", o],
-        r"--samples and --k must be positive"),
+        r"--samples, --k and --scale must be positive"),
     "edit --k 0": (
         lambda w, o: ["edit", *TOY, "--concept", "tree", "--k", "0", "--dissection",
                       w["dissection"], "--samples", "1", "--out", o],
-        r"--samples and --k must be positive"),
+        r"--samples, --k and --scale must be positive"),
     "netdissect --n 0": (
         lambda w, o: ["netdissect", "--classifier", TINY_CLASSIFIER, "--layer", "layer4",
                       "--n", "0", "--out", o, "--quiet", "--device", "cpu"],
