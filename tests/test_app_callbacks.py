@@ -302,6 +302,42 @@ def test_a_selected_unit_shows_its_top_images_heatmap_and_ablation(ws):
         units.select_unit(ws, session, ws.scenes.n_units)
 
 
+def test_clicking_a_spot_lists_the_units_active_there(ws):
+    """The units at a clicked spot are ranked by activation over threshold in that very layer
+    cell, restated from the layer's output by a loop, on the scene with its strokes applied."""
+    from gandissect.hooks import Trace
+    from gandissect.intervene import stroke_edit
+
+    session = Session()
+    with pytest.raises(gr.Error, match="pick a scene in the Paint tab first"):
+        units.units_here(ws, session, 3, 3)
+    seed, tree = tree_scene(ws)
+    paint.choose_scene(ws, session, seed)
+    paint.apply_brush(ws, session, painted(ws, tree), "object/tree", "remove", 1.0, 5)
+    side = ws.scenes.resolution * units.SHOWN_SCALE
+    (h, w), layer = ws.scenes.cells, ws.scenes.units_dissection
+    x, y = side * 5 // 8 + 1, side // 2 + 3  # pixel column, row
+    cell = (y * h // side, x * w // side)
+    _, picture, rows, text = units.units_here(ws, session, x, y)
+    strokes = [s.stroke() for s in session.strokes]
+    with torch.no_grad(), Trace(ws.scenes.generator, ws.scenes.layer, stop=True,
+                                edit=stroke_edit(strokes, ws.scenes.insert_values)) as trace:
+        ws.scenes.generator(session.z)
+    ratios = []
+    for unit in layer.units:
+        value = float(trace.output[0, unit.unit, cell[0], cell[1]])
+        ratios.append((-value / unit.threshold, unit.unit))
+    expected = [u for _, u in sorted(ratios)[:units.HERE_ROWS]]
+    assert rows["unit"].tolist() == expected
+    assert rows["activation / threshold"].tolist() == [round(-r, 3) for r, _ in
+                                                        sorted(ratios)[:units.HERE_ROWS]]
+    assert f"cell {cell}" in text and picture.shape == (side, side, 3)
+    top, left = cell[0] * side // h, cell[1] * side // w
+    assert tuple(picture[top, left]) == (255, 230, 0)  # the clicked cell outlined
+    with pytest.raises(gr.Error, match="outside the"):
+        units.units_here(ws, session, side, 0)
+
+
 def test_learning_the_causal_effect_reranks_the_brush(ws):
     # a brush still ranked by IoU (the shipped generator's GANPaint brushes come with weights)
     key = next(b.key for b in ws.scenes.brushes if ws.scenes.ranking(b.key)[1] == "iou")

@@ -28,7 +28,7 @@ from gandissect.causal import ConceptRef
 from gandissect.dissect import Dissection, LayerDissection, latents
 from gandissect.dissect.counts import best_in_category, count_title, labelled
 from gandissect.hooks import Trace
-from gandissect.intervene import Stroke, pool_mask, render_edited
+from gandissect.intervene import Stroke, pool_mask, render_edited, stroke_edit
 from gandissect.report.images import generator_samples, top_image_strips
 from gandissect.torchutil import model_device
 
@@ -179,9 +179,15 @@ class SceneModels:
 
     def activation(self, z: torch.Tensor, unit: int) -> torch.Tensor:
         """Unit ``unit``'s ``(h, w)`` activation map on ``z``'s scene."""
-        with self.lock, torch.no_grad(), Trace(self.generator, self.layer, stop=True) as trace:
+        return self.activations(z)[unit]
+
+    def activations(self, z: torch.Tensor, strokes: Sequence[Stroke] = ()) -> torch.Tensor:
+        """Every unit's ``(U, h, w)`` activation map on ``z``'s scene, ``strokes`` applied."""
+        edit = stroke_edit(list(strokes), self.insert_values) if strokes else None
+        with self.lock, torch.no_grad(), Trace(self.generator, self.layer, stop=True,
+                                               edit=edit) as trace:
             self.generator(z.to(self._device))
-        return trace.output[0, unit].cpu()
+        return trace.output[0].cpu()
 
     def top_images(self, unit: int, count: int = 6) -> np.ndarray:
         """Unit ``unit``'s top ``count`` dissection samples side by side, its mask outlined."""

@@ -63,7 +63,7 @@ def build_app(ws: Workspace) -> gr.Blocks:
                 paint_tab = paint.build(ws, state) if ws.scenes else None
                 if paint_tab is None:
                     gr.Markdown(ws.problem or "", elem_classes=["problem"])
-            with gr.Tab("Units", id="units"):
+            with gr.Tab("Units", id="units") as units_page:
                 units_tab = units.build(ws, state) if ws.scenes else None
                 if units_tab is None:
                     gr.Markdown(ws.problem or "", elem_classes=["problem"])
@@ -71,6 +71,9 @@ def build_app(ws: Workspace) -> gr.Blocks:
                 classifiers.build(ws, state)
         if paint_tab is not None:
             _link_units_tab(ws, paint_tab, units_tab, tabs, state)
+            # the scene to click on is the Paint tab's, as it is when the tab opens
+            units_page.select(units_tab["on_tab"], [state], units_tab["spot"],
+                              api_visibility="private", concurrency_id="model")
             demo.load(paint_tab["on_show"], [state, paint_tab["seed"]], paint_tab["outputs"],
                       api_visibility="private", concurrency_id="model")
     # Model work runs one request at a time (hooks on shared modules must not interleave);

@@ -1,5 +1,6 @@
 """The Units tab: every unit of the dissected layer, its top images and its heatmap on the
-current scene, ablation of chosen units, interpretable units per concept.
+current scene, the units active at a spot of the scene one clicks, ablation of chosen units,
+units per concept.
 
 Units are the dissection's (``gandissect.dissect``); "causal effect" is the concept's learned
 ACE weight (``gandissect.ace.units_by_ace``) where it has been learned, here or by
@@ -11,6 +12,7 @@ from __future__ import annotations
 from typing import Any
 
 import gradio as gr
+import numpy as np
 import pandas as pd
 
 from gandissect.app.messages import PROGRESS, user_errors
@@ -32,7 +34,8 @@ from gandissect.errors import UserError
 from gandissect.intervene import Stroke
 from gandissect.visualize import overlay
 
-__all__ = ["ablate", "build", "learn_effect", "parse_units", "select_unit", "table"]
+__all__ = ["ablate", "build", "learn_effect", "parse_units", "scene_picture", "select_unit",
+           "table", "units_here"]
 
 SHOWN_SCALE = 4  # enlargement of the 64 px pictures in this tab
 
@@ -91,6 +94,55 @@ def select_unit(ws: Workspace, session: Session, unit: Any) -> tuple:
         heat = enlarge(overlay(image, scenes.activation(session.z, session.unit),
                                mode="absolute", alpha=0.6), SHOWN_SCALE)
     return session, text, enlarge(strip, 2), heat, str(session.unit)
+
+
+HERE_HEADERS = ["unit", "label", "category", "activation / threshold", "IoU"]
+HERE_ROWS = 12  # units listed for a clicked spot
+
+
+def scene_picture(ws: Workspace, session: Session) -> np.ndarray | None:
+    """The current scene (the Paint tab's, its strokes applied), enlarged, to click on."""
+    scenes = _scenes(ws)
+    if session.z is None:
+        return None
+    strokes = [s.stroke() for s in session.strokes]
+    return enlarge(pixels(scenes.render(session.z, strokes)), SHOWN_SCALE)
+
+
+@user_errors
+def units_here(ws: Workspace, session: Session, x: Any, y: Any) -> tuple:
+    """The units most active at pixel ``(x, y)`` of the shown scene: its layer cell, each
+    unit's activation there over the unit's dissection threshold (1 or more: the unit is "on"
+    there, as dissection counts it), best first; and the scene with that cell outlined."""
+    scenes = _scenes(ws)
+    if session.z is None:
+        raise UserError("pick a scene in the Paint tab first")
+    side = scenes.resolution * SHOWN_SCALE
+    try:
+        column, row = int(x), int(y)
+    except (TypeError, ValueError):
+        raise UserError("click a spot of the scene") from None
+    if not (0 <= column < side and 0 <= row < side):
+        raise UserError(f"the spot ({column}, {row}) lies outside the {side}x{side} scene")
+    (h, w), strokes = scenes.cells, [s.stroke() for s in session.strokes]
+    cell = (row * h // side, column * w // side)
+    maps = scenes.activations(session.z, strokes)[:, cell[0], cell[1]]
+    units = scenes.units_dissection.units
+    ratio = [float(maps[u.unit]) / u.threshold if u.threshold > 0 else float("inf")
+             for u in units]
+    order = sorted(range(len(units)), key=lambda u: (-ratio[u], u))[:HERE_ROWS]
+    rows = [[u, units[u].label, units[u].category, round(ratio[u], 3), round(units[u].iou, 4)]
+            for u in order]
+    picture = scene_picture(ws, session)
+    top, left = cell[0] * side // h, cell[1] * side // w
+    bottom, right = (cell[0] + 1) * side // h - 1, (cell[1] + 1) * side // w - 1
+    for edge in (picture[top, left:right + 1], picture[bottom, left:right + 1],
+                 picture[top:bottom + 1, left], picture[top:bottom + 1, right]):
+        edge[...] = (255, 230, 0)
+    text = (f"Units most active in layer cell {cell} of `{scenes.layer}` (row, column): "
+            "activation there over the unit's threshold; 1 or more is where dissection counts "
+            "the unit on. Click a row to see the unit.")
+    return session, picture, pd.DataFrame(rows, columns=HERE_HEADERS), text
 
 
 @user_errors
@@ -170,6 +222,16 @@ def build(ws: Workspace, state: gr.State) -> dict[str, Any]:
             c["ablated"] = gr.Image(label="Current scene", format="png", interactive=False,
                                     elem_id="ablated-image")
     c["unit"] = gr.Textbox(visible=False)
+    gr.Markdown("### Which units are active here? Click a spot of the scene")
+    with gr.Row(equal_height=False):
+        with gr.Column(scale=1):
+            c["spot"] = gr.Image(label="The current scene (the Paint tab's)", format="png",
+                                 interactive=False, elem_id="units-spot")
+        with gr.Column(scale=2):
+            c["here_about"] = gr.Markdown("Click a spot of the scene.", elem_id="units-here-about")
+            c["here"] = gr.Dataframe(pd.DataFrame([], columns=HERE_HEADERS), interactive=False,
+                                     label="Units active at the spot (click one to see it)",
+                                     elem_id="units-here", max_height=320)
     gr.Markdown("### Units per concept")
     c["bars"] = gr.HTML(bars_html(scenes.dissection, layer), elem_id="units-bars")
 
@@ -198,6 +260,13 @@ def build(ws: Workspace, state: gr.State) -> dict[str, Any]:
     def on_ablate(session, units, active):
         return ablate(ws, session, units, active)
 
+    def on_spot(session, evt: gr.SelectData):
+        x, y = evt.index if evt.index is not None else (None, None)
+        return units_here(ws, session, x, y)
+
+    def on_tab(session):
+        return scene_picture(ws, session)
+
     def on_learn(concept, category, interpretable, sort, descending,
                  progress=PROGRESS):
         message = learn_effect(ws, concept)
@@ -218,6 +287,10 @@ def build(ws: Workspace, state: gr.State) -> dict[str, Any]:
                           **model)
     c["ablated_units"].submit(on_ablate, ablate_inputs, [state, c["ablated"]],
                               api_visibility="private", **model)
+    c["spot"].select(on_spot, [state], [state, c["spot"], c["here"], c["here_about"]],
+                     api_visibility="private", **model)
+    c["here"].select(on_select, [state], details, api_visibility="private", **model)
     c["details"] = details
     c["on_unit"] = on_unit
+    c["on_tab"] = on_tab
     return c
