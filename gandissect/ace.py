@@ -7,7 +7,9 @@ scores) and ranks by it; ``units_by_swaps`` improves the ACE top K by exact swap
 by the refined set when that is cached too) and the IoU ranking otherwise (what a painting
 brush uses). ``ace_report`` ablates the top K of each
 ranking on a fresh latent seed and reports the removed fraction and the collateral change.
-Learned weights are cached, keyed by everything that changes them.
+``units_for_drawing`` ranks units for drawing instead (``select_for_drawing`` where the concept
+belongs, ``DRAW_CONTEXTS``), with the value each unit writes. Learned weights are cached,
+keyed by everything that changes them.
 """
 
 from __future__ import annotations
@@ -17,7 +19,14 @@ from pathlib import Path
 
 import torch
 
-from gandissect.causal import ACE_EPOCHS, ConceptRef, refine_by_swaps, removal, select_by_ace
+from gandissect.causal import (
+    ACE_EPOCHS,
+    ConceptRef,
+    refine_by_swaps,
+    removal,
+    select_by_ace,
+    select_for_drawing,
+)
 from gandissect.dissect import Dissection
 from gandissect.dissect.counts import iou_matrix
 from gandissect.dissect.identity import fingerprint, settings_key
@@ -233,6 +242,75 @@ def ranked_units(generator, segmenter, dissection: Dissection, layer: str, conce
             return ([u for u in ranking if u in head] + [u for u in ranking if u not in head],
                     "ace+swaps")
     return units_by_iou(dissection, layer, concept), "iou"
+
+
+# Where a brush is painted to draw its concept, for segmenters with SceneWorld's names: GAN
+# Dissection drew doors in facades, domes on roofs and trees on grass. (category, name, the
+# share of a window the context must cover). Other concepts are drawn anywhere they are not.
+DRAW_CONTEXTS = {"door": ("object", "building", 0.5), "dome": ("part", "roof", 0.1),
+                 "tree": ("object", "grass", 0.5), "cloud": ("object", "sky", 0.5),
+                 "brick": ("object", "building", 0.5)}
+DRAW_SEED, DRAW_SAMPLES, DRAW_EPOCHS = 6, 200, 10  # the drawing selection's images and epochs
+
+
+def draw_context(segmenter, concept: ConceptRef) -> tuple[ConceptRef | None, float]:
+    """The concept a brush of ``concept`` is painted on (``DRAW_CONTEXTS``) and the share of a
+    window it must cover; ``(None, 0)`` when there is none, or the segmenter does not know it."""
+    found = DRAW_CONTEXTS.get(concept.name)
+    if found is None:
+        return None, 0.0
+    category, name, share = found
+    try:
+        return ConceptRef.find(segmenter, name, category), share
+    except UserError:
+        return None, 0.0
+
+
+def _draw_setup(generator, segmenter, dissection: Dissection, layer: str, concept: ConceptRef,
+                n: int, seed: int, epochs: int):
+    """The drawing selection's IoU start, insertion values, context and cache key."""
+    initial, insert_values, _ = _ace_setup(generator, segmenter, dissection, layer, concept,
+                                           n, seed, epochs)
+    context, share = draw_context(segmenter, concept)
+    key = settings_key({"generator": fingerprint(generator), "segmenter": fingerprint(segmenter),
+                        "layer": layer, "concept": [concept.category, concept.name], "n": n,
+                        "seed": seed, "epochs": epochs, "draw": "window log-probability",
+                        "context": None if context is None else [context.category,
+                                                                 context.name, share],
+                        "initial": initial.tolist(), "insert": insert_values.tolist()})
+    return initial, insert_values, context, share, key
+
+
+def units_for_drawing(generator, segmenter, dissection: Dissection, layer: str,
+                      concept: ConceptRef, n: int = DRAW_SAMPLES, seed: int = DRAW_SEED,
+                      epochs: int = DRAW_EPOCHS, cache_dir: str | Path | None = None,
+                      progress: bool = True, checkpoint_seconds: float = 30.0,
+                      shipped: Sequence[str | Path] = ()) -> tuple[list[int], torch.Tensor]:
+    """All units ranked for drawing ``concept`` (``select_for_drawing`` in its
+    ``draw_context``), and the value each writes; cached and resumable like the ACE weights,
+    read from a ``shipped`` folder when there."""
+    initial, insert_values, context, share, key = _draw_setup(
+        generator, segmenter, dissection, layer, concept, n, seed, epochs)
+    state = _cached_run(cache_dir, "draw", layer, concept, key, checkpoint_seconds,
+                        lambda checkpoint: {**select_for_drawing(
+                            generator, segmenter, layer, concept, context, initial,
+                            insert_values, n=n, seed=seed, epochs=epochs, min_share=share,
+                            progress=progress, checkpoint=checkpoint), "key": key}, shipped)
+    return _rank(state["weights"], initial), state["values"]
+
+
+def cached_drawing(generator, segmenter, dissection: Dissection, layer: str,
+                   concept: ConceptRef, cache_dir: str | Path | Sequence[str | Path],
+                   n: int = DRAW_SAMPLES, seed: int = DRAW_SEED,
+                   epochs: int = DRAW_EPOCHS) -> tuple[list[int], torch.Tensor] | None:
+    """``units_for_drawing``' ranking and values when some folder of ``cache_dir`` holds them
+    for these very models and settings, else None (nothing is computed)."""
+    state = _first_cached(cache_dir, "draw", layer, concept, lambda: _draw_setup(
+        generator, segmenter, dissection, layer, concept, n, seed, epochs)[-1])
+    if state is None:
+        return None
+    initial = iou_scores(dissection, layer, concept)
+    return _rank(state["weights"], initial / initial.max().clamp(min=1e-8)), state["values"]
 
 
 def ace_report(generator, segmenter, dissection: Dissection, layer: str, concept: ConceptRef,

@@ -9,6 +9,8 @@
   ``keep`` > 0, also a term that keeps the labels of the rest of the picture (specificity).
 - ``refine_by_swaps``: improve a unit set (e.g. the ACE top K) by exact swaps: the gradient at
   the current set proposes the swaps, the segmenter's labels decide.
+- ``select_for_drawing``: learn which units draw the concept where it belongs, and how
+  strongly (a weight and a value per unit), in windows of its context (doors on buildings).
 - ``insertion_maps`` / ``insertion_by_context``: insert units in every small window of the layer,
   one at a time, and measure the concept area that appears, grouped by what the window showed
   before (building, tree, sky, grass, ...).
@@ -18,6 +20,7 @@
 from __future__ import annotations
 
 import functools
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -232,6 +235,128 @@ def select_by_ace(generator, segmenter, layer: str, concept: ConceptRef,
                                  "alpha": alpha.detach().cpu(),
                                  "optimizer": optimizer.state_dict()})
     return alpha.detach().cpu()
+
+
+def _window_shares(mask: torch.Tensor, area: torch.Tensor) -> torch.Tensor:
+    """``(N, W)``: the share of each window's pixels (``area``, ``(W, H, W)``) where ``mask``
+    (``(N, H, W)``) is set."""
+    return torch.einsum("nhw,khw->nk", mask.float(), area) / area.sum((1, 2))
+
+
+def drawing_windows(generator, segmenter, layer: str, concept: ConceptRef,
+                    context: ConceptRef | None, z: torch.Tensor, cell: int = 2,
+                    per_image: int = 4, min_share: float = 0.5, max_present: float = 0.05,
+                    seed: int = 0, batch: int = 20) -> tuple[torch.Tensor, torch.Tensor]:
+    """Where a brush of ``concept`` would be painted: ``cell`` x ``cell`` windows of ``layer``
+    that ``context`` covers more than ``min_share`` of (None: any window) and the concept less
+    than ``max_present`` of, in the images of latents ``z`` (segmented). Up to ``per_image``
+    windows an image, drawn from ``seed``. Returns ``(image index, window index)`` pairs
+    ``(P, 2)`` and the windows ``(W, h, w)`` (``_windows``' order)."""
+    device = model_device(generator)
+    with torch.no_grad(), Trace(generator, layer) as trace:
+        generator(z[:1].to(device))
+    h, w = trace.output.shape[2:]
+    if not 1 <= cell <= min(h, w):
+        raise UserError(f"cell must lie in [1, {min(h, w)}] for the {h}x{w} layer {layer!r}")
+    windows = _windows(h, w, cell)
+    order = torch.Generator().manual_seed(seed)
+    pairs = []
+    for start in range(0, len(z), batch):
+        with torch.no_grad():
+            labels = segmenter.segment(generator(z[start:start + batch].to(device)))
+        size = labels[concept.category].shape[-2:]
+        area = F.interpolate(windows[:, None], size=size, mode="nearest")[:, 0].to(device)
+        fits = _window_shares(labels[concept.category] == concept.code, area) < max_present
+        if context is not None:
+            fits &= _window_shares(labels[context.category] == context.code, area) > min_share
+        for i, row in enumerate(fits.cpu()):
+            found = row.nonzero().flatten()
+            chosen = found[torch.randperm(len(found), generator=order)[:per_image]]
+            pairs += [(start + i, int(k)) for k in chosen.sort().values]
+    return torch.tensor(pairs, dtype=torch.int64).view(-1, 2), windows
+
+
+@_frozen
+def select_for_drawing(generator, segmenter, layer: str, concept: ConceptRef,
+                       context: ConceptRef | None, initial: torch.Tensor,
+                       insert_values: torch.Tensor, n: int = 200, seed: int = 6,
+                       epochs: int = 10, lr: float = 0.05, l2: float = 1e-4, batch: int = 16,
+                       cell: int = 2, per_image: int = 4, min_share: float = 0.5,
+                       progress: bool = True,
+                       checkpoint: JobCheckpoint | None = None) -> dict:
+    """Learn which units draw ``concept`` where it belongs, and how strongly: a weight
+    ``a_u`` in [0, 1] and a value ``v_u`` per unit. ACE's insertion term, made local: in the
+    windows of ``n`` images of ``seed`` where a brush of the concept would be painted
+    (``drawing_windows`` in ``context``: doors on buildings, trees on grass), the units are
+    set to ``x (1 - a) + v a`` inside the window only, and the objective is the log of the
+    concept's mean probability over the window's pixels (segmented), less ``l2`` times the
+    weights' squares. ``v`` starts at ``insert_values`` (each unit's 0.99 quantile) and learns
+    in log scale, within 1/20 to 20 times it: a brush that writes the quantile draws little
+    on this generator (``benchmarks/bench_draw.py``). ``initial`` seeds the weights (e.g. IoU
+    scores). ``checkpoint``: saved at its interval and resumed from, to the same result.
+
+    Returns ``{"weights": (U,), "values": (U,), "windows": P, "images": ...}``.
+    """
+    if n < 1 or epochs < 0 or not lr > 0 or not l2 >= 0:
+        raise UserError(f"drawing selection needs n >= 1, epochs >= 0, lr > 0 and l2 >= 0, got "
+                        f"n={n}, epochs={epochs}, lr={lr}, l2={l2}")
+    device = model_device(generator)
+    z = latents(seed, range(n), generator.z_dim).to(device)
+    pairs, windows = drawing_windows(generator, segmenter, layer, concept, context, z, cell,
+                                     per_image, min_share, seed=seed)
+    if not len(pairs):
+        where = f" on {context.name}" if context is not None else ""
+        raise UserError(f"no image of seed {seed} has room for {concept.name}{where}: nothing "
+                        "to learn drawing from")
+    images = sorted(set(pairs[:, 0].tolist()))
+    with torch.no_grad():
+        features = {i: partial_forward(generator, layer, z[i:i + 1])[0] for i in images}
+        size = generator(z[:1]).shape[-2:]
+    area = F.interpolate(windows[:, None], size=size, mode="nearest")[:, 0].to(device)
+    windows = windows.to(device)
+    alpha = initial.detach().float().clamp(0, 1).to(device).clone().requires_grad_(True)
+    log_scale = torch.zeros_like(alpha, requires_grad=True)
+    base = insert_values.detach().float().to(device)
+    optimizer = torch.optim.Adam([alpha, log_scale], lr=lr)
+    order = torch.Generator().manual_seed(seed)
+    checkpoint = checkpoint or JobCheckpoint(None, "")
+    saved = checkpoint.load()
+    first_epoch, first_step = 0, 0
+    if saved:
+        with torch.no_grad():
+            alpha.copy_(saved["alpha"].to(device))
+            log_scale.copy_(saved["log_scale"].to(device))
+        optimizer.load_state_dict(saved["optimizer"])
+        order.set_state(saved["order"])
+        first_epoch, first_step = saved["epoch"], saved["step"]
+    for epoch in tqdm(range(first_epoch, epochs), desc=f"draw {concept.name}",
+                      disable=not progress):
+        epoch_order = order.get_state()
+        steps = torch.randperm(len(pairs), generator=order).split(batch)
+        for step in range(first_step if epoch == first_epoch else 0, len(steps)):
+            chosen = pairs[steps[step]]
+            x = torch.stack([features[int(i)] for i in chosen[:, 0]])
+            where = windows[chosen[:, 1]][:, None]
+            edited = apply_edit(x, alpha.view(1, -1, 1, 1) * where,
+                                (base * log_scale.exp()).view(1, -1, 1, 1))
+            image = forward_from(generator, layer, edited, z[chosen[:, 0]])
+            p = F.softmax(segmenter(image)[concept.category], 1)[:, concept.code]
+            region = area[chosen[:, 1]]
+            inside = (p * region).sum((1, 2)) / region.sum((1, 2))
+            loss = -(inside + 1e-3).log().mean() + l2 * alpha.pow(2).sum()
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            with torch.no_grad():
+                alpha.clamp_(0, 1)
+                log_scale.clamp_(-math.log(20), math.log(20))
+            if checkpoint.due():
+                checkpoint.save({"epoch": epoch, "step": step + 1, "order": epoch_order,
+                                 "alpha": alpha.detach().cpu(),
+                                 "log_scale": log_scale.detach().cpu(),
+                                 "optimizer": optimizer.state_dict()})
+    return {"weights": alpha.detach().cpu(), "values": (base * log_scale.exp()).detach().cpu(),
+            "windows": len(pairs), "images": len(images)}
 
 
 def _removal_counts(clean: torch.Tensor, edited: torch.Tensor, code: int) -> torch.Tensor:

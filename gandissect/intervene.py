@@ -34,13 +34,16 @@ class Stroke:
 
     ``mask`` is ``(H, W)`` or ``(N, H, W)`` in [0, 1] at image resolution (or already at the
     layer's resolution); ``strength`` scales it. No units, an all-zero mask or strength 0 edit
-    nothing (the images come out unchanged); a mask of ones is the same as None.
+    nothing (the images come out unchanged); a mask of ones is the same as None. ``values``:
+    what an insertion writes, one value per unit of the layer (None: the ``insert_values``
+    the stroke is rendered with, each unit's high quantile); a drawing brush brings its own.
     """
 
     units: Sequence[int]
     mode: str = "ablate"
     mask: torch.Tensor | None = None
     strength: float = 1.0
+    values: torch.Tensor | None = None
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
@@ -103,7 +106,8 @@ def stroke_edit(strokes: Sequence[Stroke], insert_values: torch.Tensor | None):
             if alpha.dim() == 4 and alpha.shape[0] not in (1, output.shape[0]):
                 raise UserError(f"{alpha.shape[0]} masks for a batch of {output.shape[0]} "
                                 "images; give one (H, W) mask or one per image")
-            value = 0.0 if stroke.mode == "ablate" else _checked_values(insert_values, n_units)
+            written = insert_values if stroke.values is None else stroke.values
+            value = 0.0 if stroke.mode == "ablate" else _checked_values(written, n_units)
             output = apply_edit(output, alpha, value)
         return output
 

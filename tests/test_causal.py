@@ -136,6 +136,123 @@ def test_learning_leaves_the_callers_models_as_they_were(toy):
     assert gen.output.scale.grad is None and seg.gain.grad is None  # nothing learned there
 
 
+def test_drawing_windows_are_where_the_brush_belongs(toy):
+    """Every window the drawing selection learns from lies on the context (grass covers more
+    than half of it) and holds (almost) none of the concept, restated pixel by pixel; with
+    room for all, every such window of every image is taken."""
+    from gandissect.causal import drawing_windows
+
+    gen, seg = toy
+    tree, grass = ConceptRef.find(seg, "tree"), ConceptRef.find(seg, "grass")
+    z = latents(9, range(6), gen.z_dim)
+    pairs, windows = drawing_windows(gen, seg, "layer1", tree, grass, z, cell=2,
+                                     per_image=1000, min_share=0.5, max_present=0.05)
+    with torch.no_grad():
+        labels = seg.segment(gen(z))["object"]
+    expected = []
+    for i in range(len(z)):
+        for k, window in enumerate(windows):
+            rows, cols = window.nonzero(as_tuple=True)
+            y0, x0 = int(rows.min()) * 4, int(cols.min()) * 4  # 4 pixels a layer cell
+            patch = labels[i, y0:y0 + 8, x0:x0 + 8]
+            if (patch == grass.code).float().mean() > 0.5 and \
+                    (patch == tree.code).float().mean() < 0.05:
+                expected.append((i, k))
+    assert pairs.tolist() == [list(p) for p in expected] and expected
+    few, _ = drawing_windows(gen, seg, "layer1", tree, grass, z, per_image=2, seed=3)
+    assert {tuple(p) for p in few.tolist()} <= set(expected)
+    assert max(few[:, 0].bincount().tolist()) == 2
+
+
+def test_drawing_selection_finds_the_unit_that_draws_and_learns_its_value(toy):
+    """On the toy only unit 0 draws trees, and only where it exceeds 0.5: the selection puts
+    it first, and its learned value draws a tree in a grass window where the quantile given
+    (0.4) would not."""
+    from gandissect.causal import select_for_drawing
+    from gandissect.hooks import apply_edit, edit_alpha, forward_from, partial_forward
+
+    gen, seg = toy
+    tree, grass = ConceptRef.find(seg, "tree"), ConceptRef.find(seg, "grass")
+    result = select_for_drawing(gen, seg, "layer1", tree, grass, torch.full((4,), 0.5),
+                                torch.full((4,), 0.4), n=16, seed=2, epochs=15, lr=0.1,
+                                batch=8, progress=False)
+    weights, values = result["weights"], result["values"]
+    assert int(weights.argmax()) == 0 and weights[0] > 0.9 and values[0] > 0.5
+    z = latents(5, range(4), gen.z_dim)
+    with torch.no_grad():
+        features = partial_forward(gen, "layer1", z)
+        window = torch.zeros(8, 8)
+        window[6:8, 0:2] = 1  # the bottom-left corner: grass in every toy image
+        for value, draws in ((values, True), (torch.full((4,), 0.4), False)):
+            edited = apply_edit(features, edit_alpha([0], 4, window), value)
+            labels = seg.segment(forward_from(gen, "layer1", edited, z))["object"]
+            assert bool((labels[:, 24:, :8] == tree.code).all()) is draws
+
+
+def test_drawing_selection_restates_its_objective_and_resumes_exactly(toy, tmp_path):
+    """One step of the selection is Adam on -log(mean concept probability over the window)
+    + l2 |a|^2 with x (1 - a) + v a inside the window, v = quantile x exp(s); a killed run
+    resumed from its checkpoint ends with the uninterrupted run's weights and values."""
+    from gandissect.causal import drawing_windows, select_for_drawing
+    from gandissect.fileio import JobCheckpoint
+    from gandissect.hooks import forward_from, partial_forward
+
+    gen, seg = toy
+    tree, grass = ConceptRef.find(seg, "tree"), ConceptRef.find(seg, "grass")
+    initial, base = torch.tensor([0.3, 0.2, 0.1, 0.0]), torch.tensor([0.6, 0.2, 0.2, 0.2])
+    settings = dict(n=8, seed=2, lr=0.05, l2=0.01, progress=False)
+    step = select_for_drawing(gen, seg, "layer1", tree, grass, initial, base, epochs=1,
+                              batch=1000, **settings)  # one step over every window
+    z = latents(2, range(8), gen.z_dim)
+    pairs, windows = drawing_windows(gen, seg, "layer1", tree, grass, z, seed=2)
+    a = initial.clone().requires_grad_(True)
+    s = torch.zeros(4, requires_grad=True)
+    optimizer = torch.optim.Adam([a, s], lr=0.05)
+    objective = 0.0
+    for image, k in pairs.tolist():  # one window at a time
+        x = partial_forward(gen, "layer1", z[image:image + 1])
+        where = windows[k][None, None]
+        edited = x * (1 - a.view(1, -1, 1, 1) * where) + (base * s.exp()).view(1, -1, 1, 1) \
+            * a.view(1, -1, 1, 1) * where
+        p = torch.softmax(seg(forward_from(gen, "layer1", edited, z[image:image + 1]))
+                          ["object"], 1)[0, tree.code]
+        region = torch.nn.functional.interpolate(where, size=p.shape, mode="nearest")[0, 0]
+        objective = objective + torch.log((p * region).sum() / region.sum() + 1e-3)
+    loss = -objective / len(pairs) + 0.01 * a.pow(2).sum()
+    optimizer.zero_grad()
+    loss.backward()
+    optimizer.step()
+    torch.testing.assert_close(step["weights"], a.detach().clamp(0, 1))
+    torch.testing.assert_close(step["values"], (base * s.exp()).detach())
+
+    whole = select_for_drawing(gen, seg, "layer1", tree, grass, initial, base, epochs=3,
+                               batch=4, **settings)
+
+    class Killed(Exception):
+        pass
+
+    calls = {"n": 0}
+    real = seg.forward
+
+    def dying(images):
+        calls["n"] += 1
+        if calls["n"] > 5:
+            raise Killed
+        return real(images)
+
+    path = tmp_path / "draw.pt"
+    seg.forward = dying
+    with pytest.raises(Killed):
+        select_for_drawing(gen, seg, "layer1", tree, grass, initial, base, epochs=3, batch=4,
+                           checkpoint=JobCheckpoint(path, "k", 0), **settings)
+    seg.forward = real
+    assert JobCheckpoint(path, "k").load() is not None
+    resumed = select_for_drawing(gen, seg, "layer1", tree, grass, initial, base, epochs=3,
+                                 batch=4, checkpoint=JobCheckpoint(path, "k", 0), **settings)
+    assert torch.equal(resumed["weights"], whole["weights"])
+    assert torch.equal(resumed["values"], whole["values"])
+
+
 class DrawWithSpill(Draw):
     """``Draw``, with unit 1 (a weak constant) painting the green channel everywhere."""
 
