@@ -358,12 +358,50 @@ def test_learning_the_causal_effect_reranks_the_brush(ws):
         units.learn_effect(ws, "all")
 
 
+def test_draw_uses_the_drawing_learned_for_its_brush(tmp_path):
+    """Until its drawing is learned a brush draws with its removal ranking, writing each
+    unit's quantile; once learned (the Units tab's button, or shipped beside the dissection),
+    with the drawing ranking and the values learned with it."""
+    from gandissect.ace import units_for_drawing
+
+    ws = Workspace.open(app_config("toy", tmp_path / "cache"))
+    session = Session()
+    seed, tree = tree_scene(ws)
+    paint.choose_scene(ws, session, seed)
+    region = np.zeros_like(tree)
+    region[-16:, :16] = True  # the bottom-left corner: grass
+    paint.apply_brush(ws, session, painted(ws, region), "object/tree", "draw", 1.0, 5)
+    first = session.strokes[-1]
+    assert first.values is None and first.ranking in ("iou", "ace", "ace+swaps")
+    assert first.units == ws.scenes.brush_units("object/tree", 5)[0]
+    assert "Drawing of tree learned" in units.learn_drawing(ws, "object/tree", progress=False)
+    ranking, values = units_for_drawing(ws.scenes.generator, ws.scenes.segmenter,
+                                        ws.scenes.dissection, ws.scenes.layer,
+                                        ws.scenes.concept("object/tree"),
+                                        cache_dir=ws.scenes.ace_dir(), progress=False)
+    out = paint.apply_brush(ws, session, painted(ws, region, (2,)), "object/tree", "draw", 1.0,
+                            5)
+    second = session.strokes[-1]
+    assert second.ranking == "draw" and second.units == ranking[:5]
+    assert torch.equal(second.values, values) and "drawing effect" in out.status
+    removing = paint.apply_brush(ws, session, painted(ws, tree, (3,)), "object/tree", "remove",
+                                 1.0, 5)
+    assert session.strokes[-1].values is None and "remove tree" in removing.status
+    # the rendered scene writes the learned values
+    expected = ws.scenes.render(session.z, [s.stroke() for s in session.strokes])
+    assert np.array_equal(shown(removing), paint.pixels(expected))
+    with pytest.raises(gr.Error, match="choose a concept"):
+        units.learn_drawing(ws, "all")
+    ws.close()
+
+
 def test_the_page_builds_with_every_tab_and_one_model_worker(ws):
     demo = build_app(ws)
     public = {d["api_name"] for d in demo.config["dependencies"]
               if d.get("api_visibility") == "public"}
     assert public == {"show_scene", "random_scene", "remove", "draw", "undo", "reset",
-                      "list_units", "learn_effect", "select_unit", "ablate", "netdissect",
+                      "list_units", "learn_effect", "learn_drawing", "select_unit", "ablate",
+                      "netdissect",
                       "classifier_units", "classifier_unit", "explain", "visualize"}
     # every call that runs a model waits for the one model worker; the queue is bounded
     model = {fn.api_name for fn in demo.fns.values() if fn.concurrency_id == "model"}

@@ -33,7 +33,8 @@ __all__ = ["MODES", "OUTPUTS", "PaintView", "build", "choose_scene", "random_sce
 MODES = ("remove", "draw")
 USED_HEADERS = ["unit", "label", "category", "IoU (its label)"]
 RANKINGS = {"iou": "IoU", "ace": "causal effect (ACE)",
-            "ace+swaps": "causal effect (ACE, its top 20 improved by swaps)"}
+            "ace+swaps": "causal effect (ACE, its top 20 improved by swaps)",
+            "draw": "drawing effect where the concept belongs, writing learned values"}
 
 
 class PaintView(NamedTuple):
@@ -159,8 +160,12 @@ def apply_brush(ws: Workspace, session: Session, paint: Any, concept: str | None
         return nothing_to_do("Nothing to do: there is no new paint. Paint over the part of the "
                              "scene to change, then press Remove or Draw.", OUTPUTS)
     cells = scenes.layer_cells(mask)
-    chosen, ranking = scenes.brush_units(concept, k)
-    session.strokes.append(PaintStroke(concept, mode, cells, chosen, ranking, float(strength)))
+    if mode == "draw":
+        chosen, ranking, values = scenes.draw_units(concept, k)
+    else:
+        (chosen, ranking), values = scenes.brush_units(concept, k), None
+    session.strokes.append(PaintStroke(concept, mode, cells, chosen, ranking, float(strength),
+                                       values))
     return _view(ws, session, clear=False, applied=strokes)
 
 

@@ -20,9 +20,11 @@ from torch import nn
 
 from gandissect.ace import (
     cached_ace_weights,
+    cached_drawing,
     iou_scores,
     ranked_units,
     units_by_ace,
+    units_for_drawing,
 )
 from gandissect.causal import ConceptRef
 from gandissect.dissect import Dissection, LayerDissection, latents
@@ -76,6 +78,7 @@ class SceneModels:
         self.brushes = self._brushes(min_brush_units)
         self._rankings: dict[str, tuple[list[int], str]] = {}
         self._weights: dict[str, torch.Tensor | None] = {}
+        self._drawings: dict[str, tuple[list[int], torch.Tensor] | None] = {}
         self._device = model_device(generator)
         self.resolution: int = int(getattr(generator, "resolution", 0) or 0) or int(
             self.render(self.latent(0)).shape[-1])
@@ -118,9 +121,41 @@ class SceneModels:
         return self._rankings[key]
 
     def brush_units(self, key: str, k: int) -> tuple[list[int], str]:
-        """The top ``k`` units of a brush and how they were ranked."""
+        """The top ``k`` units of a brush that removes, and how they were ranked."""
         ranking, method = self.ranking(key)
         return ranking[:k], method
+
+    def drawing(self, key: str) -> tuple[list[int], torch.Tensor] | None:
+        """The concept's units ranked for drawing and the value each writes, where they have
+        been learned (here, or shipped beside the dissection); None otherwise."""
+        if key not in self._drawings:
+            with self.lock:
+                self._drawings[key] = cached_drawing(self.generator, self.segmenter,
+                                                     self.dissection, self.layer,
+                                                     self.concept(key), self.ace_dirs())
+        return self._drawings[key]
+
+    def draw_units(self, key: str, k: int) -> tuple[list[int], str, torch.Tensor | None]:
+        """The top ``k`` units of a brush that draws, how they were ranked, and the values
+        they write: learned for drawing where known (``"draw"``), else the removal ranking
+        writing each unit's 0.99 quantile (None)."""
+        learned = self.drawing(key)
+        if learned is None:
+            return (*self.brush_units(key, k), None)
+        ranking, values = learned
+        return ranking[:k], "draw", values
+
+    def learn_drawing(self, key: str, progress: bool = True) -> list[int]:
+        """Learn which units draw the concept where it belongs (``units_for_drawing``), or
+        read them back; its brush draws with them from the next stroke on."""
+        with self.lock:
+            learned = self.drawing(key)
+            if learned is None:
+                learned = units_for_drawing(self.generator, self.segmenter, self.dissection,
+                                            self.layer, self.concept(key),
+                                            cache_dir=self.ace_dir(), progress=progress)
+                self._drawings[key] = learned
+        return learned[0]
 
     def causal_weights(self, key: str) -> torch.Tensor | None:
         """The concept's learned causal weights per unit, if they have been learned."""

@@ -19,7 +19,7 @@ __all__ = ["PaintStroke", "Session"]
 class PaintStroke:
     """One applied brush stroke: the concept (``"category/name"``), the mode (``"remove"`` or
     ``"draw"``), the painted layer cells ``(h, w)``, the units it edited and how they were
-    ranked, and its strength."""
+    ranked, its strength, and the values a drawing writes (None: each unit's quantile)."""
 
     concept: str
     mode: str
@@ -27,11 +27,12 @@ class PaintStroke:
     units: list[int]
     ranking: str
     strength: float
+    values: torch.Tensor | None = None
 
     def stroke(self) -> Stroke:
         """The library's edit for this stroke."""
         return Stroke(self.units, "ablate" if self.mode == "remove" else "insert", self.cells,
-                      self.strength)
+                      self.strength, self.values)
 
 
 @dataclass

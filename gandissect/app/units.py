@@ -34,8 +34,8 @@ from gandissect.errors import UserError
 from gandissect.intervene import Stroke
 from gandissect.visualize import overlay
 
-__all__ = ["ablate", "build", "learn_effect", "parse_units", "scene_picture", "select_unit",
-           "table", "units_here"]
+__all__ = ["ablate", "build", "learn_drawing", "learn_effect", "parse_units", "scene_picture",
+           "select_unit", "table", "units_here"]
 
 SHOWN_SCALE = 4  # enlargement of the 64 px pictures in this tab
 
@@ -169,6 +169,18 @@ def learn_effect(ws: Workspace, concept: str | None, progress: bool = True) -> s
             f"{', '.join(map(str, top))}. Its brush now ranks units by it.")
 
 
+@user_errors
+def learn_drawing(ws: Workspace, concept: str | None, progress: bool = True) -> str:
+    """Learn which units draw the concept where it belongs (cached); its brush then draws with
+    them, writing the values learned with them."""
+    scenes = _scenes(ws)
+    if not concept or concept == ALL:
+        raise UserError("choose a concept to learn how its units draw it")
+    top = scenes.learn_drawing(concept, progress)[:5]
+    return (f"Drawing of {concept.partition('/')[2]} learned: top units "
+            f"{', '.join(map(str, top))}. Its brush now draws with them.")
+
+
 def _query(concept, category, interpretable, sort, descending, by_concept=False) -> TableQuery:
     return TableQuery(concept or ALL, category or ALL, bool(interpretable), sort or "unit",
                       bool(descending), by_concept)
@@ -202,6 +214,7 @@ def build(ws: Workspace, state: gr.State) -> dict[str, Any]:
     with gr.Row():
         c["list"] = gr.Button("List units by concept", elem_id="list-by-concept")
         c["learn"] = gr.Button("Learn causal effect of this concept (ACE)", elem_id="learn-ace")
+        c["learn_draw"] = gr.Button("Learn how its units draw it", elem_id="learn-draw")
     c["learned"] = gr.Markdown()
     c["table"] = gr.Dataframe(table(ws, TableQuery()), headers=HEADERS, interactive=False,
                               max_height=360, elem_id="units-table", label="Units")
@@ -272,8 +285,13 @@ def build(ws: Workspace, state: gr.State) -> dict[str, Any]:
         message = learn_effect(ws, concept)
         return message, on_list(concept, category, interpretable, sort, descending)
 
+    def on_learn_draw(concept, progress=PROGRESS):
+        return learn_drawing(ws, concept)
+
     for control in controls:
         control.change(on_filter, controls, c["table"], api_visibility="private", **model)
+    c["learn_draw"].click(on_learn_draw, [c["concept"]], c["learned"], api_name="learn_drawing",
+                          **model)
     c["list"].click(on_list, controls, c["table"], api_name="list_units", **model)
     c["learn"].click(on_learn, controls, [c["learned"], c["table"]], api_name="learn_effect",
                      **model)
