@@ -21,6 +21,9 @@ import torch
 
 from gandissect.causal import (
     ACE_EPOCHS,
+    DRAW_K,
+    DRAW_L2,
+    DRAW_LR,
     ConceptRef,
     refine_by_swaps,
     removal,
@@ -275,6 +278,8 @@ def _draw_setup(generator, segmenter, dissection: Dissection, layer: str, concep
     key = settings_key({"generator": fingerprint(generator), "segmenter": fingerprint(segmenter),
                         "layer": layer, "concept": [concept.category, concept.name], "n": n,
                         "seed": seed, "epochs": epochs, "draw": "window log-probability",
+                        "lr": DRAW_LR, "l2": DRAW_L2, "k": DRAW_K,
+                        "validation": "every fourth image",
                         "context": None if context is None else [context.category,
                                                                  context.name, share],
                         "initial": initial.tolist(), "insert": insert_values.tolist()})
