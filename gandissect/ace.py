@@ -15,13 +15,13 @@ keyed by everything that changes them.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
 from gandissect.causal import (
     ACE_EPOCHS,
-    DRAW_K,
     DRAW_L2,
     DRAW_LR,
     ConceptRef,
@@ -278,22 +278,39 @@ def _draw_setup(generator, segmenter, dissection: Dissection, layer: str, concep
     key = settings_key({"generator": fingerprint(generator), "segmenter": fingerprint(segmenter),
                         "layer": layer, "concept": [concept.category, concept.name], "n": n,
                         "seed": seed, "epochs": epochs, "draw": "window log-probability",
-                        "lr": DRAW_LR, "l2": DRAW_L2, "k": DRAW_K,
-                        "validation": "every fourth image",
+                        "lr": DRAW_LR, "l2": DRAW_L2,
+                        "validation": "every fourth image, the whole edit",
                         "context": None if context is None else [context.category,
                                                                  context.name, share],
                         "initial": initial.tolist(), "insert": insert_values.tolist()})
     return initial, insert_values, context, share, key
 
 
+@dataclass(frozen=True)
+class Drawing:
+    """A learned drawing edit (``select_for_drawing``): every unit's weight in [0, 1] and the
+    value it writes; ``validation_pixels``: the concept pixels it added per held-out
+    stroke."""
+
+    weights: torch.Tensor
+    values: torch.Tensor
+    validation_pixels: float
+
+    @property
+    def units(self) -> list[int]:
+        """The units the edit touches (weight > 0), most weighted first."""
+        order = self.weights.argsort(descending=True, stable=True).tolist()
+        return [u for u in order if float(self.weights[u]) > 0]
+
+
 def units_for_drawing(generator, segmenter, dissection: Dissection, layer: str,
                       concept: ConceptRef, n: int = DRAW_SAMPLES, seed: int = DRAW_SEED,
                       epochs: int = DRAW_EPOCHS, cache_dir: str | Path | None = None,
                       progress: bool = True, checkpoint_seconds: float = 30.0,
-                      shipped: Sequence[str | Path] = ()) -> tuple[list[int], torch.Tensor]:
-    """All units ranked for drawing ``concept`` (``select_for_drawing`` in its
-    ``draw_context``), and the value each writes; cached and resumable like the ACE weights,
-    read from a ``shipped`` folder when there."""
+                      shipped: Sequence[str | Path] = ()) -> Drawing:
+    """The edit that draws ``concept`` where it belongs (``select_for_drawing`` in its
+    ``draw_context``); cached and resumable like the ACE weights, read from a ``shipped``
+    folder when there."""
     initial, insert_values, context, share, key = _draw_setup(
         generator, segmenter, dissection, layer, concept, n, seed, epochs)
     state = _cached_run(cache_dir, "draw", layer, concept, key, checkpoint_seconds,
@@ -301,21 +318,20 @@ def units_for_drawing(generator, segmenter, dissection: Dissection, layer: str,
                             generator, segmenter, layer, concept, context, initial,
                             insert_values, n=n, seed=seed, epochs=epochs, min_share=share,
                             progress=progress, checkpoint=checkpoint), "key": key}, shipped)
-    return _rank(state["weights"], initial), state["values"]
+    return Drawing(state["weights"], state["values"], state["validation_pixels"])
 
 
 def cached_drawing(generator, segmenter, dissection: Dissection, layer: str,
                    concept: ConceptRef, cache_dir: str | Path | Sequence[str | Path],
                    n: int = DRAW_SAMPLES, seed: int = DRAW_SEED,
-                   epochs: int = DRAW_EPOCHS) -> tuple[list[int], torch.Tensor] | None:
-    """``units_for_drawing``' ranking and values when some folder of ``cache_dir`` holds them
-    for these very models and settings, else None (nothing is computed)."""
+                   epochs: int = DRAW_EPOCHS) -> Drawing | None:
+    """``units_for_drawing``' edit when some folder of ``cache_dir`` holds it for these very
+    models and settings, else None (nothing is computed)."""
     state = _first_cached(cache_dir, "draw", layer, concept, lambda: _draw_setup(
         generator, segmenter, dissection, layer, concept, n, seed, epochs)[-1])
     if state is None:
         return None
-    initial = iou_scores(dissection, layer, concept)
-    return _rank(state["weights"], initial / initial.max().clamp(min=1e-8)), state["values"]
+    return Drawing(state["weights"], state["values"], state["validation_pixels"])
 
 
 def ace_report(generator, segmenter, dissection: Dissection, layer: str, concept: ConceptRef,

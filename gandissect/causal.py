@@ -276,18 +276,19 @@ def drawing_windows(generator, segmenter, layer: str, concept: ConceptRef,
     return torch.tensor(pairs, dtype=torch.int64).view(-1, 2), windows
 
 
-# The drawing selection's learning rate and weight penalty (measured on the door brush of the
-# shipped generator: l2 1e-4 left 60 units tied at weight 1 and the top 15 drew 10 door pixels
-# a stroke; 0.003, 22), and the brush's default unit count its held-out epochs are judged by.
-DRAW_LR, DRAW_L2, DRAW_K = 0.05, 0.003, 15
+# The drawing selection's learning rate and weight penalty, measured on the door brush of the
+# shipped generator: with l2 1e-4, 60 units tied at weight 1 and their top 15 drew 10 door
+# pixels a stroke; with 0.003 the top 15 drew 22, and the whole learned edit 32.
+DRAW_LR, DRAW_L2 = 0.05, 0.003
 
 
 @torch.no_grad()
 def drawn_pixels(generator, segmenter, layer: str, concept: ConceptRef, z: torch.Tensor,
-                 pairs: torch.Tensor, windows: torch.Tensor, units: Sequence[int],
+                 pairs: torch.Tensor, windows: torch.Tensor, weights: torch.Tensor,
                  values: torch.Tensor, batch: int = 16) -> torch.Tensor:
-    """``(P,)``: the concept pixels (segmented, in the whole image) that setting ``units`` to
-    ``values`` inside each window of ``pairs`` (``drawing_windows``) adds to its image."""
+    """``(P,)``: the concept pixels (segmented, in the whole image) that the edit
+    ``x (1 - w) + v w`` of every unit (``weights`` ``w``, ``values`` ``v``) inside each window
+    of ``pairs`` (``drawing_windows``) adds to its image."""
     device = model_device(generator)
     values = values.to(device).view(1, -1, 1, 1)
     added = []
@@ -297,7 +298,8 @@ def drawn_pixels(generator, segmenter, layer: str, concept: ConceptRef, z: torch
         features = partial_forward(generator, layer, zb)
         where = windows[chosen[:, 1]].to(device)
         n_units = features.shape[1]
-        edited = apply_edit(features, edit_alpha(units, n_units, where).to(device), values)
+        alpha = edit_alpha(None, n_units, where, weights=weights).to(device)
+        edited = apply_edit(features, alpha, values)
         before = segmenter.segment(generator(zb))[concept.category] == concept.code
         after = segmenter.segment(forward_from(generator, layer, edited, zb))[
             concept.category] == concept.code
@@ -311,8 +313,7 @@ def select_for_drawing(generator, segmenter, layer: str, concept: ConceptRef,
                        insert_values: torch.Tensor, n: int = 200, seed: int = 6,
                        epochs: int = 10, lr: float = DRAW_LR, l2: float = DRAW_L2,
                        batch: int = 16, cell: int = 2, per_image: int = 4,
-                       min_share: float = 0.5, k: int = DRAW_K,
-                       best: bool = True, progress: bool = True,
+                       min_share: float = 0.5, best: bool = True, progress: bool = True,
                        checkpoint: JobCheckpoint | None = None) -> dict:
     """Learn which units draw ``concept`` where it belongs, and how strongly: a weight
     ``a_u`` in [0, 1] and a value ``v_u`` per unit. ACE's insertion term, made local: in the
@@ -324,20 +325,20 @@ def select_for_drawing(generator, segmenter, layer: str, concept: ConceptRef,
     in log scale, within 1/20 to 20 times it: written at the quantile, a brush's units draw
     little (``benchmarks/bench_draw.py``). ``initial`` seeds the weights (e.g. IoU scores).
 
-    The windows of every fourth image are held out: after each epoch the top ``k`` units
-    (the brush's default count) draw with the values learned so far into them, and the epoch
-    that adds the most concept pixels (``drawn_pixels``, the segmenter's labels) is the one
-    returned, its start (IoU order, quantile values) included: a weight or value that only
-    fools the segmenter's probabilities on the training windows does not survive (``best``
-    False: the last epoch instead). ``checkpoint``: saved at its interval and resumed from, to
-    the same result.
+    The learned edit is the brush: every unit at its weight, writing its value. The windows
+    of every fourth image are held out: after each epoch the edit learned so far draws into
+    them, and the epoch whose edit adds the most concept pixels (``drawn_pixels``, the
+    segmenter's labels) is the one returned, its start (the initial weights, the quantiles)
+    included: weights or values that only fool the segmenter's probabilities on the training
+    windows do not survive (``best`` False: the last epoch instead). ``checkpoint``: saved at
+    its interval and resumed from, to the same result.
 
     Returns ``{"weights": (U,), "values": (U,), "epoch", "validation_pixels", "windows",
     "images"}`` (``epoch`` 0: the start; ``validation_pixels``: mean pixels added).
     """
-    if n < 1 or epochs < 0 or not lr > 0 or not l2 >= 0 or k < 1:
-        raise UserError(f"drawing selection needs n >= 1, epochs >= 0, lr > 0, l2 >= 0 and "
-                        f"k >= 1, got n={n}, epochs={epochs}, lr={lr}, l2={l2}, k={k}")
+    if n < 1 or epochs < 0 or not lr > 0 or not l2 >= 0:
+        raise UserError(f"drawing selection needs n >= 1, epochs >= 0, lr > 0 and l2 >= 0, got "
+                        f"n={n}, epochs={epochs}, lr={lr}, l2={l2}")
     device = model_device(generator)
     z = latents(seed, range(n), generator.z_dim).to(device)
     every, windows = drawing_windows(generator, segmenter, layer, concept, context, z, cell,
@@ -363,10 +364,8 @@ def select_for_drawing(generator, segmenter, layer: str, concept: ConceptRef,
     def score(epoch: int) -> dict:
         weights = alpha.detach().cpu().clone()  # a copy: training goes on changing alpha
         values = (base * log_scale.exp()).detach().cpu()
-        top = sorted(range(len(weights)), key=lambda u: (-float(weights[u]),
-                                                         -float(initial[u])))[:k]
         drawn = (drawn_pixels(generator, segmenter, layer, concept, z, held_out, windows,
-                              top, values, batch).float().mean() if len(held_out) else
+                              weights, values, batch).float().mean() if len(held_out) else
                  torch.tensor(0.0))
         return {"weights": weights, "values": values, "epoch": epoch,
                 "validation_pixels": round(float(drawn), 3)}
@@ -394,10 +393,13 @@ def select_for_drawing(generator, segmenter, layer: str, concept: ConceptRef,
             edited = apply_edit(x, alpha.view(1, -1, 1, 1) * where,
                                 (base * log_scale.exp()).view(1, -1, 1, 1))
             image = forward_from(generator, layer, edited, z[chosen[:, 0]])
-            p = F.softmax(segmenter(image)[concept.category], 1)[:, concept.code]
-            region = area[chosen[:, 1]]
-            inside = (p * region).sum((1, 2)) / region.sum((1, 2))
-            loss = -(inside + 1e-3).log().mean() + l2 * alpha.pow(2).sum()
+            log_p = F.log_softmax(segmenter(image)[concept.category], 1)[:, concept.code]
+            region = area[chosen[:, 1]] > 0
+            # log of the mean probability over the window, from log-probabilities: its
+            # gradient does not vanish where a confident segmenter gives the concept ~0
+            inside = (torch.logsumexp(log_p.masked_fill(~region, -math.inf).flatten(1), 1)
+                      - region.flatten(1).sum(1).log())
+            loss = -inside.mean() + l2 * alpha.pow(2).sum()
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()

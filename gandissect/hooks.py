@@ -225,12 +225,15 @@ def edit_alpha(
     n_units: int,
     mask: torch.Tensor | None = None,
     strength: float = 1.0,
+    weights: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Build the edit weight ``a`` of ``x * (1 - a) + v * a`` for a layer of ``n_units`` units.
 
     ``units`` selects units (None: all); ``mask`` is an ``(H, W)`` or ``(B, H, W)`` spatial weight
-    in [0, 1] at the layer's resolution (None: everywhere). Returns ``(U, 1, 1)``,
-    ``(U, H, W)`` or ``(B, U, H, W)``, ready to broadcast against the layer output.
+    in [0, 1] at the layer's resolution (None: everywhere); ``weights`` ``(U,)`` in [0, 1]
+    weighs each unit (a learned edit, e.g. a drawing brush's; None: 1). Returns
+    ``(U, 1, 1)``, ``(U, H, W)`` or ``(B, U, H, W)``, ready to broadcast against the layer
+    output.
     """
     per_unit = torch.zeros(n_units)
     if units is None:
@@ -240,6 +243,11 @@ def edit_alpha(
         if index.numel() and (int(index.min()) < 0 or int(index.max()) >= n_units):
             raise UserError(f"unit ids must lie in [0, {n_units - 1}], got {index.tolist()}")
         per_unit[index] = 1
+    if weights is not None:
+        weights = torch.as_tensor(weights, dtype=torch.float32).detach().cpu().reshape(-1)
+        if weights.numel() != n_units or not bool(((weights >= 0) & (weights <= 1)).all()):
+            raise UserError(f"unit weights must be {n_units} values in [0, 1]")
+        per_unit = per_unit * weights
     per_unit = per_unit * strength
     if mask is None:
         return per_unit[:, None, None]

@@ -36,7 +36,8 @@ class Stroke:
     layer's resolution); ``strength`` scales it. No units, an all-zero mask or strength 0 edit
     nothing (the images come out unchanged); a mask of ones is the same as None. ``values``:
     what an insertion writes, one value per unit of the layer (None: the ``insert_values``
-    the stroke is rendered with, each unit's high quantile); a drawing brush brings its own.
+    the stroke is rendered with, each unit's high quantile); ``weights``: how strongly each
+    unit of the layer is edited, in [0, 1] (None: fully). A learned drawing brings both.
     """
 
     units: Sequence[int]
@@ -44,6 +45,7 @@ class Stroke:
     mask: torch.Tensor | None = None
     strength: float = 1.0
     values: torch.Tensor | None = None
+    weights: torch.Tensor | None = None
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
@@ -86,7 +88,7 @@ def stroke_alpha(stroke: Stroke, n_units: int, size: tuple[int, int]) -> torch.T
     the layer's ``size`` and its strength): ``(U, 1, 1)`` without a mask, else ``(U, h, w)``
     or ``(N, U, h, w)``."""
     mask = None if stroke.mask is None else pool_mask(stroke.mask, size)
-    return edit_alpha(stroke.units, n_units, mask, stroke.strength)
+    return edit_alpha(stroke.units, n_units, mask, stroke.strength, stroke.weights)
 
 
 def stroke_edit(strokes: Sequence[Stroke], insert_values: torch.Tensor | None):

@@ -361,7 +361,8 @@ def test_learning_the_causal_effect_reranks_the_brush(ws):
 def test_draw_uses_the_drawing_learned_for_its_brush(tmp_path):
     """Until its drawing is learned a brush draws with its removal ranking, writing each
     unit's quantile; once learned (the Units tab's button, or shipped beside the dissection),
-    with the drawing ranking and the values learned with it."""
+    with the learned edit: every unit at its weight, writing its learned value, and the trees
+    come where it is painted."""
     from gandissect.ace import units_for_drawing
 
     ws = Workspace.open(app_config("toy", tmp_path / "cache"))
@@ -375,15 +376,20 @@ def test_draw_uses_the_drawing_learned_for_its_brush(tmp_path):
     assert first.values is None and first.ranking in ("iou", "ace", "ace+swaps")
     assert first.units == ws.scenes.brush_units("object/tree", 5)[0]
     assert "Drawing of tree learned" in units.learn_drawing(ws, "object/tree", progress=False)
-    ranking, values = units_for_drawing(ws.scenes.generator, ws.scenes.segmenter,
-                                        ws.scenes.dissection, ws.scenes.layer,
-                                        ws.scenes.concept("object/tree"),
-                                        cache_dir=ws.scenes.ace_dir(), progress=False)
+    drawing = units_for_drawing(ws.scenes.generator, ws.scenes.segmenter, ws.scenes.dissection,
+                                ws.scenes.layer, ws.scenes.concept("object/tree"),
+                                cache_dir=ws.scenes.ace_dir(), progress=False)
+    paint.reset(ws, session)
+    code = ws.scenes.concept("object/tree").code
     out = paint.apply_brush(ws, session, painted(ws, region, (2,)), "object/tree", "draw", 1.0,
                             5)
     second = session.strokes[-1]
-    assert second.ranking == "draw" and second.units == ranking[:5]
-    assert torch.equal(second.values, values) and "drawing effect" in out.status
+    assert second.ranking == "draw" and second.units == drawing.units  # every weighted unit
+    assert torch.equal(second.weights, drawing.weights)
+    assert torch.equal(second.values, drawing.values) and "learned drawing" in out.status
+    drawn = ws.scenes.segment(ws.scenes.render(session.z, [second.stroke()]))["object"][0]
+    had = ws.scenes.segment(ws.scenes.render(session.z))["object"][0]
+    assert ((drawn == code) & ~(had == code)).numpy()[region].mean() > 0.5  # trees drawn
     removing = paint.apply_brush(ws, session, painted(ws, tree, (3,)), "object/tree", "remove",
                                  1.0, 5)
     assert session.strokes[-1].values is None and "remove tree" in removing.status

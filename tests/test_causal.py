@@ -166,8 +166,9 @@ def test_drawing_windows_are_where_the_brush_belongs(toy):
 
 def test_drawing_selection_finds_the_unit_that_draws_and_learns_its_value(toy):
     """On the toy only unit 0 draws trees, and only where it exceeds 0.5: the selection puts
-    it first, and its learned value draws a tree in a grass window where the quantile given
-    (0.4) would not."""
+    it first, and its learned edit draws a tree in a grass window where the quantile given
+    (0.4) would not; it learns although the toy segmenter is so confident that a tree's
+    probability on grass is about e^-20 (the objective works on log-probabilities)."""
     from gandissect.causal import select_for_drawing
     from gandissect.hooks import apply_edit, edit_alpha, forward_from, partial_forward
 
@@ -175,17 +176,19 @@ def test_drawing_selection_finds_the_unit_that_draws_and_learns_its_value(toy):
     tree, grass = ConceptRef.find(seg, "tree"), ConceptRef.find(seg, "grass")
     result = select_for_drawing(gen, seg, "layer1", tree, grass, torch.full((4,), 0.5),
                                 torch.full((4,), 0.4), n=16, seed=2, epochs=15, lr=0.1,
-                                batch=8, k=1, progress=False)
+                                batch=8, progress=False)
     weights, values = result["weights"], result["values"]
-    assert int(weights.argmax()) == 0 and values[0] > 0.5 and result["epoch"] > 0
+    assert int(weights.argmax()) == 0 and weights[0] * values[0] > 0.5 and result["epoch"] > 0
     assert result["validation_pixels"] > 0  # it draws in the held-out windows
     z = latents(5, range(4), gen.z_dim)
     with torch.no_grad():
         features = partial_forward(gen, "layer1", z)
         window = torch.zeros(8, 8)
         window[6:8, 0:2] = 1  # the bottom-left corner: grass in every toy image
-        for value, draws in ((values, True), (torch.full((4,), 0.4), False)):
-            edited = apply_edit(features, edit_alpha([0], 4, window), value)
+        for edit, draws in ((edit_alpha(None, 4, window, weights=weights), True),
+                            (edit_alpha(None, 4, window, weights=torch.full((4,), 0.5)), False)):
+            value = values if draws else torch.full((4,), 0.4)
+            edited = apply_edit(features, edit, value)
             labels = seg.segment(forward_from(gen, "layer1", edited, z))["object"]
             assert bool((labels[:, 24:, :8] == tree.code).all()) is draws
 
@@ -220,7 +223,7 @@ def test_drawing_selection_restates_its_objective_and_resumes_exactly(toy, tmp_p
         p = torch.softmax(seg(forward_from(gen, "layer1", edited, z[image:image + 1]))
                           ["object"], 1)[0, tree.code]
         region = torch.nn.functional.interpolate(where, size=p.shape, mode="nearest")[0, 0]
-        objective = objective + torch.log((p * region).sum() / region.sum() + 1e-3)
+        objective = objective + torch.log((p * region).sum() / region.sum())
     loss = -objective / len(pairs) + 0.01 * a.pow(2).sum()
     optimizer.zero_grad()
     loss.backward()

@@ -31,10 +31,10 @@ __all__ = ["MODES", "OUTPUTS", "PaintView", "build", "choose_scene", "random_sce
            "apply_brush", "undo", "reset", "gallery_seeds", "scene_pictures", "USED_HEADERS"]
 
 MODES = ("remove", "draw")
-USED_HEADERS = ["unit", "label", "category", "IoU (its label)"]
+USED_HEADERS = ["unit", "label", "category", "IoU (its label)", "weight"]
 RANKINGS = {"iou": "IoU", "ace": "causal effect (ACE)",
             "ace+swaps": "causal effect (ACE, its top 20 improved by swaps)",
-            "draw": "drawing effect where the concept belongs, writing learned values"}
+            "draw": "its learned drawing (each unit weighted, writing a learned value)"}
 
 
 class PaintView(NamedTuple):
@@ -67,10 +67,11 @@ def _scenes(ws: Workspace):
 def _used_units(ws: Workspace, session: Session) -> pd.DataFrame:
     rows = []
     if session.strokes:
-        units = ws.scenes.units_dissection.units
-        for unit in session.strokes[-1].units:
+        units, last = ws.scenes.units_dissection.units, session.strokes[-1]
+        for unit in last.units:
             score = units[unit]
-            rows.append([unit, score.label, score.category, round(score.iou, 4)])
+            weight = 1.0 if last.weights is None else round(float(last.weights[unit]), 3)
+            rows.append([unit, score.label, score.category, round(score.iou, 4), weight])
     return pd.DataFrame(rows, columns=USED_HEADERS)
 
 
@@ -160,12 +161,14 @@ def apply_brush(ws: Workspace, session: Session, paint: Any, concept: str | None
         return nothing_to_do("Nothing to do: there is no new paint. Paint over the part of the "
                              "scene to change, then press Remove or Draw.", OUTPUTS)
     cells = scenes.layer_cells(mask)
+    drawing = None
     if mode == "draw":
-        chosen, ranking, values = scenes.draw_units(concept, k)
+        chosen, ranking, drawing = scenes.draw_units(concept, k)
     else:
-        (chosen, ranking), values = scenes.brush_units(concept, k), None
-    session.strokes.append(PaintStroke(concept, mode, cells, chosen, ranking, float(strength),
-                                       values))
+        chosen, ranking = scenes.brush_units(concept, k)
+    session.strokes.append(PaintStroke(
+        concept, mode, cells, chosen, ranking, float(strength),
+        None if drawing is None else drawing.values, None if drawing is None else drawing.weights))
     return _view(ws, session, clear=False, applied=strokes)
 
 
@@ -231,6 +234,7 @@ def build(ws: Workspace, state: gr.State) -> dict[str, Any]:
                                           min_width=120)
                 c["units"] = gr.Slider(1, scenes.n_units, value=min(15, scenes.n_units),
                                        step=1, label="Units per brush", elem_id="brush-units",
+                                       info="Draw with a learned drawing weighs every unit",
                                        min_width=120)
             c["status"] = gr.Markdown(elem_id="paint-status")
             with gr.Row():

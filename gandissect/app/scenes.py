@@ -19,6 +19,7 @@ import torch
 from torch import nn
 
 from gandissect.ace import (
+    Drawing,
     cached_ace_weights,
     cached_drawing,
     iou_scores,
@@ -78,7 +79,7 @@ class SceneModels:
         self.brushes = self._brushes(min_brush_units)
         self._rankings: dict[str, tuple[list[int], str]] = {}
         self._weights: dict[str, torch.Tensor | None] = {}
-        self._drawings: dict[str, tuple[list[int], torch.Tensor] | None] = {}
+        self._drawings: dict[str, Drawing | None] = {}
         self._device = model_device(generator)
         self.resolution: int = int(getattr(generator, "resolution", 0) or 0) or int(
             self.render(self.latent(0)).shape[-1])
@@ -125,9 +126,9 @@ class SceneModels:
         ranking, method = self.ranking(key)
         return ranking[:k], method
 
-    def drawing(self, key: str) -> tuple[list[int], torch.Tensor] | None:
-        """The concept's units ranked for drawing and the value each writes, where they have
-        been learned (here, or shipped beside the dissection); None otherwise."""
+    def drawing(self, key: str) -> Drawing | None:
+        """The concept's learned drawing edit (``gandissect.ace.Drawing``), where it has been
+        learned (here, or shipped beside the dissection); None otherwise."""
         if key not in self._drawings:
             with self.lock:
                 self._drawings[key] = cached_drawing(self.generator, self.segmenter,
@@ -135,17 +136,17 @@ class SceneModels:
                                                      self.concept(key), self.ace_dirs())
         return self._drawings[key]
 
-    def draw_units(self, key: str, k: int) -> tuple[list[int], str, torch.Tensor | None]:
-        """The top ``k`` units of a brush that draws, how they were ranked, and the values
-        they write: learned for drawing where known (``"draw"``), else the removal ranking
-        writing each unit's 0.99 quantile (None)."""
+    def draw_units(self, key: str, k: int) -> tuple[list[int], str, Drawing | None]:
+        """What a brush that draws edits: where a drawing was learned, every unit it weighs,
+        most weighted first, ``"draw"`` and the ``Drawing`` (its weights and values; ``k``
+        does not apply); else the top ``k`` units of the removal ranking, how they were
+        ranked, and None (each unit writes its 0.99 quantile)."""
         learned = self.drawing(key)
         if learned is None:
             return (*self.brush_units(key, k), None)
-        ranking, values = learned
-        return ranking[:k], "draw", values
+        return learned.units, "draw", learned
 
-    def learn_drawing(self, key: str, progress: bool = True) -> list[int]:
+    def learn_drawing(self, key: str, progress: bool = True) -> Drawing:
         """Learn which units draw the concept where it belongs (``units_for_drawing``), or
         read them back; its brush draws with them from the next stroke on."""
         with self.lock:
@@ -155,7 +156,7 @@ class SceneModels:
                                             self.layer, self.concept(key),
                                             cache_dir=self.ace_dir(), progress=progress)
                 self._drawings[key] = learned
-        return learned[0]
+        return learned
 
     def causal_weights(self, key: str) -> torch.Tensor | None:
         """The concept's learned causal weights per unit, if they have been learned."""

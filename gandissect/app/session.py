@@ -19,7 +19,8 @@ __all__ = ["PaintStroke", "Session"]
 class PaintStroke:
     """One applied brush stroke: the concept (``"category/name"``), the mode (``"remove"`` or
     ``"draw"``), the painted layer cells ``(h, w)``, the units it edited and how they were
-    ranked, its strength, and the values a drawing writes (None: each unit's quantile)."""
+    ranked, its strength, and, for a learned drawing, each unit's weight and the value it
+    writes (None: every unit fully, writing its quantile)."""
 
     concept: str
     mode: str
@@ -28,11 +29,12 @@ class PaintStroke:
     ranking: str
     strength: float
     values: torch.Tensor | None = None
+    weights: torch.Tensor | None = None
 
     def stroke(self) -> Stroke:
         """The library's edit for this stroke."""
         return Stroke(self.units, "ablate" if self.mode == "remove" else "insert", self.cells,
-                      self.strength, self.values)
+                      self.strength, self.values, self.weights)
 
 
 @dataclass

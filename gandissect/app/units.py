@@ -176,7 +176,7 @@ def learn_drawing(ws: Workspace, concept: str | None, progress: bool = True) -> 
     scenes = _scenes(ws)
     if not concept or concept == ALL:
         raise UserError("choose a concept to learn how its units draw it")
-    top = scenes.learn_drawing(concept, progress)[:5]
+    top = scenes.learn_drawing(concept, progress).units[:5]
     return (f"Drawing of {concept.partition('/')[2]} learned: top units "
             f"{', '.join(map(str, top))}. Its brush now draws with them.")
 
