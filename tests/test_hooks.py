@@ -166,6 +166,19 @@ def test_edit_rule_matches_formula_per_unit_and_pixel(model, x):
                     assert torch.isclose(edited.output[b, u, i, j], expected, atol=1e-6)
 
 
+def test_edit_alpha_weighs_each_unit():
+    weights = torch.tensor([0.25, 1.0, 0.0])
+    mask = torch.zeros(2, 2)
+    mask[0, 1] = 1
+    alpha = edit_alpha([0, 1], 3, mask, strength=0.5, weights=weights)
+    for unit in range(3):
+        expected = (unit in (0, 1)) * 0.5 * float(weights[unit]) * mask
+        assert torch.equal(alpha[unit], expected)
+    for bad in (torch.ones(2), torch.tensor([0.5, 1.5, 0.0]), torch.full((3,), float("nan"))):
+        with pytest.raises(ValueError, match=r"3 values in \[0, 1\]"):
+            edit_alpha(None, 3, weights=bad)
+
+
 def test_edit_alpha_shapes_and_errors():
     assert edit_alpha(None, 3).shape == (3, 1, 1)
     assert edit_alpha([1], 3, torch.ones(2, 5, 5)).shape == (2, 3, 5, 5)
