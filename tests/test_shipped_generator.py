@@ -48,11 +48,11 @@ def test_shipped_generator_quick_metrics():
         assert 1 / 1.5 <= ratios[concept] <= 1.5, (concept, ratios[concept])
 
 
-def test_the_shipped_brushes_find_their_causal_weights_and_refined_sets():
+def test_the_shipped_brushes_find_their_causal_weights_refined_sets_and_drawings():
     """The files in ``sceneworld_generator_dissection/ace/`` are found only under the key of
-    these very models, dissection and settings: a change to any of them (or to the swap
-    settings) must come with new files, or the brushes fall back silently."""
-    from gandissect.ace import ranked_units
+    these very models, dissection and settings: a change to any of them (or to the swap or
+    drawing settings) must come with new files, or the brushes fall back silently."""
+    from gandissect.ace import cached_drawing, ranked_units
     from gandissect.causal import ConceptRef
     from gandissect.dissect import load_dissection
     from gandissect.models.registry import shipped_dissection_dir
@@ -65,3 +65,7 @@ def test_the_shipped_brushes_find_their_causal_weights_and_refined_sets():
                                        ConceptRef.find(segmenter, name), folder / "ace")
         assert method == "ace+swaps", name
         assert sorted(ranking) == list(range(generator.layer4.conv.out_channels))
+        drawing = cached_drawing(generator, segmenter, dissection, "layer4",
+                                 ConceptRef.find(segmenter, name), [folder / "ace"])
+        assert drawing is not None, name
+        assert drawing.units and drawing.validation_pixels >= 8, name
