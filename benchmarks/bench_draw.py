@@ -14,11 +14,11 @@ shipped in ``models/sceneworld_generator_dissection/ace/``). Then, for each kind
 
 it takes the first ``--scenes`` scenes from number 20,000 on (the app's scene numbers, never a
 selection image) that have room for one (``gandissect.causal.drawing_windows``, none of the
-concept there yet), paints that window on the Paint tab's canvas and presses Draw with the
-default brush settings (strength 1, 15 units), twice: in an app whose brushes draw with their
-removal ranking writing each unit's 0.99 quantile (as the app did before; the shipped
-dissection copied without the drawings), and in the app as shipped. Measured in the 8-bit
-picture the app shows, segmented: the concept pixels the stroke added to the image, and
+concept there yet), paints that window on the Paint tab's canvas and presses Draw at
+strength 1, twice: in an app whose brushes draw with the top 15 units of their removal ranking,
+each writing its 0.99 quantile (as the app did before; the shipped dissection copied without
+the drawings), and in the app as shipped (the learned drawing weighs every unit). Measured in
+the 8-bit picture the app shows, segmented: the concept pixels the stroke added to the image, and
 whether it visibly drew one (8 pixels or more: a door covers 34 on average), and the mean
 absolute change (0-255) farther than one layer cell from the stroke. Prints a line per kind and
 one JSON line; ``--figure`` draws three strokes of each kind: the scene with the stroke

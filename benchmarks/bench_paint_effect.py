@@ -1,13 +1,22 @@
-"""What the app's tree brush does on the shipped generator, over many scenes.
+"""What a brush of the app removes on the shipped generator, against the size of the object.
 
-    python benchmarks/bench_paint_effect.py [--scenes 30] [--units 15]
+    python benchmarks/bench_paint_effect.py [--concept object/tree] [--scenes 60]
+        [--units 15 20 25 30 40] [--grow 0 1]
 
-For the first ``--scenes`` scenes (seeds 0, 1, ...) whose segmented tree covers at least 6% of
-the picture: paint the tree's pixels, press Remove with the default brush (15 units, ranked by
-the shipped causal weights, strength 1), and measure, in the 8-bit pictures the app shows, the
-share of the painted tree pixels that are no longer tree (segmented) and the mean absolute
-change (0-255) farther than one layer cell from the paint. Prints the median and quartiles
-and one JSON line.
+For the first ``--scenes`` scenes (seeds 0, 1, ...) whose segmented concept (the tree by
+default) covers at least ``--min-share`` of the picture (6%): paint the concept's pixels (grown
+by ``--grow`` layer cells), press Remove with its brush (each ``--units`` count, ranked by the
+shipped causal weights and swaps, strength 1), and measure, in the 8-bit pictures the app shows:
+
+- removed: the share of the concept's pixels that are no longer segmented as it;
+- change outside: the mean absolute change (0-255) farther than one layer cell from the paint;
+- relabelled outside: the share of those far pixels whose segmented label (of the concept's
+  category) changed: the collateral of ``gandissect ace``, whose bar is 10%;
+- relabelled near: the same share among the pixels within one cell of the paint that were not
+  the concept (what a stronger brush changes around the object, a door's facade).
+
+Prints, for each setting, the median over all scenes and over each third of them by the
+object's size (its share of the picture), and one JSON line.
 """
 
 from __future__ import annotations
@@ -27,11 +36,12 @@ from gandissect.app.session import Session
 from gandissect.app.workspace import AppConfig, Workspace
 from gandissect.world.dataset import image_to_tensor
 
+MEASURES = ("removed", "change_outside", "relabelled_outside", "relabelled_near")
 
-def tree_pixels(ws: Workspace, picture: np.ndarray) -> np.ndarray:
-    """The segmented tree mask of an ``(H, W, 3)`` uint8 picture."""
-    code = ws.scenes.concept("object/tree").code
-    return (ws.scenes.segment(image_to_tensor(picture)[None])["object"][0] == code).numpy()
+
+def labels_of(ws: Workspace, category: str, picture: np.ndarray) -> np.ndarray:
+    """The segmented ``category`` codes of an ``(H, W, 3)`` uint8 picture."""
+    return ws.scenes.segment(image_to_tensor(picture)[None])[category][0].numpy()
 
 
 def painted(mask: np.ndarray, scale: int) -> str:
@@ -42,19 +52,43 @@ def painted(mask: np.ndarray, scale: int) -> str:
     return json.dumps({"strokes": [1], "mask": png_data_uri(layer)})
 
 
-def outside_change(before: np.ndarray, after: np.ndarray, painted: np.ndarray,
-                   cell: int) -> float:
-    """Mean absolute change (0-255) farther than one layer cell from ``painted``."""
-    near = torch.from_numpy(painted.astype(np.float32))[None, None]
-    near = F.max_pool2d(near, 2 * cell + 1, stride=1, padding=cell)[0, 0].numpy() > 0
-    change = np.abs(before.astype(np.int16) - after.astype(np.int16)).mean(-1)
-    return float(change[~near].mean()) if (~near).any() else 0.0
+def grown(mask: np.ndarray, pixels_: int) -> np.ndarray:
+    """``mask`` grown by ``pixels_`` in every direction (a square neighbourhood)."""
+    if pixels_ == 0:
+        return mask
+    near = torch.from_numpy(mask.astype(np.float32))[None, None]
+    return F.max_pool2d(near, 2 * pixels_ + 1, stride=1, padding=pixels_)[0, 0].numpy() > 0
+
+
+def remove(ws: Workspace, key: str, seed: int, mask: np.ndarray, units: int) -> np.ndarray:
+    """The picture the app shows after one Remove stroke of ``key``'s brush over ``mask``."""
+    session = Session()
+    paint.choose_scene(ws, session, seed)
+    paint.apply_brush(ws, session, painted(mask, ws.scale), key, "remove", 1.0, units)
+    return paint.scene_pictures(ws, session)[1]
+
+
+def summary(rows: list[dict], sizes: np.ndarray) -> dict:
+    """Medians of each measure over all scenes and over each third of them by object size."""
+    third = np.digitize(sizes, np.quantile(sizes, [1 / 3, 2 / 3]))
+    groups = {"all": np.ones(len(sizes), bool)}
+    for index, name in enumerate(("small", "middle", "large")):
+        chosen = third == index
+        if chosen.any():
+            groups[f"{name} {sizes[chosen].min():.1%}-{sizes[chosen].max():.1%}"] = chosen
+    return {name: {"scenes": int(chosen.sum()), **{
+        key: round(float(np.median([r[key] for r, c in zip(rows, chosen) if c])), 3)
+        for key in MEASURES}} for name, chosen in groups.items()}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--scenes", type=int, default=30)
-    parser.add_argument("--units", type=int, default=15)
+    parser.add_argument("--concept", default="object/tree")
+    parser.add_argument("--min-share", type=float, default=0.06)
+    parser.add_argument("--scenes", type=int, default=60)
+    parser.add_argument("--units", type=int, nargs="+", default=[15, 20, 25, 30, 40])
+    parser.add_argument("--grow", type=int, nargs="+", default=[0, 1],
+                        help="grow the paint by this many layer cells")
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -62,30 +96,49 @@ def main() -> None:
         ws = Workspace.open(AppConfig(cache=cache, canvas=256, progress=False))
         if ws.problem:
             raise SystemExit(ws.problem)
-        scale, cell = ws.scale, ws.scenes.resolution // ws.scenes.cells[0]
-        removed, outside, seeds = [], [], []
-        seed = 0
+        cell = ws.scenes.resolution // ws.scenes.cells[0]
+        concept = ws.scenes.concept(args.concept)
+        settings = [(k, g) for g in args.grow for k in args.units]
+        rows: dict = {s: [] for s in settings}
+        sizes, seeds, seed = [], [], 0
         while len(seeds) < args.scenes:
             picture = pixels(ws.scenes.render(ws.scenes.latent(seed)))
-            tree = tree_pixels(ws, picture)
-            if tree.mean() >= 0.06:
-                session = Session()
-                paint.choose_scene(ws, session, seed)
-                paint.apply_brush(ws, session, painted(tree, scale), "object/tree", "remove",
-                                  1.0, args.units)
-                after = paint.scene_pictures(ws, session)[1]
-                removed.append(1 - (tree_pixels(ws, after) & tree).sum() / tree.sum())
-                outside.append(outside_change(picture, after, tree, cell))
+            labels = labels_of(ws, concept.category, picture)
+            mask = labels == concept.code
+            if mask.mean() >= args.min_share:
+                for units, grow in settings:
+                    paint_mask = grown(mask, grow * cell)
+                    after = remove(ws, args.concept, seed, paint_mask, units)
+                    far = ~grown(paint_mask, cell)
+                    change = np.abs(picture.astype(np.int16) - after.astype(np.int16)).mean(-1)
+                    after_labels = labels_of(ws, concept.category, after)
+                    relabelled = after_labels != labels
+                    near = ~far & ~mask
+                    rows[units, grow].append({
+                        "removed": 1 - float((after_labels[mask] == concept.code).mean()),
+                        "change_outside": float(change[far].mean()) if far.any() else 0.0,
+                        "relabelled_outside": float(relabelled[far].mean()) if far.any()
+                        else 0.0,
+                        "relabelled_near": float(relabelled[near].mean()) if near.any()
+                        else 0.0})
+                sizes.append(float(mask.mean()))
                 seeds.append(seed)
             seed += 1
         ws.close()
-    q = {name: [round(float(v), 3) for v in np.quantile(values, [0.25, 0.5, 0.75])]
-         for name, values in (("removed", removed), ("outside_change", outside))}
-    print(f"remove tree, {args.units} units, over {len(seeds)} scenes: share of the painted tree "
-          f"pixels removed, quartiles {q['removed']}; change farther than a cell from the paint "
-          f"(0-255), quartiles {q['outside_change']}")
-    print(json.dumps({"scenes": seeds, "units": args.units, "removed_quartiles": q["removed"],
-                      "outside_change_quartiles": q["outside_change"]}))
+    sizes = np.array(sizes)
+    results = {f"{k} units, paint grown {g} cells": summary(rows[k, g], sizes)
+               for k, g in settings}
+    print(f"remove {args.concept} over {len(seeds)} scenes (covering {args.min_share:.1%} or "
+          f"more); medians of: {' / '.join(MEASURES)}")
+    first = next(iter(results.values()))
+    print(f"{'setting':32s}" + "".join(f"{f'{b} ({n})':>30s}"
+                                       for b, n in ((b, first[b]["scenes"]) for b in first)))
+    for name, result in results.items():
+        print(f"{name:32s}" + "".join(
+            "".join(f"{result[b][m]!s:>7s}" for m in MEASURES) + "  " for b in first))
+    print(json.dumps({"concept": args.concept, "scenes": seeds,
+                      "share": [round(s, 4) for s in sizes],
+                      "settings": results}))
 
 
 if __name__ == "__main__":

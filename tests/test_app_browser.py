@@ -266,6 +266,45 @@ def test_canvas_brush_and_buttons_share_one_screen(toy_served, browser):
         page.close()
 
 
+def click_spot(page, fraction: tuple[float, float]) -> None:
+    """Click the Units tab's scene at ``(row, column)`` fractions of its side."""
+    image = page.locator("#units-spot img").first
+    image.wait_for(timeout=TIMEOUT_MS)
+    image.scroll_into_view_if_needed()
+    box = image.bounding_box()
+    page.mouse.click(box["x"] + fraction[1] * box["width"], box["y"] + fraction[0] * box["height"])
+
+
+def test_click_a_spot_of_the_scene_to_list_the_units_active_there(toy_served, browser):
+    """On the Units tab, a click on the current scene lists the units most active in that
+    layer cell, as the callback computes them for the same scene and pixel; a row opens the
+    unit."""
+    from gandissect.app import paint, units
+    from gandissect.app.session import Session
+
+    ws, demo = toy_served
+    page = browser.new_page(viewport={"width": 1366, "height": 900})
+    try:
+        open_paint_tab(page, demo, ws, 3)
+        page.get_by_role("tab", name="Units").click()
+        session = Session()
+        paint.choose_scene(ws, session, 3)
+        side = ws.scenes.resolution * units.SHOWN_SCALE
+        h, w = ws.scenes.cells
+        for fraction in ((0.3, 0.7), (0.8, 0.15)):
+            click_spot(page, fraction)
+            x, y = int(fraction[1] * side), int(fraction[0] * side)
+            cell = (y * h // side, x * w // side)
+            wait_for_text(page, "#units-here-about", f"layer cell {cell}")
+            expected = units.units_here(ws, session, x, y)[2]
+            first = page.locator("#units-here").get_by_role("gridcell").first
+            playwright.expect(first).to_have_text(str(expected.iloc[0, 0]), timeout=TIMEOUT_MS)
+        first.click()
+        wait_for_text(page, "#unit-about", f"Unit {expected.iloc[0, 0]} of")
+    finally:
+        page.close()
+
+
 def take_screenshots(page, folder: Path, ablate: str) -> None:
     """One screenshot per tab, each after a typical action (the shipped generator's, taken
     last, replace the toy's)."""
@@ -278,6 +317,8 @@ def take_screenshots(page, folder: Path, ablate: str) -> None:
     page.locator("#ablate-units textarea").fill(ablate)
     page.locator("#ablate-on input").check()
     page.wait_for_selector("#ablated-image img", timeout=TIMEOUT_MS)
+    click_spot(page, (0.6, 0.5))
+    wait_for_text(page, "#units-here-about", "layer cell")
     time.sleep(1)
     page.screenshot(path=folder / "app_units.png", full_page=True)
     page.get_by_role("tab", name="Classifiers").click()

@@ -4,8 +4,9 @@ it, in one ``gr.HTML`` with its own script, instead of Gradio's image editor.
 Why not ``gr.ImageEditor``: it re-initialises its WebGL canvas whenever it receives a picture
 (seconds, in a browser that renders it in software, as on any laptop without a GPU), and a
 picture that arrives while it still processes the last one leaves it blank with "processing"
-counting up, or drops the strokes painted meanwhile. In headless Chromium here, Reset or Undo
-followed by a new scene left it busy after 18 of 20 such sequences. Here a reply replaces two
+counting up, or drops the strokes painted meanwhile. In headless Chromium, a stroke, Draw or
+Remove, Reset or Undo and a new scene, half a second apart, left it busy (its timer still
+running 20 s later) after 16 and 18 of 20 such sequences in two runs. Here a reply replaces two
 ``<img>`` and one empty ``<canvas>``: nothing initialises, and the paint lives in the page's
 script, not in the element, so it survives every reply that does not apply it.
 

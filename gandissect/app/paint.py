@@ -31,6 +31,11 @@ __all__ = ["MODES", "OUTPUTS", "PaintView", "build", "choose_scene", "random_sce
            "apply_brush", "undo", "reset", "gallery_seeds", "scene_pictures", "USED_HEADERS"]
 
 MODES = ("remove", "draw")
+# The units a brush removes by default: on the shipped generator, painting over a whole tree,
+# door or dome, 30 of the ranking remove 0.86 / 0.65 / 1.0 of it against 0.60 / 0.45 / 0.69 for
+# GANPaint's 15, while the labels around the paint change no more (dome: 9.8% of the pixels
+# within a cell, against 8.8%; farther away under 1%). benchmarks/bench_paint_effect.py.
+BRUSH_UNITS = 30
 USED_HEADERS = ["unit", "label", "category", "IoU (its label)", "weight"]
 RANKINGS = {"iou": "IoU", "ace": "causal effect (ACE)",
             "ace+swaps": "causal effect (ACE, its top 20 improved by swaps)",
@@ -232,7 +237,7 @@ def build(ws: Workspace, state: gr.State) -> dict[str, Any]:
             with gr.Row():
                 c["strength"] = gr.Slider(0.05, 1.0, value=1.0, step=0.05, label="Strength",
                                           min_width=120)
-                c["units"] = gr.Slider(1, scenes.n_units, value=min(15, scenes.n_units),
+                c["units"] = gr.Slider(1, scenes.n_units, value=min(BRUSH_UNITS, scenes.n_units),
                                        step=1, label="Units per brush", elem_id="brush-units",
                                        info="Draw with a learned drawing weighs every unit",
                                        min_width=120)
