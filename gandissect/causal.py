@@ -156,6 +156,21 @@ def _frozen(learn: Callable) -> Callable:
 ACE_EPOCHS = 10
 
 
+def _resume(checkpoint: JobCheckpoint | None, optimizer: torch.optim.Optimizer,
+            order: torch.Generator, **params: torch.Tensor) -> tuple[JobCheckpoint, dict | None]:
+    """A learning loop's checkpoint (one that never saves when None) and its saved state, if
+    any, with ``params`` (saved under their names), the optimizer and the shuffle restored."""
+    checkpoint = checkpoint or JobCheckpoint(None, "")
+    saved = checkpoint.load()
+    if saved:
+        with torch.no_grad():
+            for name, tensor in params.items():
+                tensor.copy_(saved[name].to(tensor.device))
+        optimizer.load_state_dict(saved["optimizer"])
+        order.set_state(saved["order"])
+    return checkpoint, saved
+
+
 @_frozen
 def select_by_ace(generator, segmenter, layer: str, concept: ConceptRef,
                   initial: torch.Tensor, insert_values: torch.Tensor, n: int = 200,
@@ -198,15 +213,8 @@ def select_by_ace(generator, segmenter, layer: str, concept: ConceptRef,
     optimizer = torch.optim.Adam([alpha], lr=lr)
     values = insert_values.float().to(device).view(1, -1, 1, 1)
     order = torch.Generator().manual_seed(seed)
-    checkpoint = checkpoint or JobCheckpoint(None, "")
-    saved = checkpoint.load()
-    first_epoch, first_step = 0, 0
-    if saved:
-        with torch.no_grad():
-            alpha.copy_(saved["alpha"].to(device))
-        optimizer.load_state_dict(saved["optimizer"])
-        order.set_state(saved["order"])
-        first_epoch, first_step = saved["epoch"], saved["step"]
+    checkpoint, saved = _resume(checkpoint, optimizer, order, alpha=alpha)
+    first_epoch, first_step = (saved["epoch"], saved["step"]) if saved else (0, 0)
     for epoch in tqdm(range(first_epoch, epochs), desc=f"ACE {concept.name}",
                       disable=not progress):
         epoch_order = order.get_state()  # the epoch's shuffle is redrawn from it on resume
@@ -370,18 +378,11 @@ def select_for_drawing(generator, segmenter, layer: str, concept: ConceptRef,
         return {"weights": weights, "values": values, "epoch": epoch,
                 "validation_pixels": round(float(drawn), 3)}
 
-    checkpoint = checkpoint or JobCheckpoint(None, "")
-    saved = checkpoint.load()
-    first_epoch, first_step = 0, 0
+    checkpoint, saved = _resume(checkpoint, optimizer, order, alpha=alpha, log_scale=log_scale)
     if saved:
-        with torch.no_grad():
-            alpha.copy_(saved["alpha"].to(device))
-            log_scale.copy_(saved["log_scale"].to(device))
-        optimizer.load_state_dict(saved["optimizer"])
-        order.set_state(saved["order"])
         first_epoch, first_step, chosen_state = saved["epoch"], saved["step"], saved["best"]
     else:
-        chosen_state = score(0)
+        first_epoch, first_step, chosen_state = 0, 0, score(0)
     for epoch in tqdm(range(first_epoch, epochs), desc=f"draw {concept.name}",
                       disable=not progress):
         epoch_order = order.get_state()
