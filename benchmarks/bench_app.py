@@ -31,7 +31,7 @@ import numpy as np
 import torch
 
 from gandissect.app import paint
-from gandissect.app.canvas import png_data_uri
+from gandissect.app.canvas import paint_value
 from gandissect.app.session import Session
 from gandissect.app.ui import build_app, launch
 from gandissect.app.workspace import AppConfig, Workspace
@@ -50,9 +50,9 @@ def painted(ws: Workspace) -> str:
     """A stroke over the left middle of the canvas, as the page sends it
     (``gandissect.app.canvas``)."""
     side = ws.scenes.resolution * ws.scale
-    layer = np.zeros((side, side, 4), np.uint8)
-    layer[side // 3: side // 2, side // 8: side // 2] = 255
-    return json.dumps({"strokes": [1], "mask": png_data_uri(layer)})
+    mask = np.zeros((side, side), bool)
+    mask[side // 3: side // 2, side // 8: side // 2] = True
+    return paint_value(mask)
 
 
 def time_callback(ws: Workspace, repeats: int) -> list[float]:

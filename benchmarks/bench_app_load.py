@@ -53,7 +53,7 @@ from gradio_client import Client
 from PIL import Image
 
 import gandissect.app  # noqa: F401  (switches analytics and Hugging Face calls off for clients too)
-from gandissect.app.canvas import png_data_uri
+from gandissect.app.canvas import paint_value
 
 ROOT = Path(__file__).resolve().parents[1]
 MODES = ("remove", "draw")
@@ -248,9 +248,9 @@ class ClientEdit:
         """The paint over the edit's box on a ``side``-pixel canvas, as the page sends it
         (``gandissect.app.canvas``)."""
         top, bottom, left, right = self.box
-        layer = np.zeros((side, side, 4), np.uint8)
-        layer[top:bottom, left:right] = 255
-        return json.dumps({"strokes": [1], "mask": png_data_uri(layer)})
+        mask = np.zeros((side, side), bool)
+        mask[top:bottom, left:right] = True
+        return paint_value(mask)
 
 
 def client_edits(n: int, brushes: list[str], max_units: int, side: int) -> list[ClientEdit]:

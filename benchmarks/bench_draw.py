@@ -40,7 +40,7 @@ from PIL import Image
 
 from gandissect.ace import draw_context
 from gandissect.app import paint
-from gandissect.app.canvas import png_data_uri
+from gandissect.app.canvas import paint_value
 from gandissect.app.session import Session
 from gandissect.app.workspace import AppConfig, Workspace
 from gandissect.causal import drawing_windows
@@ -51,14 +51,6 @@ KINDS = {"door": "part/door", "dome": "object/dome", "tree": "object/tree"}
 BRUSHES = ("object/tree", "object/grass", "part/door", "object/sky", "object/cloud",
            "material/brick", "object/dome")
 FIRST_SCENE, VISIBLE = 20_000, 8
-
-
-def painted(mask: np.ndarray, scale: int) -> str:
-    """``mask`` (image pixels) painted on the canvas, as the page sends it."""
-    big = np.repeat(np.repeat(mask, scale, 0), scale, 1)
-    layer = np.zeros((*big.shape, 4), np.uint8)
-    layer[big] = 255
-    return json.dumps({"strokes": [1], "mask": png_data_uri(layer)})
 
 
 def strokes(ws: Workspace, key: str, count: int) -> list[tuple[int, np.ndarray]]:
@@ -86,7 +78,7 @@ def draw(ws: Workspace, key: str, seed: int, mask: np.ndarray) -> tuple[np.ndarr
     session = Session()
     paint.choose_scene(ws, session, seed)
     before = paint.scene_pictures(ws, session)[1]
-    paint.apply_brush(ws, session, painted(mask, ws.scale), key, "draw", 1.0, 15)
+    paint.apply_brush(ws, session, paint_value(mask, ws.scale), key, "draw", 1.0, 15)
     return before, paint.scene_pictures(ws, session)[1]
 
 

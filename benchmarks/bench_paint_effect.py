@@ -30,7 +30,7 @@ import torch
 import torch.nn.functional as F
 
 from gandissect.app import paint
-from gandissect.app.canvas import png_data_uri
+from gandissect.app.canvas import paint_value
 from gandissect.app.pictures import pixels
 from gandissect.app.session import Session
 from gandissect.app.workspace import AppConfig, Workspace
@@ -42,14 +42,6 @@ MEASURES = ("removed", "change_outside", "relabelled_outside", "relabelled_near"
 def labels_of(ws: Workspace, category: str, picture: np.ndarray) -> np.ndarray:
     """The segmented ``category`` codes of an ``(H, W, 3)`` uint8 picture."""
     return ws.scenes.segment(image_to_tensor(picture)[None])[category][0].numpy()
-
-
-def painted(mask: np.ndarray, scale: int) -> str:
-    """``mask`` (image pixels) painted on the canvas, as the page sends it."""
-    big = np.repeat(np.repeat(mask, scale, 0), scale, 1)
-    layer = np.zeros((*big.shape, 4), np.uint8)
-    layer[big] = 255
-    return json.dumps({"strokes": [1], "mask": png_data_uri(layer)})
 
 
 def grown(mask: np.ndarray, pixels_: int) -> np.ndarray:
@@ -64,7 +56,7 @@ def remove(ws: Workspace, key: str, seed: int, mask: np.ndarray, units: int) -> 
     """The picture the app shows after one Remove stroke of ``key``'s brush over ``mask``."""
     session = Session()
     paint.choose_scene(ws, session, seed)
-    paint.apply_brush(ws, session, painted(mask, ws.scale), key, "remove", 1.0, units)
+    paint.apply_brush(ws, session, paint_value(mask, ws.scale), key, "remove", 1.0, units)
     return paint.scene_pictures(ws, session)[1]
 
 

@@ -261,18 +261,6 @@ def tree_scene(ws, seeds=range(64), least: float = 0.06) -> tuple[int, np.ndarra
     raise AssertionError(f"no scene among {seeds} shows enough tree")
 
 
-def paint_value(mask: np.ndarray, scale: int, strokes=(1,)) -> str:
-    """What the page sends for a press (``gandissect.app.canvas.COLLECT``): ``mask`` (image
-    resolution) enlarged to the canvas, drawn opaque on a transparent PNG, with stroke ids."""
-    import json
-
-    from gandissect.app.canvas import png_data_uri
-
-    big = np.repeat(np.repeat(mask, scale, 0), scale, 1)
-    layer = np.zeros((*big.shape, 4), np.uint8)
-    layer[big] = (255, 255, 255, 255)
-    return json.dumps({"strokes": list(strokes), "mask": png_data_uri(layer)})
-
 
 def canvas_pictures(html: str) -> dict[str, np.ndarray]:
     """The pictures a canvas reply shows, ``(H, W, 3)`` uint8 at the generator's resolution:

@@ -14,7 +14,6 @@ from conftest import (
     canvas_pictures,
     edit_effect,
     kinds,
-    paint_value,
     toy_generator,
     toy_segmenter,
     tree_scene,
@@ -22,6 +21,7 @@ from conftest import (
 from PIL import Image
 
 from gandissect.app import classifiers, paint, units
+from gandissect.app.canvas import paint_value
 from gandissect.app.session import Session
 from gandissect.app.ui import build_app
 from gandissect.app.unit_table import TableQuery

@@ -17,11 +17,11 @@ from conftest import (
     edit_effect,
     free_port,
     kinds,
-    paint_value,
     tree_scene,
 )
 from PIL import Image
 
+from gandissect.app.canvas import paint_value
 from gandissect.app.ui import build_app, launch
 from gandissect.app.workspace import Workspace
 

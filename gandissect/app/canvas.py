@@ -38,7 +38,8 @@ import numpy as np
 
 from gandissect.errors import UserError
 
-__all__ = ["COLLECT", "SCRIPT", "STYLE", "canvas_html", "png_data_uri", "read_paint"]
+__all__ = ["COLLECT", "SCRIPT", "STYLE", "canvas_html", "paint_value", "png_data_uri",
+           "read_paint"]
 
 PAINT = "rgba(255, 0, 255, 0.55)"  # the paint as shown; the mask sent is its alpha
 
@@ -173,6 +174,17 @@ def png_data_uri(picture: np.ndarray) -> str:
     buffer = io.BytesIO()
     Image.fromarray(picture).save(buffer, format="PNG")
     return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
+
+
+def paint_value(mask: np.ndarray, scale: int = 1, strokes: Sequence[int] = (1,)) -> str:
+    """What the page sends for a press (``COLLECT``), for scripts and API clients: ``mask``
+    (``(H, W)``, true where painted) enlarged ``scale`` times to the canvas, drawn opaque on a
+    transparent PNG, with the ids of the strokes it holds."""
+    mask = np.asarray(mask, dtype=bool)
+    big = np.repeat(np.repeat(mask, scale, 0), scale, 1)
+    layer = np.zeros((*big.shape, 4), np.uint8)
+    layer[big] = 255
+    return json.dumps({"strokes": [int(s) for s in strokes], "mask": png_data_uri(layer)})
 
 
 def canvas_html(after: np.ndarray, before: np.ndarray, side: int, version: int,
