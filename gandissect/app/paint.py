@@ -99,10 +99,10 @@ def _status(ws: Workspace, session: Session) -> str:
 def scene_pictures(ws: Workspace, session: Session) -> tuple[np.ndarray, np.ndarray]:
     """The session's scene at the generator's resolution, ``(H, W, 3)`` uint8: as generated,
     and with every stroke applied."""
-    scenes = ws.scenes
-    original = pixels(scenes.render(session.z))
-    edited = pixels(scenes.render(session.z, [s.stroke() for s in session.strokes]))
-    return original, edited
+    if not session.strokes:
+        return session.original, session.original
+    edited = pixels(ws.scenes.render(session.z, [s.stroke() for s in session.strokes]))
+    return session.original, edited
 
 
 def _save(ws: Workspace, session: Session, picture: np.ndarray, what: str) -> str:
@@ -137,6 +137,7 @@ def choose_scene(ws: Workspace, session: Session, seed: Any) -> PaintView:
     scenes = _scenes(ws)
     seed = whole_number(seed, "the scene number", 0, MAX_SEED)
     session.seed, session.z, session.strokes = seed, scenes.latent(seed), []
+    session.original = pixels(scenes.render(session.z))
     return _view(ws, session, clear=True)
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+import numpy as np
 import torch
 
 from gandissect.intervene import Stroke
@@ -39,12 +40,14 @@ class PaintStroke:
 
 @dataclass
 class Session:
-    """A session's scene (``seed`` and latent ``z``), its strokes in order, the version of the
+    """A session's scene (``seed``, latent ``z`` and ``original``, the picture as generated:
+    ``(H, W, 3)`` uint8, rendered once per scene), its strokes in order, the version of the
     canvas last sent (each reply is a new one), the unit selected in the Units tab and the
     units it ablates, and the Network Dissection it is browsing."""
 
     seed: int | None = None
     z: torch.Tensor | None = None
+    original: np.ndarray | None = None
     strokes: list[PaintStroke] = field(default_factory=list)
     canvas_version: int = 0
     unit: int | None = None
