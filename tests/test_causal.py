@@ -1,5 +1,7 @@
 """Causal effects on a toy generator whose unit 0 draws the concept and nothing else."""
 
+from contextlib import contextmanager
+
 import numpy as np
 import pytest
 import torch
@@ -81,6 +83,29 @@ class ToySegmenter(nn.Module):
 def toy():
     return Toy().eval(), ToySegmenter().eval()
 
+
+class Killed(Exception):
+    """A stand-in for the death of the process running a job."""
+
+
+@contextmanager
+def dies_after(owner, name: str, calls: int):
+    """Inside the block, ``owner.name`` raises ``Killed`` from its ``calls + 1``-th call on,
+    and the block must end by it; the method is restored after."""
+    real, count = getattr(owner, name), [0]
+
+    def dying(*args, **kwargs):
+        count[0] += 1
+        if count[0] > calls:
+            raise Killed
+        return real(*args, **kwargs)
+
+    setattr(owner, name, dying)
+    try:
+        with pytest.raises(Killed):
+            yield
+    finally:
+        setattr(owner, name, real)
 
 def test_concept_lookup(toy):
     _, seg = toy
@@ -233,25 +258,10 @@ def test_drawing_selection_restates_its_objective_and_resumes_exactly(toy, tmp_p
 
     whole = select_for_drawing(gen, seg, "layer1", tree, grass, initial, base, epochs=3,
                                batch=4, **settings)
-
-    class Killed(Exception):
-        pass
-
-    calls = {"n": 0}
-    real = seg.forward
-
-    def dying(images):
-        calls["n"] += 1
-        if calls["n"] > 12:  # in the second epoch
-            raise Killed
-        return real(images)
-
     path = tmp_path / "draw.pt"
-    seg.forward = dying
-    with pytest.raises(Killed):
+    with dies_after(seg, "forward", 12):  # in the second epoch
         select_for_drawing(gen, seg, "layer1", tree, grass, initial, base, epochs=3, batch=4,
                            checkpoint=JobCheckpoint(path, "k", 0), **settings)
-    seg.forward = real
     assert JobCheckpoint(path, "k").load() is not None
     resumed = select_for_drawing(gen, seg, "layer1", tree, grass, initial, base, epochs=3,
                                  batch=4, checkpoint=JobCheckpoint(path, "k", 0), **settings)
@@ -483,25 +493,10 @@ def test_swaps_resume_after_a_kill_to_the_same_result(toy, tmp_path):
     tree = ConceptRef.find(seg, "tree")
     whole = refine_by_swaps(gen, seg, "layer1", tree, [2, 3], n=24, tries=2, batch=8,
                             progress=False)
-
-    class Killed(Exception):
-        pass
-
-    calls = {"n": 0}
-    real_segment = seg.segment
-
-    def dying(images):
-        calls["n"] += 1
-        if calls["n"] > 12:  # after the first swap was saved, inside the second step
-            raise Killed
-        return real_segment(images)
-
     path = tmp_path / "swaps.pt"
-    seg.segment = dying
-    with pytest.raises(Killed):
+    with dies_after(seg, "segment", 12):  # after the first swap was saved, in the second step
         refine_by_swaps(gen, seg, "layer1", tree, [2, 3], n=24, tries=2, batch=8,
                         progress=False, checkpoint=JobCheckpoint(path, "k", 0))
-    seg.segment = real_segment
     assert len(JobCheckpoint(path, "k").load()["history"]) == 1
     resumed = refine_by_swaps(gen, seg, "layer1", tree, [2, 3], n=24, tries=2, batch=8,
                               progress=False, checkpoint=JobCheckpoint(path, "k", 0))
