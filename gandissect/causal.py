@@ -28,7 +28,7 @@ import torch
 from torch.nn import functional as F
 from tqdm import tqdm
 
-from gandissect.dissect.latents import latents
+from gandissect.dissect.latents import sample_latents
 from gandissect.errors import UserError
 from gandissect.fileio import JobCheckpoint
 from gandissect.hooks import Trace, apply_edit, edit_alpha, forward_from, partial_forward
@@ -76,7 +76,7 @@ def removal(generator, segmenter, layer: str, units: Sequence[int], concept: Con
         ("before", "removed", "other", "other_changed", "images_with"), 0))
     for start in tqdm(range(begin, n, batch), desc=f"remove {concept.name}",
                       disable=not progress):
-        z = latents(seed, range(start, min(start + batch, n)), generator.z_dim).to(
+        z = sample_latents(generator, seed, range(start, min(start + batch, n))).to(
             model_device(generator))
         clean = segmenter.segment(generator(z))[concept.category]
         edited = segmenter.segment(render_edited(generator, z, layer, strokes))[concept.category]
@@ -118,12 +118,12 @@ def ace_sample(generator, segmenter, concept: ConceptRef, n: int, seed: int, bat
     if n < 1:
         raise UserError(f"the ACE selection needs n >= 1 samples, got n={n}")
     device = model_device(generator)
-    z = latents(seed, range(n), generator.z_dim).to(device)
+    z = sample_latents(generator, seed, range(n)).to(device)
     present = _shows(generator, segmenter, concept, z, batch)
     more, start = [], n
     missing = n // 2 - int(present.sum())
     while top_up and missing > 0 and start < scan * n:
-        extra = latents(seed, range(start, min(start + batch, scan * n)), generator.z_dim)
+        extra = sample_latents(generator, seed, range(start, min(start + batch, scan * n)))
         extra = extra.to(device)
         extra = extra[_shows(generator, segmenter, concept, extra, batch)][:missing]
         more.append(extra)
@@ -136,15 +136,56 @@ def ace_sample(generator, segmenter, concept: ConceptRef, n: int, seed: int, bat
     return z, present
 
 
+LEARNING_NEEDS = ("probabilities(images) -> {category: (N, codes, H, W) per-pixel "
+                  "probabilities}, differentiable in the images")
+
+
+def check_learnable(generator, segmenter, concept: ConceptRef) -> None:
+    """Refuse, in one line and before any work, a segmenter that causal learning cannot use:
+    it needs ``LEARNING_NEEDS`` (label codes from ``segment`` have no gradient), with the
+    concept's category among them. Checked on one generated image."""
+    name = type(segmenter).__name__
+    if not callable(getattr(segmenter, "probabilities", None)):
+        raise UserError(f"the segmenter {name} cannot learn causal effects: it needs "
+                        f"{LEARNING_NEEDS}; add that method (e.g. the softmax of its logits)")
+    with torch.no_grad():
+        images = generator(sample_latents(generator, 0, [0]).to(model_device(generator)))
+        found = segmenter.probabilities(images)
+    shape = (1, len(segmenter.concepts[concept.category]), *images.shape[2:])
+    got = found.get(concept.category) if isinstance(found, dict) else None
+    if not isinstance(got, torch.Tensor) or tuple(got.shape) != shape:
+        seen = tuple(got.shape) if isinstance(got, torch.Tensor) else (
+            sorted(found) if isinstance(found, dict) else type(found).__name__)
+        raise UserError(f"the segmenter {name}'s probabilities(images) must give "
+                        f"{concept.category!r} as {shape} (one channel per code, at the image "
+                        f"size) to learn {concept.name!r}; got {seen}")
+
+
+def _probabilities(segmenter, images: torch.Tensor, category: str) -> torch.Tensor:
+    """``(N, codes, H, W)`` per-pixel probabilities of ``category``, differentiable."""
+    return segmenter.probabilities(images)[category]
+
+
+def _log_probabilities(segmenter, images: torch.Tensor, category: str) -> torch.Tensor:
+    """Their logarithms: the segmenter's own ``log_probabilities`` when it has one (exact where a
+    confident segmenter's probabilities underflow), else the log of ``probabilities``."""
+    own = getattr(segmenter, "log_probabilities", None)
+    if callable(own):
+        return own(images)[category]
+    return _probabilities(segmenter, images, category).clamp_min(1e-30).log()
+
+
 def _frozen(learn: Callable) -> Callable:
-    """Run ``learn(generator, segmenter, ...)`` with both models in eval mode and their
-    parameters frozen (only the unit weights learn), and the caller's modes and
-    ``requires_grad`` flags restored after."""
+    """Run ``learn(generator, segmenter, layer, concept, ...)`` with both models in eval mode
+    and their parameters frozen (only the unit weights learn), and the caller's modes and
+    ``requires_grad`` flags restored after; the segmenter is checked first
+    (``check_learnable``)."""
 
     @functools.wraps(learn)
-    def wrapper(generator, segmenter, *args, **kwargs):
+    def wrapper(generator, segmenter, layer, concept, *args, **kwargs):
+        check_learnable(generator, segmenter, concept)
         with eval_mode(generator, segmenter, freeze=True):
-            return learn(generator, segmenter, *args, **kwargs)
+            return learn(generator, segmenter, layer, concept, *args, **kwargs)
 
     return wrapper
 
@@ -206,8 +247,9 @@ def select_by_ace(generator, segmenter, layer: str, concept: ConceptRef,
         features = torch.cat([partial_forward(generator, layer, z[i:i + batch])
                               for i in range(0, n, batch)])
         if keep:  # the unedited labels, and which pixels the keep term watches
-            clean = torch.cat([segmenter(generator(z[i:i + batch]))[concept.category].argmax(1)
-                               for i in range(0, n, batch)])
+            clean = torch.cat([
+                _probabilities(segmenter, generator(z[i:i + batch]), concept.category).argmax(1)
+                for i in range(0, n, batch)])
             others = (clean != concept.code) & present.view(-1, 1, 1)
     alpha = initial.detach().float().clamp(0, 1).to(device).clone().requires_grad_(True)
     optimizer = torch.optim.Adam([alpha], lr=lr)
@@ -226,7 +268,7 @@ def select_by_ace(generator, segmenter, layer: str, concept: ConceptRef,
             absent = (~present[index]).view(-1, 1, 1, 1)  # inserted there, ablated elsewhere
             edited = apply_edit(x, a, values * absent)
             image = forward_from(generator, layer, edited, z[index])
-            probabilities = F.softmax(segmenter(image)[concept.category], 1)
+            probabilities = _probabilities(segmenter, image, concept.category)
             p = probabilities[:, concept.code].mean((1, 2))  # per image
             loss = torch.where(present[index], p, -p).mean() + l2 * alpha.pow(2).sum()
             if keep:
@@ -348,7 +390,7 @@ def select_for_drawing(generator, segmenter, layer: str, concept: ConceptRef,
         raise UserError(f"drawing selection needs n >= 1, epochs >= 0, lr > 0 and l2 >= 0, got "
                         f"n={n}, epochs={epochs}, lr={lr}, l2={l2}")
     device = model_device(generator)
-    z = latents(seed, range(n), generator.z_dim).to(device)
+    z = sample_latents(generator, seed, range(n)).to(device)
     every, windows = drawing_windows(generator, segmenter, layer, concept, context, z, cell,
                                      per_image, min_share, seed=seed)
     held = every[:, 0] % 4 == 3
@@ -394,7 +436,7 @@ def select_for_drawing(generator, segmenter, layer: str, concept: ConceptRef,
             edited = apply_edit(x, alpha.view(1, -1, 1, 1) * where,
                                 (base * log_scale.exp()).view(1, -1, 1, 1))
             image = forward_from(generator, layer, edited, z[chosen[:, 0]])
-            log_p = F.log_softmax(segmenter(image)[concept.category], 1)[:, concept.code]
+            log_p = _log_probabilities(segmenter, image, concept.category)[:, concept.code]
             region = area[chosen[:, 1]] > 0
             # log of the mean probability over the window, from log-probabilities: its
             # gradient does not vanish where a confident segmenter gives the concept ~0
@@ -495,8 +537,8 @@ def refine_by_swaps(generator, segmenter, layer: str, concept: ConceptRef,
         watched_total = (clean != concept.code).sum().clamp(min=1)
         for i in range(0, len(z), batch):
             x = apply_edit(features[i:i + batch], a.view(-1, 1, 1), 0.0)
-            p = F.softmax(segmenter(forward_from(generator, layer, x, z[i:i + batch]))
-                          [concept.category], 1)
+            p = _probabilities(segmenter, forward_from(generator, layer, x, z[i:i + batch]),
+                               concept.category)
             labels = clean[i:i + batch]
             objective = p[:, concept.code].mean((1, 2)).sum() / len(z)
             if keep:
@@ -618,7 +660,7 @@ def insertion_by_context(generator, segmenter, layer: str, units: Sequence[int],
     if min_pixels < 1:
         raise UserError(f"min_pixels must be at least 1, got {min_pixels}")
     added, shares = insertion_maps(generator, segmenter, layer, units, concept, insert_values,
-                                   latents(seed, range(n), generator.z_dim), cell=cell,
+                                   sample_latents(generator, seed, range(n)), cell=cell,
                                    batch=batch, progress=progress)
     return context_table(added, shares, [object_names.index(c) for c in contexts], contexts,
                          min_share, min_pixels)

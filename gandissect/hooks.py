@@ -320,7 +320,7 @@ def forward_from(model: nn.Module, layer: str, output: torch.Tensor, *inputs: An
     ``inputs`` with ``layer``'s output replaced, so ``inputs`` must be those that produced the
     original output.
     """
-    if isinstance(model, nn.Sequential):
+    if isinstance(model, nn.Sequential) and not model._forward_hooks:  # hooks: run them all
         names = [name for name, _ in model.named_children()]
         if layer in names:
             x = output
@@ -332,7 +332,8 @@ def forward_from(model: nn.Module, layer: str, output: torch.Tensor, *inputs: An
 
 
 def layer_shapes(model: nn.Module, *inputs: Any) -> dict[str, tuple[int, ...] | str]:
-    """Run ``model(*inputs)`` once and return every submodule's output shape, by dotted name.
+    """Run ``model(*inputs)`` once and return every submodule's output shape, by dotted name, in
+    registration order (a layer before its parts).
 
     Modules that do not output a single tensor report their output's type name; modules that
     did not run, and TorchScript modules (no hooks), are left out. All hooks are removed
@@ -355,4 +356,5 @@ def layer_shapes(model: nn.Module, *inputs: Any) -> dict[str, tuple[int, ...] | 
     finally:
         for handle in handles:
             handle.remove()
-    return shapes
+    order = {name: i for i, name in enumerate(layer_names(model))}
+    return dict(sorted(shapes.items(), key=lambda item: order[item[0]]))  # a layer before its parts

@@ -178,9 +178,30 @@ class ToySegmenter(nn.Module):
         distance = ((images[:, None] - self.palette[None, :, :, None, None]) ** 2).sum(2)
         return {"object": -self.sharpness * distance}
 
+    def probabilities(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
+        return {"object": self(images)["object"].softmax(1)}
+
     @torch.no_grad()
     def segment(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
         return {"object": self(images)["object"].argmax(1)}
+
+
+class LabelsOnly:
+    """A plug-in segmenter with the labelling interface only (``segment``, no probabilities)."""
+
+    concepts = ToySegmenter.concepts
+    categories = ToySegmenter.categories
+
+    def __init__(self) -> None:
+        self.model = ToySegmenter().eval()
+
+    def segment(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
+        return self.model.segment(images)
+
+
+def labels_only_segmenter() -> LabelsOnly:
+    """Plug-in factory ``conftest:labels_only_segmenter``."""
+    return LabelsOnly()
 
 
 def toy_generator() -> ToyScenes:
@@ -660,3 +681,74 @@ DAMAGES: dict[str, Callable[[bytes], bytes]] = {
 def rgb_pixels(seed: int = 0) -> np.ndarray:
     """A (40, 60, 3) uint8 picture of random colours."""
     return np.random.default_rng(seed).integers(0, 256, (40, 60, 3), dtype=np.uint8)
+
+
+# ------------------------------------------------------------------ a new user's first commands
+_OPTION_FLAGS = {"truncation": "--truncation", "latent": "--latent", "class_index": "--class"}
+
+
+def end_to_end(generator: str, segmenter: str, layer: str, folder: Path,
+               segmenter_weights: Path | None = None, **options) -> dict:
+    """What a new user runs first on a generator and segmenter of theirs, each step asserted to
+    succeed: ``layers``, ``dissect`` (16 samples), ``edit`` (ablation, and insertion from the
+    dissection), ``ace`` on the concept the segmenter sees most, and the app's Paint tab (a
+    scene, one remove stroke over the whole picture). ``options``: the generator's
+    ``truncation``, ``latent`` or ``class_index``; ``segmenter_weights`` for a
+    ``torchvision:`` segmenter. Returns the dissection's JSON."""
+    import json
+
+    from gandissect.app import paint
+    from gandissect.app.canvas import paint_value
+    from gandissect.app.session import Session
+    from gandissect.app.workspace import AppConfig, Workspace
+    from gandissect.cli import main
+    from gandissect.dissect.latents import sample_latents
+    from gandissect.models.specs import configure_generator, resolve_generator, resolve_segmenter
+
+    flags = [text for key, value in options.items() for text in (_OPTION_FLAGS[key], str(value))]
+    models = ["--generator", generator, *flags]
+    segmenting = ["--segmenter", segmenter, *(["--segmenter-weights", str(segmenter_weights)]
+                                              if segmenter_weights else [])]
+    assert main(["layers", generator, "--kind", "generator",
+                 *(text for key, value in options.items() if key != "truncation"
+                   for text in (_OPTION_FLAGS[key], str(value)))]) == 0
+    out = folder / "dissection"
+    assert main(["dissect", *models, *segmenting, "--layer", layer, "--samples",
+                 "16", "--batch", "8", "--top-k", "2", "--images", "1", "--no-html", "--out",
+                 str(out), "--device", "cpu"]) == 0
+    data = json.loads((out / "dissect.json").read_text())
+    assert main(["edit", *models, "--layer", layer, "--units", "0,1", "--samples", "2",
+                 "--out", str(folder / "edit")]) == 0
+    assert main(["edit", *models, "--layer", layer, "--units", "0", "--mode", "insert",
+                 "--dissection", str(out), "--samples", "2", "--out", str(folder / "insert")]) == 0
+    # ace on the concept the segmenter finds most in a few samples
+    model = configure_generator(resolve_generator(generator), **options)
+    seg = resolve_segmenter(segmenter, weights=segmenter_weights)
+    with torch.no_grad():
+        found = seg.probabilities(model(sample_latents(model, 5, range(4))))
+    category = next(iter(found))
+    counts = torch.bincount(found[category].argmax(1).flatten(),
+                            minlength=len(seg.concepts[category]))
+    counts[0] = 0
+    concept = seg.concepts[category][int(counts.argmax())]
+    assert main(["ace", *models, *segmenting, "--layer", layer, "--concept",
+                 concept, "--category", category, "--dissection", str(out), "--units", "2",
+                 "--samples", "4", "--selection-samples", "4", "--epochs", "1", "--no-refine",
+                 "--cache", str(folder / "cache"), "--json", "--quiet"]) == 0
+    workspace = Workspace.open(AppConfig(
+        generator=generator, segmenter=segmenter, layer=layer, dissection=str(out), samples=16,
+        segmenter_weights=None if segmenter_weights is None else str(segmenter_weights),
+        cache=folder / "app", canvas=128, progress=False, **options))
+    try:
+        assert workspace.problem is None, workspace.problem
+        session = Session()
+        paint.choose_scene(workspace, session, 0)
+        brush = f"{category}/{concept}"  # (a random model's 16 samples may label no unit)
+        size = workspace.scenes.resolution
+        view = paint.apply_brush(workspace, session,
+                                 paint_value(np.ones((size, size), bool), workspace.scale),
+                                 brush, "remove", 1.0, 2)
+        assert len(session.strokes) == 1 and "1 stroke" in view.status
+    finally:
+        workspace.close()
+    return data

@@ -9,6 +9,7 @@ import warnings
 import pytest
 import torch
 import torchvision
+from conftest import end_to_end
 
 from gandissect.cli import main
 from gandissect.models.proggan import ProGANGenerator
@@ -58,7 +59,8 @@ def test_edit_a_user_generator(proggan_file, tmp_path, capsys):
 @pytest.mark.parametrize("argv, message", [
     (["--layer", "layer9"], "no layer named 'layer9'.*Valid layers: layer1"),
     (["--generator", "proggan:missing.pth"], "weights file missing.pth does not exist"),
-    (["--generator", "church.pth"], "valid spellings: sceneworld, FILE.safetensors, proggan:PATH"),
+    (["--generator", "church.pth"],
+     "valid spellings: sceneworld, FILE.safetensors, dcgan:PATH, nvidia:PATH, proggan:PATH"),
 ])
 def test_dissect_refuses_before_any_work(proggan_file, tmp_path, capsys, argv, message):
     argv = ["--generator", f"proggan:{proggan_file / 'tiny.pth'}", *argv]
@@ -123,3 +125,10 @@ def test_dissect_without_sketches_writes_the_same_result_in_a_small_file(tmp_pat
     assert (small / "stats_layer4.pt").stat().st_size < (full / "stats_layer4.pt").stat().st_size
     result = load_dissection(small, stats=True)
     check_dissection(result, toy_generator(), toy_segmenter(), "layer4", str(small))
+
+
+@needs_segmenter
+@pytest.mark.parametrize("scheme, name", [("proggan", "tiny.pth"), ("torchscript", "tiny.pt")])
+def test_end_to_end(proggan_file, tmp_path, scheme, name):
+    """layers, dissect, edit, ace and the app's Paint tab on a user's ProGAN, both formats."""
+    end_to_end(f"{scheme}:{proggan_file / name}", "sceneworld", "layer4", tmp_path)

@@ -138,7 +138,7 @@ def test_netdissect_on_a_folder_in_one_command(scenes, tmp_path, capsys):
 @needs_shipped
 @pytest.mark.parametrize("argv, message", [
     (["--dataset", "sceneworld", "--segmenter", "sceneworld"], "--segmenter labels a folder"),
-    (["--dataset", "pictures:x"], "use sceneworld, broden:DIR or folder:DIR"),
+    (["--dataset", "pictures:x"], "use sceneworld, broden:DIR, folder:DIR or masks:DIR"),
 ])
 def test_netdissect_dataset_spellings_that_do_not_fit(tmp_path, capsys, argv, message):
     assert main(["netdissect", *argv, "--layer", "layer4", "--quiet", "--device", "cpu",

@@ -16,7 +16,7 @@ import re
 
 import pytest
 import torch
-from conftest import CHANNELS, LR_MUL, N_MLP, STYLE_DIM, rosinality_state
+from conftest import CHANNELS, LR_MUL, N_MLP, STYLE_DIM, end_to_end, rosinality_state
 from torch import nn
 from torch.nn import functional as F
 
@@ -304,3 +304,10 @@ def test_truncation_on_the_command_line(checkpoint, tmp_path, capsys):
                  "--layer", "layer3", "--units", "0", "--samples", "1",
                  "--out", str(tmp_path / "e")]) == 2
     assert "in [0, 1]" in capsys.readouterr().err
+
+
+@pytest.mark.skipif(not shipped_path("segmenter").is_file(),
+                    reason="the shipped segmenter is not in models/")
+def test_end_to_end(checkpoint, tmp_path):
+    """layers, dissect, edit, ace and the app's Paint tab on a file of the format."""
+    end_to_end(f"stylegan2:{checkpoint[0]}", "sceneworld", "layer4", tmp_path, truncation=0.7)

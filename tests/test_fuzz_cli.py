@@ -106,6 +106,7 @@ def world(tmp_path_factory):
                                        for k, v in proggan_state().items()},
                                       root / "church_nan.pth")
     weights = save_state(torchvision_state(), root / "places.pth")
+    paths["weights"] = weights
     paths["weights_cut"] = root / "places_cut.pth"
     paths["weights_cut"].write_bytes(truncate(weights.read_bytes()))
     paths["weights_html"] = root / "places_html.pth"
@@ -270,12 +271,30 @@ ROWS: dict[str, tuple[Callable[[dict, Path], list], str]] = {
     "edit --concept, a layer the dissection lacks": (
         lambda w, o: ["edit", *TOY, "--layer", "output_64x64", "--concept", "tree",
                       "--dissection", w["dissection"], "--samples", "1", "--out", o],
-        r"dissection has no layer 'output_64x64' \(it has layer4\); dissect it with "
-        r"`gandissect dissect --layer output_64x64`"),
+        r"dissection .* has no layer 'output_64x64' \(it has layer4\); use --layer layer4, or "
+        r"dissect this layer with `gandissect dissect --layer output_64x64`"),
     "edit --mode insert, a layer the dissection lacks": (
         lambda w, o: ["edit", *TOY, "--layer", "output_64x64", "--units", "1", "--mode",
                       "insert", "--dissection", w["dissection"], "--samples", "1", "--out", o],
-        r"dissection has no layer 'output_64x64'"),
+        r"dissection .* has no layer 'output_64x64'"),
+    "edit --dissection of another generator": (
+        lambda w, o: ["edit", *TOY, "--latent", "uniform", "--concept", "tree", "--dissection",
+                      w["dissection"], "--samples", "1", "--out", o],
+        r"dissection in .* was computed for another generator"),
+    "edit --dissection labelled by another segmenter": (
+        lambda w, o: ["edit", "--generator", "conftest:toy_generator", "--segmenter",
+                      "conftest:labels_only_segmenter", "--concept", "tree", "--dissection",
+                      w["dissection"], "--samples", "1", "--out", o],
+        r"dissection in .* was labelled by another segmenter; make one .* same --segmenter"),
+    "ace, a plug-in segmenter without probabilities": (
+        lambda w, o: ["ace", "--generator", "conftest:toy_generator", "--segmenter",
+                      "conftest:labels_only_segmenter", "--concept", "tree", "--cache",
+                      o / "cache", "--quiet"],
+        r"the segmenter LabelsOnly cannot learn causal effects: it needs probabilities\(images\)"),
+    "app --weights that do not fit": (
+        lambda w, o: ["app", "--classifier", "torchvision:resnet34", "--weights",
+                      w["weights"], "--cache", o / "cache"],
+        r"places.pth does not fit ResNet; missing keys: conv1.weight"),
     "edit --dissection without one": (
         lambda w, o: ["edit", *TOY, "--concept", "tree", "--dissection", w["root"] / "none",
                       "--samples", "1", "--out", o],

@@ -75,8 +75,8 @@ def classifier():
     return nn.Sequential(nn.Conv2d(3, 4, 3), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
                          nn.Linear(4, 2))
 '''
-SPELLINGS = ("sceneworld, FILE.safetensors, proggan:PATH, stylegan2:PATH, torchscript:PATH, "
-             "package.module:factory")
+SPELLINGS = ("sceneworld, FILE.safetensors, dcgan:PATH, nvidia:PATH, proggan:PATH, "
+             "stylegan2:PATH, torchscript:PATH, package.module:factory")
 
 
 @pytest.fixture(scope="module")
@@ -118,7 +118,8 @@ def test_classifier_and_segmenter_spellings():
                                          "torchvision:ARCH, package.module:factory$"):
         resolve_classifier("resnet18")
     with pytest.raises(ValueError, match="valid spellings: sceneworld, FILE.safetensors, "
-                                         "package.module:factory$"):
+                                         "hf:NAME_OR_DIR, upp:DIR, semseg:DIR, "
+                                         "torchvision:ARCH, package.module:factory$"):
         resolve_segmenter("upernet:/x.pth")
 
 

@@ -81,6 +81,49 @@ def test_quantile_add_maps_counts_every_pixel():
     assert torch.equal(a.quantiles(0.7), b.quantiles(0.7))
 
 
+def _slow_counts(sketch: Quantile, values: torch.Tensor) -> torch.Tensor:
+    """(U, bins) counts by the definition: bins are [lo, hi) of the magnitudes, so a positive
+    value's bin starts at the last edge <= it and a negative value's ends at the first edge
+    >= it."""
+    edges = sketch._make_edges(torch.device("cpu"))
+    x = values.t().double().clamp(edges[0], edges[-1]).contiguous()  # outermost take the rest
+    index = torch.where(x >= 0, torch.searchsorted(edges, x, right=True),
+                        torch.searchsorted(edges, x, right=False)) - 1
+    zero = sketch._zero_bin()
+    index[x.abs() < edges[zero + 1]] = zero  # tiny magnitudes share the zero bin
+    index = index.clamp(0, sketch.bins - 1)
+    return torch.stack([torch.bincount(row, minlength=sketch.bins) for row in index])
+
+
+@pytest.mark.parametrize("chunk_values", [1 << 25, 1000])
+def test_quantile_all_units_pass_equals_per_unit_loop_bit_for_bit(chunk_values):
+    """The one-pass count used on GPUs gives the per-unit loop's counts, minimum and maximum
+    exactly (forced here on the CPU), through pooled small batches and a direct large one."""
+    g = torch.Generator().manual_seed(4)
+    scale = torch.logspace(-30, 30, 7)[torch.randint(0, 7, (6,), generator=g)]
+    batches = [torch.randn(n, 6, generator=g) * scale for n in (500, 70_000, 3, 66_000)]
+    batches[1][::7] = 0.0
+    batches[1][1::11] = -0.0
+    batches[2][:, 0] = 3.4e38  # beyond the resolved range: the outermost bin
+    loop, at_once = Quantile(), Quantile()
+    at_once.per_unit_on_cpu, at_once.chunk_values = False, chunk_values
+    for batch in batches:
+        loop.add(batch)
+        at_once.add(batch)
+    assert loop.count == at_once.count == sum(b.shape[0] for b in batches)
+    assert torch.equal(loop.counts, at_once.counts)
+    assert torch.equal(loop.minimum, at_once.minimum)
+    assert torch.equal(loop.maximum, at_once.maximum)
+    assert torch.equal(loop.counts, _slow_counts(loop, torch.cat(batches)))
+    bad = torch.randn(70_000, 3, generator=g)
+    bad[9, 2] = float("nan")
+    for per_unit in (True, False):
+        sketch = Quantile()
+        sketch.per_unit_on_cpu = per_unit
+        with pytest.raises(ValueError, match="unit 2 has NaN"):
+            sketch.add(bad)
+
+
 def test_quantile_rejects_nonfinite_and_bad_input():
     sketch = Quantile()
     bad = torch.randn(100, 3)

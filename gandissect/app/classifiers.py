@@ -1,6 +1,7 @@
 """The Classifiers tab: Network Dissection of a classifier's layer on held-out SceneWorld
-scenes, browsed like the Units tab; attribution heatmaps of a scene or an upload; feature
-visualisation of a unit or a class beside the scenes that excite it most.
+scenes (or the app's ``--dataset``, e.g. your own annotated ``masks:DIR``), browsed like the
+Units tab; attribution heatmaps of a scene or an upload; feature visualisation of a unit or a
+class beside the scenes that excite it most.
 
 The algorithms are ``gandissect.netdissect``, ``gandissect.attribute`` and
 ``gandissect.visualize``; this tab chooses their inputs and shows their outputs.
@@ -68,14 +69,17 @@ def _check_count(n: Any) -> int:
 @user_errors
 def run_netdissect(ws: Workspace, session: Session, spec: str, layer: str, n: Any,
                    progress: bool = True) -> tuple:
-    """Network Dissection of ``layer`` on ``n`` held-out scenes; the session browses it."""
+    """Network Dissection of ``layer`` on ``n`` probe images; the session browses it."""
     n = _check_count(n)
     result = ws.classifiers.dissect(spec, layer, n, progress)
     session.netdissect, session.classifier_unit = (spec, layer, n), None
     entry = result.layers[0]
     summary = layer_summary(entry)
-    text = (f"**{spec}**, `{layer}` ({' x '.join(map(str, entry.shape))}), {n} held-out "
-            f"SceneWorld scenes (world seed {PROBE_SEED}): {summary['detectors']} of "
+    dataset = ws.classifiers.dataset
+    probe = (f"{n} held-out SceneWorld scenes (world seed {PROBE_SEED})"
+             if dataset == "sceneworld" else f"{result.settings['n']} images of {dataset}")
+    text = (f"**{spec}**, `{layer}` ({' x '.join(map(str, entry.shape))}), {probe}: "
+            f"{summary['detectors']} of "
             f"{summary['units']} units are detectors (IoU > {result.settings['min_iou']}), "
             f"{summary['unique_detectors']} distinct concepts. Click a row to see the unit.")
     concepts = gr.update(choices=[("all concepts", ALL), *concept_choices(result, entry)],
@@ -205,7 +209,7 @@ def build(ws: Workspace, state: gr.State) -> dict[str, Any]:
     with gr.Row(equal_height=False):
         with gr.Column(scale=2):
             c["about"] = gr.Markdown()
-            c["strip"] = gr.Image(label="Top held-out scenes (unit's region outlined)",
+            c["strip"] = gr.Image(label="Top probe images (unit's region outlined)",
                                   format="png", interactive=False)
         with gr.Column(scale=1):
             c["bars"] = gr.HTML()

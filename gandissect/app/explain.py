@@ -3,9 +3,10 @@ as calls into ``gandissect.netdissect``, ``gandissect.attribute`` and
 ``gandissect.visualize``.
 
 Classifiers are the ones named on the command line (the page never loads a model by a name
-typed into it). Each is loaded once, with its declared input mapping put in front as a
-forward pre-hook, so that every tool hands it images in [-1, 1], the probe's range, and
-attributions stay with respect to those images.
+typed into it), and so is the probe set of Network Dissection (held-out SceneWorld scenes, or
+a ``--dataset`` such as ``masks:DIR``). Each classifier is loaded once, with its declared input
+mapping put in front as a forward pre-hook, so that every tool hands it images in [-1, 1], the
+probe's range, and attributions stay with respect to those images.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from gandissect.errors import UserError
 from gandissect.hooks import layer_shapes
 from gandissect.models.inputs import preprocess_inside
 from gandissect.models.specs import resolve_classifier_and_preprocess
-from gandissect.netdissect import SceneWorldProbe, netdissect, probe_samples
+from gandissect.netdissect import ProbeSet, SceneWorldProbe, netdissect, probe_samples
 from gandissect.report.images import top_image_strips
 from gandissect.torchutil import model_device
 from gandissect.visualize import channel, class_logit, sceneworld_top_images, visualize
@@ -88,12 +89,14 @@ class ClassifierModels:
     Dissection results computed so far (the last few, shared by all sessions)."""
 
     def __init__(self, specs: Sequence[str], device: str = "cpu",
-                 weights: dict[str, str] | None = None) -> None:
+                 weights: dict[str, str] | None = None, dataset: str = "sceneworld") -> None:
         if not specs:
             raise UserError("name at least one classifier")
         self.specs = list(dict.fromkeys(specs))
         self.weights = dict(weights or {})  # spec -> state dict file
         self.device = device
+        self.dataset = dataset  # the probe set, as ``gandissect netdissect --dataset`` spells it
+        self._probes: dict[tuple[int, int], ProbeSet] = {}
         self.lock = threading.RLock()
         self._loaded: dict[str, Classifier] = {}
         self._results: OrderedDict[tuple, Dissection] = OrderedDict()
@@ -117,12 +120,23 @@ class ClassifierModels:
 
     # ------------------------------------------------------------------ Network Dissection
 
-    def probe(self, classifier: Classifier, n: int) -> SceneWorldProbe:
-        return SceneWorldProbe(PROBE_SEED, n, classifier.input_size)
+    def probe(self, classifier: Classifier, n: int) -> ProbeSet:
+        """The first ``n`` images of the probe set at the classifier's input size (SceneWorld:
+        the held-out world's scenes)."""
+        if self.dataset == "sceneworld":
+            return SceneWorldProbe(PROBE_SEED, n, classifier.input_size)
+        key = (classifier.input_size, n)
+        if key not in self._probes:
+            from gandissect.netdissect.datasets import resolve_probe
+
+            self._probes[key] = resolve_probe(self.dataset, n, PROBE_SEED, None,
+                                              device=self.device,
+                                              input_size=classifier.input_size)
+        return self._probes[key]
 
     def dissect(self, spec: str, layer: str, n: int, progress: bool = True) -> Dissection:
-        """Network Dissection of ``layer`` on ``n`` held-out SceneWorld scenes (kept, so a
-        second request is immediate)."""
+        """Network Dissection of ``layer`` on the first ``n`` probe images (kept, so a second
+        request is immediate)."""
         classifier = self.get(spec)
         self.check_layer(classifier, layer)
         key = (spec, layer, n)

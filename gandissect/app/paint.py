@@ -93,6 +93,7 @@ def _status(ws: Workspace, session: Session) -> str:
     units, (h, w) = scenes.n_units, scenes.cells
     lines.append(f"Painting layer `{scenes.layer}`: {units} units at {h}x{w}; dissection "
                  f"{scenes.source}.")
+    lines += [f"**Warning:** {line}" for line in scenes.dissection.warnings]
     return "  \n".join(lines)
 
 

@@ -28,8 +28,9 @@ from gandissect.ace import (
     units_for_drawing,
 )
 from gandissect.causal import ConceptRef
-from gandissect.dissect import Dissection, LayerDissection, latents
+from gandissect.dissect import Dissection, LayerDissection
 from gandissect.dissect.counts import best_in_category, count_title, labelled
+from gandissect.dissect.latents import sample_latents
 from gandissect.hooks import Trace
 from gandissect.intervene import Stroke, pool_mask, render_edited, stroke_edit
 from gandissect.report.images import generator_samples, top_image_strips
@@ -192,7 +193,7 @@ class SceneModels:
 
     def latent(self, seed: int) -> torch.Tensor:
         """Scene ``seed``'s latent ``(1, z_dim)``: the same on every machine."""
-        return latents(seed, [0], self.z_dim)
+        return sample_latents(self.generator, seed, [0])
 
     def layer_cells(self, mask: np.ndarray) -> torch.Tensor:
         """A painted ``(H, W)`` mask at any multiple of the layer's size, max-pooled exactly to

@@ -209,7 +209,8 @@ def build(ws: Workspace, state: gr.State) -> dict[str, Any]:
     gr.Markdown(f"Layer `{scenes.layer}`: {scenes.n_units} units at "
                 f"{scenes.cells[0]}x{scenes.cells[1]}, {interpretable} interpretable "
                 f"(IoU > {scenes.dissection.settings['min_iou']}); dissection "
-                f"{scenes.source}. Click a row to see the unit. Concept counts: {EXPLAINED}")
+                f"{scenes.source}. Click a row to see the unit. Concept counts: {EXPLAINED}"
+                + "".join(f"  \n**Warning:** {line}" for line in scenes.dissection.warnings))
     c = filters(scenes.dissection, layer, "units")
     with gr.Row():
         c["list"] = gr.Button("List units by concept", elem_id="list-by-concept")

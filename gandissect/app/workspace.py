@@ -20,7 +20,7 @@ from gandissect.app.scenes import SceneModels
 from gandissect.dissect.sources import open_dissection
 from gandissect.errors import UserError
 from gandissect.models.registry import shipped_path
-from gandissect.models.specs import resolve_generator, resolve_segmenter, set_truncation
+from gandissect.models.specs import configure_generator, resolve_generator, resolve_segmenter
 from gandissect.paths import app_cache_dir
 
 __all__ = ["AppConfig", "Workspace"]
@@ -32,13 +32,17 @@ class AppConfig:
 
     generator: str = "sceneworld"
     segmenter: str = "sceneworld"
+    segmenter_weights: str | None = None  # for a torchvision:ARCH or plug-in segmenter
     classifiers: list[str] = field(default_factory=lambda: ["sceneworld"])
     classifier_weights: dict[str, str] = field(default_factory=dict)  # spec -> weights file
+    dataset: str = "sceneworld"  # the Classifiers tab's probe set (a --dataset spelling)
     layer: str = "layer4"
     dissection: str | None = None  # a `gandissect dissect` folder; None: shipped or computed
     samples: int = 1000  # latents dissected when the app computes the dissection itself
     seed: int = 1  # their latent seed
     truncation: float | None = None
+    latent: str | None = None
+    class_index: int | None = None
     cache: Path = field(default_factory=app_cache_dir)  # the dissection, causal weights, log
     device: str = "cpu"
     canvas: int = 512  # about the painting canvas's side in pixels (a whole multiple of the image)
@@ -84,7 +88,7 @@ class Workspace:
         """Load what ``config`` names (``generator`` / ``segmenter`` objects, when given,
         instead of their spellings)."""
         classifiers = ClassifierModels(config.classifiers, config.device,
-                                       config.classifier_weights)
+                                       config.classifier_weights, config.dataset)
         try:
             scenes = cls._open_scenes(config, generator, segmenter)
         except UserError as error:
@@ -99,10 +103,11 @@ class Workspace:
         if generator is None:
             if _missing_shipped_generator(config.generator):
                 raise UserError(MISSING_GENERATOR)
-            generator = set_truncation(resolve_generator(config.generator, config.device),
-                                       config.truncation)
+            generator = configure_generator(resolve_generator(config.generator, config.device),
+                                            config.truncation, config.latent, config.class_index)
         if segmenter is None:
-            segmenter = resolve_segmenter(config.segmenter, config.device)
+            segmenter = resolve_segmenter(config.segmenter, config.device,
+                                          config.segmenter_weights)
         check_layers(generator, [config.layer])
         if config.samples < 1:
             raise UserError("--samples must be at least 1")

@@ -7,7 +7,8 @@ function that does the work. Nothing is imported from torch until a command runs
 
 A user's mistake (a ``gandissect.errors.UserError``) prints one line and exits with status 2;
 anything else is a bug and keeps its traceback. ``--debug`` (or ``GANDISSECT_DEBUG=1``) shows
-the traceback of a mistake too.
+the traceback of a mistake too. A ``gandissect.errors.Caution`` (a result that may mislead)
+prints one line, ``gandissect: warning: ...``, once however often it is raised.
 """
 
 from __future__ import annotations
@@ -16,6 +17,9 @@ import argparse
 import os
 import sys
 import traceback
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 from gandissect import __version__
 from gandissect.cli import (
@@ -32,7 +36,7 @@ from gandissect.cli import (
     unit_stats,
     world,
 )
-from gandissect.errors import UserError
+from gandissect.errors import Caution, UserError
 
 __all__ = ["build_parser", "main"]
 
@@ -70,12 +74,32 @@ def _subparsers(parser: argparse.ArgumentParser) -> list[argparse.ArgumentParser
     return found
 
 
+@contextmanager
+def _cautions_as_lines() -> Iterator[None]:
+    """Show each distinct ``Caution`` once, as one line; other warnings keep their format."""
+    shown: set[str] = set()
+    default = warnings.showwarning
+
+    def show(message, category, filename, lineno, file=None, line=None) -> None:
+        if not issubclass(category, Caution):
+            default(message, category, filename, lineno, file, line)
+        elif str(message) not in shown:
+            shown.add(str(message))
+            print(f"gandissect: warning: {message}", file=sys.stderr)
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("always", Caution)  # repeats are dropped above, by their text
+        warnings.showwarning = show
+        yield
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run one command; its exit status (0 done, 2 a user's mistake, 1 a bug, 130 stopped)."""
     args = build_parser().parse_args(argv)
     debug = args.debug or os.environ.get(DEBUG_VARIABLE, "") not in ("", "0")
     try:
-        return int(args.run(args) or 0)
+        with _cautions_as_lines():
+            return int(args.run(args) or 0)
     except UserError as error:
         if debug:
             traceback.print_exc()

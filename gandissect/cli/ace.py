@@ -7,7 +7,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from gandissect.cli.common import add_generator_arguments, print_result
+from gandissect.cli.common import add_generator_arguments, load_generator, print_result
 from gandissect.errors import UserError
 from gandissect.paths import cache_dir
 
@@ -37,14 +37,10 @@ def _dissection_for(args, generator, segmenter, cache: Path):
 
 def _run_ace(args: argparse.Namespace) -> int:
     from gandissect.ace import ace_report
-    from gandissect.causal import ConceptRef
+    from gandissect.causal import ConceptRef, check_learnable
     from gandissect.dissect import check_layers
     from gandissect.fileio import FolderLock
-    from gandissect.models.specs import (
-        resolve_generator,
-        resolve_segmenter,
-        set_truncation,
-    )
+    from gandissect.models.specs import resolve_segmenter
 
     if min(args.samples, args.units, args.selection_samples, args.dissect_samples) < 1:
         raise UserError("--samples, --units, --selection-samples and --dissect-samples must be "
@@ -54,11 +50,11 @@ def _run_ace(args: argparse.Namespace) -> int:
     if not 0 <= args.keep < float("inf"):
         raise UserError(f"--keep must be a finite number >= 0, got {args.keep}")
     cache = Path(args.cache) if args.cache else cache_dir()
-    generator = set_truncation(resolve_generator(args.generator),
-                               args.truncation)
-    segmenter = resolve_segmenter(args.segmenter)
+    generator = load_generator(args)
+    segmenter = resolve_segmenter(args.segmenter, weights=args.segmenter_weights)
     check_layers(generator, [args.layer])
     concept = ConceptRef.find(segmenter, args.concept, args.category)
+    check_learnable(generator, segmenter, concept)  # before the dissection and the learning
     with FolderLock(cache / "ace", what="--cache folder"):
         dissection, shipped = _dissection_for(args, generator, segmenter, cache)
         result = ace_report(generator, segmenter, dissection, args.layer, concept, k=args.units,

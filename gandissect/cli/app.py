@@ -3,8 +3,9 @@
 same options.
 
     gandissect app [--host 127.0.0.1 --port 7860 --generator sceneworld --segmenter sceneworld
-        --classifier sceneworld ... --layer layer4 --dissection DIR --samples 1000 --seed 1
-        --cache DIR --canvas 512 --device cpu]
+        --segmenter-weights FILE --classifier sceneworld ... --dataset sceneworld|masks:DIR
+        --layer layer4 --dissection DIR --samples 1000 --seed 1 --cache DIR --canvas 512
+        --device cpu]
 """
 
 from __future__ import annotations
@@ -39,16 +40,32 @@ def config_from_args(args: argparse.Namespace):
             raise UserError(f"--weights belongs to one torchvision:ARCH or plug-in classifier; "
                             f"this app has {len(takers)} ({', '.join(takers) or 'none'})")
         weights = {takers[0]: args.weights}
+    if args.dataset != "sceneworld":  # a folder that does not fit is refused before the start
+        from gandissect.netdissect.datasets import resolve_probe
+
+        resolve_probe(args.dataset, None, seed=0, size=None)  # the seed is SceneWorld's
     return AppConfig(generator=args.generator, segmenter=args.segmenter,
+                     segmenter_weights=args.segmenter_weights, dataset=args.dataset,
                      classifiers=classifiers, classifier_weights=weights, layer=args.layer,
                      dissection=args.dissection, samples=args.samples, seed=args.seed,
-                     truncation=args.truncation,
+                     truncation=args.truncation, latent=args.latent,
+                     class_index=args.class_index,
                      cache=Path(args.cache) if args.cache else app_cache_dir(), device=args.device,
                      canvas=args.canvas)
 
 
+def _check_weights(config) -> None:
+    """Load the classifier that ``--weights`` belongs to, so that a file that does not fit is
+    refused in one line before the app starts (not later, inside the Classifiers tab)."""
+    from gandissect.models.specs import resolve_classifier
+
+    for spec, weights in config.classifier_weights.items():
+        resolve_classifier(spec, weights, config.device)
+
+
 def _run_app(args: argparse.Namespace) -> int:
     config = config_from_args(args)
+    _check_weights(config)
     from gandissect.app.ui import serve
 
     serve(config, args.host, args.port)
@@ -69,6 +86,11 @@ def register(commands) -> None:
     parser.add_argument("--weights", default=None,
                         help="state dict file (.pth, .pt, .safetensors) for the one "
                              "torchvision:ARCH or plug-in classifier")
+    parser.add_argument("--dataset", default="sceneworld",
+                        help="the Classifiers tab's probe images for Network Dissection: "
+                             "sceneworld (held-out scenes), masks:DIR (your images with your "
+                             "label PNGs), broden:DIR or folder:DIR (labelled by the shipped "
+                             "segmenter); as gandissect netdissect --dataset")
     parser.add_argument("--layer", default="layer4", help="the generator layer to paint on")
     parser.add_argument("--dissection", default=None,
                         help="a `gandissect dissect` folder of this generator and layer "

@@ -9,7 +9,7 @@ import json
 from gandissect.models.spellings import spellings
 
 __all__ = ["add_classifier_arguments", "add_device_argument", "add_generator_arguments",
-           "print_result"]
+           "load_generator", "print_result"]
 
 
 def print_result(result: dict, as_json: bool) -> None:
@@ -54,9 +54,28 @@ def add_generator_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--generator", default="sceneworld",
                         help=f"the generator: {spellings('generator')}")
     parser.add_argument("--truncation", type=float, default=None, metavar="PSI",
-                        help="truncation psi in [0, 1] for style-based generators (stylegan2:)")
+                        help="truncation psi in [0, 1] for style-based generators (stylegan2:, "
+                             "nvidia:)")
+    parser.add_argument("--latent", choices=["normal", "uniform"], default=None,
+                        help="the law of the generator's latents: standard normal (default) or "
+                             "uniform on [-1, 1] (as much DCGAN code samples); a generator with "
+                             "its own sample_latent(n, generator) method uses that")
+    parser.add_argument("--class", dest="class_index", type=int, default=None, metavar="K",
+                        help="the class a class-conditional generator draws")
     parser.add_argument("--segmenter", default="sceneworld",
                         help=f"the segmenter: {spellings('segmenter')}")
+    parser.add_argument("--segmenter-weights", default=None, metavar="FILE",
+                        help="state dict file (.pth, .pt, .safetensors) for a torchvision:ARCH "
+                             "or plug-in segmenter")
+
+
+def load_generator(args: argparse.Namespace, device=None):
+    """The generator ``add_generator_arguments``' options name, with its truncation, latent law
+    and class set (``gandissect.models.specs.configure_generator``)."""
+    from gandissect.models.specs import configure_generator, resolve_generator
+
+    generator = resolve_generator(args.generator, "cpu" if device is None else device)
+    return configure_generator(generator, args.truncation, args.latent, args.class_index)
 
 
 def add_classifier_arguments(parser: argparse.ArgumentParser) -> None:

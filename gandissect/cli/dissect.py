@@ -13,7 +13,7 @@ import argparse
 from contextlib import nullcontext
 from pathlib import Path
 
-from gandissect.cli.common import add_device_argument, add_generator_arguments
+from gandissect.cli.common import add_device_argument, add_generator_arguments, load_generator
 from gandissect.errors import UserError
 
 __all__ = ["register"]
@@ -25,18 +25,18 @@ def _run_dissect(args: argparse.Namespace) -> int:
     from gandissect.dissect import check_layers, check_settings
     from gandissect.dissect.shard import init_from_environment
     from gandissect.fileio import FolderLock, writable_folder
-    from gandissect.models.specs import resolve_generator, resolve_segmenter, set_truncation
+    from gandissect.models.specs import resolve_segmenter
 
     layers = args.layer or ["layer4"]
     check_settings(args.samples, args.quantile, args.threshold, args.top_k, args.batch,
-                   args.min_iou)
+                   args.min_iou, args.quantile_over)
     if args.images < 0:
         raise UserError("--images must be 0 or more")
     out = writable_folder(args.out)
     shard, device = init_from_environment(args.device)
     try:
-        generator = set_truncation(resolve_generator(args.generator, device), args.truncation)
-        segmenter = resolve_segmenter(args.segmenter, device)
+        generator = load_generator(args, device)
+        segmenter = resolve_segmenter(args.segmenter, device, args.segmenter_weights)
         check_layers(generator, layers)
         cache = Path(args.cache) if args.cache else out / "cache"
         # the inputs are checked: only now does the output folder appear (with its lock)
@@ -57,7 +57,7 @@ def _dissect(args: argparse.Namespace, generator, segmenter, layers: list[str], 
     result = dissect(
         generator, segmenter, layers, n=args.samples, seed=args.seed, quantile=args.quantile,
         min_iou=args.min_iou, top_k=args.top_k, batch=args.batch, threshold=args.threshold,
-        cache_dir=cache,
+        cache_dir=cache, quantile_over=args.quantile_over, segmenter_name=args.segmenter,
         selection_seed=args.selection_seed, selection_n=args.selection_samples, shard=shard,
         checkpoint_seconds=args.checkpoint_seconds,
     )
@@ -91,6 +91,10 @@ def register(commands) -> None:
                         help="per-unit threshold level in quantile mode")
     parser.add_argument("--threshold", choices=["quantile", "iqr"], default="quantile",
                         help="fixed quantile threshold, or adaptive per-concept (max IQR)")
+    parser.add_argument("--quantile-over", choices=["layer", "image"], default="layer",
+                        help="take the threshold quantile over the layer's cells (default) or "
+                             "over the maps upsampled to the image, as GAN Dissection's "
+                             "reference code does (about twice the active pixels)")
     parser.add_argument("--min-iou", type=float, default=None,
                         help="interpretable above this IoU (default 0.04; 0.05 in iqr mode)")
     parser.add_argument("--top-k", type=int, default=12, help="top images kept per unit")

@@ -1,5 +1,6 @@
 """``gandissect edit``: render samples with units ablated or inserted, everywhere or under a
-mask, and save the originals beside the edits."""
+mask, and save the originals beside the edits. On a style layer (``layer5.style``) ``--shift
+ALPHA`` moves each unit's style by ALPHA standard deviations instead (StyleSpace's edit)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import argparse
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from gandissect.cli.common import add_generator_arguments
+from gandissect.cli.common import add_generator_arguments, load_generator
 from gandissect.errors import UserError
 
 if TYPE_CHECKING:
@@ -62,35 +63,43 @@ def _parse_units(text: str) -> list[int]:
         raise UserError("--units takes comma-separated unit ids, e.g. 3,17,42") from None
 
 
-def _dissection_of(folder: str, layer: str):
-    """The dissection in ``folder``, which must have dissected ``layer``."""
-    from gandissect.dissect import load_dissection
+def _check_shift(args: argparse.Namespace, generator) -> None:
+    """``--shift`` is a style edit of its own: refuse what it cannot combine with."""
+    from gandissect.styles import check_style_layer
 
-    dissection = load_dissection(folder, stats=True)
-    layers = [item.layer for item in dissection.layers]
-    if layer not in layers:
-        raise UserError(f"{folder} has no layer {layer!r} (it has {', '.join(layers)}); "
-                        f"dissect it with `gandissect dissect --layer {layer}`")
-    return dissection
+    if args.mode != "ablate" or args.strength != 1.0:
+        raise UserError("--shift ALPHA is the edit (s + ALPHA * sigma): leave out --mode and "
+                        "--strength, or leave out --shift")
+    if args.shift != args.shift or abs(args.shift) == float("inf"):
+        raise UserError(f"--shift takes a finite number of standard deviations, got {args.shift}")
+    check_style_layer(generator, args.layer)
+
+
+def _shifted(generator, z, layer: str, units: list[int], alpha: float, mask):
+    """Images of ``z`` with the ``units``' styles of ``layer`` moved by ``alpha`` sigmas."""
+    import torch
+
+    from gandissect.styles import StyleShift, style_shift, style_statistics
+
+    sigma = style_statistics(generator, layer)[1]
+    with torch.no_grad(), StyleShift(generator, layer, style_shift(units, sigma, alpha), mask):
+        return generator(z)
 
 
 def _run_edit(args: argparse.Namespace) -> int:
     import torch
     from PIL import Image
 
-    from gandissect.dissect import check_layers, latents
+    from gandissect.dissect import check_layers
+    from gandissect.dissect.latents import sample_latents
+    from gandissect.dissect.sources import read_dissection
     from gandissect.intervene import Stroke, render_edited
-    from gandissect.models.specs import (
-        resolve_generator,
-        resolve_segmenter,
-        set_truncation,
-    )
+    from gandissect.models.specs import resolve_segmenter
     from gandissect.report.images import image_grid
 
     if args.samples < 1 or args.k < 1 or (args.scale is not None and args.scale < 1):
         raise UserError("--samples, --k and --scale must be positive")
-    generator = set_truncation(resolve_generator(args.generator),
-                               args.truncation)
+    generator = load_generator(args)
     check_layers(generator, [args.layer])
     size = generator.resolution
     mask = None
@@ -98,35 +107,46 @@ def _run_edit(args: argparse.Namespace) -> int:
         mask = _read_mask(args.mask, size)
     elif args.box:
         mask = _box_mask(args.box, size)
-    insert_values = None
+    insert_values = dissection = None
+    if args.shift is not None:
+        _check_shift(args, generator)
+    if not args.units and not (args.concept and args.dissection):
+        raise UserError("give --units, or --concept with --dissection DIR to pick them")
+    if args.mode == "insert" and not args.dissection:
+        raise UserError("insertion needs --dissection DIR (each unit's 0.99 quantile)")
+    if args.dissection:  # of this generator (and segmenter, when it names the concept)
+        segmenter = None if args.units else resolve_segmenter(args.segmenter,
+                                                               weights=args.segmenter_weights)
+        dissection = read_dissection(args.dissection, generator, segmenter, args.layer,
+                                     rank=segmenter is not None)
     if args.units:
         units = _parse_units(args.units)
     else:
-        if not (args.concept and args.dissection):
-            raise UserError("give --units, or --concept with --dissection DIR to pick them")
         from gandissect.ace import units_by_iou
         from gandissect.causal import ConceptRef
 
-        dissection = _dissection_of(args.dissection, args.layer)
-        concept = ConceptRef.find(resolve_segmenter(args.segmenter), args.concept)
+        concept = ConceptRef.find(segmenter, args.concept)
         units = units_by_iou(dissection, args.layer, concept)[:args.k]
     if args.mode == "insert":
-        if not args.dissection:
-            raise UserError("insertion needs --dissection DIR (each unit's 0.99 quantile)")
-        insert_values = _dissection_of(args.dissection, args.layer).layer(args.layer).stats[
+        insert_values = dissection.layer(args.layer).stats[
             "insertion"]
-    z = latents(args.seed, range(args.samples), generator.z_dim)
+    z = sample_latents(generator, args.seed, range(args.samples))
     with torch.no_grad():
         before = generator(z)
-    after = render_edited(generator, z, args.layer,
-                          [Stroke(units, args.mode, mask, args.strength)], insert_values)
+    if args.shift is None:
+        after = render_edited(generator, z, args.layer,
+                              [Stroke(units, args.mode, mask, args.strength)], insert_values)
+    else:
+        after = _shifted(generator, z, args.layer, units, args.shift, mask)
     scale = args.scale or max(1, -(-READABLE // size))  # whole-pixel enlargement
     pairs = torch.stack([before, after], 1).flatten(0, 1)
     pairs = torch.nn.functional.interpolate(pairs, scale_factor=scale, mode="nearest")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     Image.fromarray(image_grid(pairs, columns=2 * min(args.samples, 4))).save(out / "edit.png")
-    print(f"units {units}: wrote {out / 'edit.png'} (each original left of its edit, "
+    shifted = ("" if args.shift is None
+               else f" shifted by {args.shift:g} standard deviations of their styles")
+    print(f"units {units}{shifted}: wrote {out / 'edit.png'} (each original left of its edit, "
           f"{size * scale} px)")
     return 0
 
@@ -144,6 +164,11 @@ def register(commands) -> None:
     parser.add_argument("--mask", help="a grayscale PNG at the generator's resolution")
     parser.add_argument("--box", help="top,left,bottom,right in pixels (instead of --mask)")
     parser.add_argument("--strength", type=float, default=1.0)
+    parser.add_argument("--shift", type=float, default=None, metavar="ALPHA",
+                        help="style layers (LAYER.style) only, instead of --mode: move each "
+                             "unit's style by ALPHA standard deviations, s + ALPHA * sigma "
+                             "(StyleSpace; sigma: the style's spread over the generator's "
+                             "untruncated latents), everywhere or under --mask / --box")
     parser.add_argument("--samples", type=int, default=8)
     parser.add_argument("--scale", type=int, default=None,
                         help=f"enlarge each picture of edit.png this many times (nearest; "

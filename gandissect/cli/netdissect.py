@@ -2,14 +2,16 @@
 options and calls ``gandissect.netdissect``).
 
     gandissect netdissect --classifier sceneworld --layer layer4 --out out/nd
-        [--dataset sceneworld|broden:DIR|folder:DIR --segmenter sceneworld --n N --seed S
+        [--dataset sceneworld|broden:DIR|folder:DIR|masks:DIR --segmenter sceneworld
+         --segmenter-weights FILE --n N --seed S
          --size PX --quantile 0.995 --min-iou 0.04 --top-k 12 --batch B --images 8 --no-html]
 
 ``--classifier``: ``sceneworld`` (the shipped one), a ``.safetensors`` file written by this
 project (e.g. a training snapshot), ``torchvision:ARCH`` (``--weights`` for trained weights;
 inputs normalised as the model declares) or ``package.module:factory``
 (``gandissect.models.specs``). ``--dataset folder:DIR`` dissects on your own images, labelled
-by ``--segmenter`` (``gandissect.netdissect.folder``).
+by ``--segmenter`` (``gandissect.netdissect.folder``); ``--dataset masks:DIR`` on your own
+images with your own label PNGs (``gandissect.netdissect.masks``).
 """
 
 from __future__ import annotations
@@ -23,7 +25,8 @@ from gandissect.errors import UserError
 
 __all__ = ["add_probe_arguments", "register"]
 
-DATASETS = "sceneworld, broden:DIR or folder:DIR"  # ``gandissect.netdissect.datasets.DATASETS``
+# ``gandissect.netdissect.datasets.DATASETS``
+DATASETS = "sceneworld, broden:DIR, folder:DIR or masks:DIR"
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -42,7 +45,8 @@ def _run(args: argparse.Namespace) -> int:
                                                           args.device)
     layers = check_layers(model, args.layer or ["layer4"])
     probe = resolve_probe(args.dataset, args.n, args.seed, args.size, args.segmenter,
-                          args.device, getattr(model, "input_size", None))
+                          args.device, getattr(model, "input_size", None),
+                          args.segmenter_weights)
     cache = Path(args.cache) if args.cache else out / "cache"
     with (nullcontext() if cache.resolve() == out.resolve()  # netdissect locks its cache
           else FolderLock(out, what="--out folder")):
@@ -90,11 +94,13 @@ def register(commands) -> None:
                     "to the probe labels and score it against every concept by IoU.")
     add_probe_arguments(parser, None)
     parser.add_argument("--dataset", default="sceneworld",
-                        help=f"probe images: {DATASETS} (your own .jpg / .png images, "
-                             "labelled by --segmenter)")
+                        help=f"probe images: {DATASETS} (folder: your own .jpg / .png images, "
+                             "labelled by --segmenter; masks: with your own label PNGs)")
     parser.add_argument("--segmenter", default=None,
                         help="the segmenter that labels a folder: dataset (default sceneworld; "
                              "same spellings as for gandissect dissect)")
+    parser.add_argument("--segmenter-weights", default=None, metavar="FILE",
+                        help="state dict file for a torchvision:ARCH or plug-in --segmenter")
     parser.add_argument("--size", type=int, default=None,
                         help="image size (SceneWorld: rendered at it, default 64; Broden: "
                              "resized to it; folder: resized to it, default the classifier's "

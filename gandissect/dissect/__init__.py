@@ -9,11 +9,13 @@
 Modules, along the data path: ``latents`` (z of sample i), ``engine`` (the batch loop, caching
 and resumption), ``passes`` (what each pass accumulates), ``maps`` (upsampling), ``labels``
 (the segmenter's vocabulary and the stored label codes), ``sweep`` (the adaptive IQR threshold),
-``core`` (``dissect`` itself and the labelling), ``results`` (dataclasses and files).
+``sample_size`` (the warning for too few samples), ``core`` (``dissect`` itself and the
+labelling), ``results`` (dataclasses and files). The segmenter's domain check is
+``gandissect.domain``.
 """
 
 from gandissect.dissect.core import KEPT_QUANTILES, MODES, check_layers, check_settings, dissect
-from gandissect.dissect.latents import latents, z_dim_of
+from gandissect.dissect.latents import latents, sample_latents, z_dim_of
 from gandissect.dissect.maps import upsample
 from gandissect.dissect.results import (
     Dissection,
@@ -34,6 +36,7 @@ __all__ = [
     "check_settings",
     "dissect",
     "latents",
+    "sample_latents",
     "load_dissection",
     "load_layer_stats",
     "save_dissection",

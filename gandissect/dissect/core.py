@@ -31,18 +31,25 @@ from torch import nn
 from gandissect.dissect.engine import LayerCache, Runner, Sample
 from gandissect.dissect.identity import fingerprint, settings_key
 from gandissect.dissect.labels import ConceptTable, LabelStore
-from gandissect.dissect.latents import latents, z_dim_of
+from gandissect.dissect.latents import latent_law, latents, law_name, z_dim_of
 from gandissect.dissect.passes import FirstPass, IoUPass, SketchPass, SweepPass
 from gandissect.dissect.results import Dissection, LayerDissection, UnitScore
+from gandissect.dissect.sample_size import sample_size_warning
 from gandissect.dissect.shard import Shard
 from gandissect.dissect.sweep import CANDIDATES, candidate_grid
-from gandissect.errors import UserError
+from gandissect.domain import DOMAIN_IMAGES, DomainCheck, check_domain
+from gandissect.errors import UserError, caution
 from gandissect.fileio import FolderLock
 from gandissect.hooks import TraceDict, get_layer
 
-__all__ = ["dissect", "check_settings", "check_layers", "MODES", "KEPT_QUANTILES"]
+__all__ = ["dissect", "check_settings", "check_layers", "MODES", "KEPT_QUANTILES",
+           "QUANTILE_OVER", "DEFAULT_QUANTILE_OVER"]
 
 MODES = ("quantile", "iqr")
+# Where a unit's threshold quantile is taken: over the layer's cells, or over the maps
+# upsampled to the labels (GAN Dissection's reference code). Why the default: docs/results.md.
+QUANTILE_OVER = ("layer", "image")
+DEFAULT_QUANTILE_OVER = "layer"
 KEPT_QUANTILES = (0.01, 0.5, 0.99, 0.995)  # 0.99: the insertion value of interventions
 TOP_CONCEPTS = 5
 DEFAULT_MIN_IOU = {"quantile": 0.04, "iqr": 0.05}  # PNAS 2020 / ICLR 2019 adaptive mode
@@ -50,8 +57,15 @@ FORMAT = 1  # bump when cached statistics change meaning
 
 
 def check_settings(n: int, quantile: float, threshold: str = "quantile", top_k: int = 12,
-                   batch: int = 32, min_iou: float | None = None) -> None:
+                   batch: int = 32, min_iou: float | None = None,
+                   quantile_over: str = DEFAULT_QUANTILE_OVER) -> None:
     """Raise a ``UserError`` with a helpful message for any impossible setting."""
+    if quantile_over not in QUANTILE_OVER:
+        raise UserError(f"quantile_over must be one of {', '.join(QUANTILE_OVER)}, got "
+                        f"{quantile_over!r}")
+    if quantile_over == "image" and threshold == "iqr":
+        raise UserError("--quantile-over image sets the fixed threshold of --threshold "
+                        "quantile; --threshold iqr chooses its thresholds itself")
     if not isinstance(n, int) or n < 1:
         raise UserError(f"need at least one sample (n >= 1), got {n}")
     if not 0 < quantile < 1:
@@ -80,7 +94,7 @@ def _probe(generator: nn.Module, segmenter: Any, table: ConceptTable, layers: li
            z_dim: int, device: torch.device) -> tuple[dict[str, tuple[int, ...]], tuple]:
     """Run one sample end to end: check every output's shape before the long passes."""
     with torch.no_grad(), TraceDict(generator, layers) as traces:
-        images = generator(latents(0, [0], z_dim).to(device))
+        images = generator(latents(0, [0], z_dim, latent_law(generator)).to(device))
     shapes = {}
     for name, trace in traces.items():
         if trace.output.dim() != 4:
@@ -93,6 +107,17 @@ def _probe(generator: nn.Module, segmenter: Any, table: ConceptTable, layers: li
     with torch.no_grad():
         codes = table.stack(segmenter.segment(images))
     return shapes, tuple(codes.shape[1:])
+
+
+def _domain_check(generator: nn.Module, segmenter: Any, seed: int, n: int, batch: int,
+                  z_dim: int, device: torch.device, name: str | None) -> DomainCheck:
+    """The segmenter's domain check on the sample's first images."""
+    law = latent_law(generator)
+    with torch.no_grad():
+        images = torch.cat([generator(latents(seed, range(first, min(first + batch, n)), z_dim,
+                                              law).to(device))
+                            for first in range(0, min(n, DOMAIN_IMAGES), batch)])
+    return check_domain(segmenter, images, name)
 
 
 @contextmanager
@@ -163,6 +188,8 @@ def dissect(
     checkpoint_seconds: float = 30.0,
     on_batch: Callable[[str, int], None] | None = None,
     shard: Shard | None = None,
+    quantile_over: str = DEFAULT_QUANTILE_OVER,
+    segmenter_name: str | None = None,
 ) -> Dissection:
     """Dissect ``layers`` of ``generator`` over ``n`` latents of ``seed`` against ``segmenter``.
 
@@ -172,7 +199,11 @@ def dissect(
             names by code, code 0 "none") and ``categories``.
         layers: a layer name or several (dotted module names; their outputs ``(N, U, h, w)``).
         quantile: fixed-threshold mode: each unit's threshold is this quantile of its
-            activations over all pixels (at the layer's resolution) of all samples.
+            activations over all pixels of all samples, at the resolution ``quantile_over``
+            names: ``"layer"`` (the layer's cells) or ``"image"`` (the maps upsampled to the
+            labels, as the IoU sees them: about ``1 - quantile`` of image pixels active; the
+            layer's cells leave fewer, since upsampling smooths the peaks). Recorded in the
+            settings as ``quantile_resolution``.
         min_iou: a unit is interpretable when its best IoU exceeds this (default 0.04; 0.05 in
             adaptive mode, which also needs IQR > ``min_iqr``). Only relabels: cached
             statistics are reused when it changes.
@@ -187,12 +218,19 @@ def dissect(
         shard: this process's place in a sharded run (default ``Shard.current()``: the
             ``torch.distributed`` default group when one is initialised, else the only
             process). Every process gets the whole sample's result; write it from rank 0.
+        segmenter_name: how the user spelled the segmenter, for the domain warning.
+
+    Before the passes, the segmenter's domain is checked on the first samples
+    (``gandissect.domain``) and the sample size against the statistics
+    (``gandissect.dissect.sample_size``); each problem is a ``Caution`` warning (one line on
+    the command line) and a line of ``settings["warnings"]``; ``settings["domain"]`` holds the
+    domain check's figures and verdict.
 
     Memory does not grow with ``n``: activations are consumed batch by batch; label codes
-    (uint8) are stored on disk.
+    (uint8, or int16 beyond 256 codes a category) are stored on disk.
     """
     names = check_layers(generator, layers)
-    check_settings(n, quantile, threshold, top_k, batch, min_iou)
+    check_settings(n, quantile, threshold, top_k, batch, min_iou, quantile_over)
     shard = Shard.current() if shard is None else shard
     progress = progress and shard.rank == 0
     if candidates < 2:
@@ -212,7 +250,8 @@ def dissect(
         **identity, "layers": names, "n": n, "seed": seed, "threshold": threshold,
         "quantile": quantile, "min_iou": min_iou, "top_k": top_k,
         "categories": list(table.categories), "quantile_levels": levels,
-        "quantile_resolution": "layer", "upsampling": "bilinear",
+        "quantile_resolution": quantile_over, "upsampling": "bilinear",
+        "latent": law_name(generator),
     }
     if threshold == "iqr":
         selection_seed = seed + 1000 if selection_seed is None else selection_seed
@@ -222,18 +261,29 @@ def dissect(
         check_settings(selection_n, quantile)
         settings.update(selection_seed=selection_seed, selection_n=selection_n,
                         candidates=candidates, min_iqr=min_iqr)
+    cells = (label_shape[1] * label_shape[2] if quantile_over == "image"
+             else min(shapes[name][1] * shapes[name][2] for name in names))
+    domain = _domain_check(generator, segmenter, seed, n, batch, z_dim, runner.device,
+                           segmenter_name)
+    small = sample_size_warning(n, quantile if threshold == "quantile" else None, cells)
+    settings.update(domain=domain.to_json(),
+                    warnings=[line for line in (domain.warning(), small) if line])
+    if shard.rank == 0:
+        for line in settings["warnings"]:
+            caution(line)
     concept_category, n_categories = table.concept_category, len(table.categories)
 
     with _cache_root(cache_dir, shard) as root, ExitStack() as open_files:
         def sample(seed_: int, n_: int) -> Sample:
             key = settings_key({**identity, "seed": seed_, "n": n_, **shard.key()})
             ids = shard.ids(n_, batch)
-            store = LabelStore(root / f"labels-{key}", key, len(ids), label_shape)
+            store = LabelStore(root / f"labels-{key}", key, len(ids), label_shape, table.dtype)
             open_files.callback(store.close)
             return Sample(seed_, ids, store)
 
         layer_keys = {layer: {**identity, **shard.key(), "layer": layer, "n": n, "seed": seed,
                               "threshold": threshold, "quantile": quantile, "top_k": top_k,
+                              "quantile_over": quantile_over,
                               **{k: settings.get(k) for k in ("selection_seed", "selection_n",
                                                               "candidates")}}
                       for layer in names}
@@ -241,11 +291,13 @@ def dissect(
                   for layer, key in layer_keys.items()}
         main = sample(seed, n)
         later = "sweep" if threshold == "iqr" else "iou"
-        first = _run_pass(runner, "first", main, caches, lambda _: FirstPass(top_k),
+        image_size = label_shape[1:] if quantile_over == "image" else None
+        first = _run_pass(runner, "first", main, caches, lambda _: FirstPass(top_k, image_size),
                           fill_labels=any(c.done(later) < main.n for c in caches.values()),
                           shard=shard)
         if threshold == "quantile":
-            thresholds = {layer: first[layer].quantile.quantiles(quantile) for layer in names}
+            thresholds = {layer: first[layer].threshold_sketch().quantiles(quantile)
+                          for layer in names}
             second = _run_pass(runner, "iou", main, caches, lambda layer: IoUPass(
                 thresholds[layer], concept_category, n_categories), shard=shard)
             selection = None

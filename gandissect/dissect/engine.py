@@ -24,7 +24,7 @@ from torch import nn
 from tqdm import tqdm
 
 from gandissect.dissect.labels import ConceptTable, LabelStore
-from gandissect.dissect.latents import latents
+from gandissect.dissect.latents import latent_law, latents
 from gandissect.dissect.passes import Accumulator
 from gandissect.fileio import DamagedFile, load_state, save_state
 from gandissect.hooks import TraceDict
@@ -87,6 +87,7 @@ class Runner:
                  batch: int, progress: bool = True, checkpoint_seconds: float = 30.0,
                  on_batch: Callable[[str, int], None] | None = None) -> None:
         self.generator, self.segmenter, self.table = generator, segmenter, table
+        self.law = latent_law(generator)
         self.z_dim, self.batch = z_dim, batch
         self.progress, self.checkpoint_seconds, self.on_batch = (
             progress, checkpoint_seconds, on_batch)
@@ -137,7 +138,7 @@ class Runner:
                 segment = labelled < last  # labels of this batch not stored yet
                 if layers or segment:
                     ids = sample.ids[first:last]
-                    z = latents(sample.seed, ids, self.z_dim).to(self.device)
+                    z = latents(sample.seed, ids, self.z_dim, self.law).to(self.device)
                     acts, codes = self._forward(z, layers, segment)
                     if segment:
                         store.write(first, codes)

@@ -25,8 +25,9 @@ def _hash_tensor(digest, name: str, tensor: torch.Tensor) -> None:
 def fingerprint(model: Any) -> str:
     """A hash of what a model computes with: its class, its tensors and its concept names.
 
-    Uses ``state_dict()`` when the model has one (weights and buffers); a ``fingerprint``
-    attribute or method, when present, is mixed in (for plug-ins whose state lives elsewhere).
+    Uses ``state_dict()`` when the model has one (weights and buffers); a generator's latent law
+    other than the standard normal is mixed in, and so is a ``fingerprint`` attribute or method,
+    when present (for plug-ins whose state lives elsewhere).
     """
     digest = hashlib.blake2b(digest_size=16)
     kind = type(model)
@@ -42,6 +43,11 @@ def fingerprint(model: Any) -> str:
         value = getattr(model, attribute, None)
         if value is not None and not callable(value):
             digest.update(f"{attribute}={json.dumps(value, sort_keys=True, default=str)}".encode())
+    law = getattr(model, "sample_latent", None)
+    law = getattr(law, "__qualname__", "sample_latent") if callable(law) else getattr(
+        model, "latent", None)
+    if law not in (None, "normal"):  # the images of a sample depend on its latent's law
+        digest.update(f"latent={law}".encode())
     extra = getattr(model, "fingerprint", None)
     if extra is not None:
         digest.update(str(extra() if callable(extra) else extra).encode())

@@ -1,8 +1,9 @@
 """Concept labels: the segmenter's vocabulary, and a disk-backed store of label codes.
 
 Each generated image is segmented once, in the first pass; its label codes (uint8, one plane
-per category) go to a memory-mapped file so that later passes read them back instead of running
-the segmenter again, and memory does not grow with the number of samples.
+per category; int16 when a category has more than 256 codes) go to a file so that later passes
+read them back instead of running the segmenter again, and memory does not grow with the number
+of samples.
 """
 
 from __future__ import annotations
@@ -19,7 +20,9 @@ import torch
 from gandissect.errors import UserError
 from gandissect.fileio import write_json
 
-__all__ = ["ConceptTable", "LabelStore"]
+__all__ = ["MAX_CODES", "ConceptTable", "LabelStore"]
+
+MAX_CODES = 2 ** 15  # codes of a category (int16 storage)
 
 
 @dataclass(frozen=True)
@@ -44,9 +47,16 @@ class ConceptTable:
         for category, names in codes.items():
             if len(names) < 2:
                 raise UserError(f"category {category!r} has no concepts besides code 0")
-            if len(names) > 256:
-                raise UserError(f"category {category!r} has {len(names)} codes; at most 256")
+            if len(names) > MAX_CODES:
+                raise UserError(f"category {category!r} has {len(names)} codes; at most "
+                                f"{MAX_CODES}")
         return cls(categories, codes)
+
+    @property
+    def dtype(self) -> torch.dtype:
+        """The type label codes are stored in: uint8, or int16 when a category has more than
+        256 codes (e.g. the 336 objects of Unified Perceptual Parsing)."""
+        return torch.uint8 if max(map(len, self.codes.values())) <= 256 else torch.int16
 
     @property
     def names(self) -> list[str]:
@@ -63,7 +73,8 @@ class ConceptTable:
         return self.categories[int(self.concept_category[concept])]
 
     def stack(self, segmentation: dict[str, torch.Tensor]) -> torch.Tensor:
-        """``{category: (B, H, W) codes}`` -> ``(B, K, H, W)`` uint8, checking every code."""
+        """``{category: (B, H, W) codes}`` -> ``(B, K, H, W)`` codes of type ``dtype``,
+        checking every code."""
         planes = []
         for category in self.categories:
             if category not in segmentation:
@@ -76,7 +87,7 @@ class ConceptTable:
                                   or int(plane.max()) >= len(self.codes[category])):
                 raise UserError(f"labels of {category!r} hold codes outside "
                                 f"0..{len(self.codes[category]) - 1}")
-            planes.append(plane.to(torch.uint8))
+            planes.append(plane.to(self.dtype))
         shapes = {tuple(p.shape) for p in planes}
         if len(shapes) != 1:
             raise UserError(f"categories' label maps differ in shape: {sorted(shapes)}")
@@ -94,23 +105,27 @@ def _read_meta(path: Path) -> dict | None:
 
 
 class LabelStore:
-    """Label codes ``(n, K, H, W)`` uint8 in ``folder/labels.u8``; ``done`` samples are valid.
+    """Label codes ``(n, K, H, W)`` in ``folder/labels.u8`` (``dtype``, uint8 by default);
+    ``done`` samples are valid.
 
     Plain positioned reads and writes (not a memory map, whose touched pages would count as
     the process's memory); ``meta.json`` records the key the labels belong to and how many
     samples are written and flushed, so an interrupted run picks up where it stopped.
     """
 
-    def __init__(self, folder: Path, key: str, n: int, shape: tuple[int, int, int]) -> None:
+    def __init__(self, folder: Path, key: str, n: int, shape: tuple[int, int, int],
+                 dtype: torch.dtype = torch.uint8) -> None:
         self.folder = Path(folder)
-        self.key, self.n, self.shape = key, n, tuple(shape)
+        self.key, self.n, self.shape, self.dtype = key, n, tuple(shape), dtype
         self.folder.mkdir(parents=True, exist_ok=True)
-        self.sample_bytes = int(np.prod(self.shape))
+        self._numpy = torch.empty(0, dtype=dtype).numpy().dtype
+        self.sample_bytes = int(np.prod(self.shape)) * self._numpy.itemsize
         meta_path = self.folder / "meta.json"
         self.path = self.folder / "labels.u8"
         meta = _read_meta(meta_path)
         fresh = (meta is None or meta.get("key") != key
                  or tuple(meta.get("shape", ())) != self.shape or not self.path.is_file()
+                 or meta.get("dtype", "uint8") != self._numpy.name
                  or not isinstance(meta.get("done"), int))
         if fresh:
             with open(self.path, "wb") as stream:
@@ -122,12 +137,13 @@ class LabelStore:
 
     def _write_meta(self) -> None:
         write_json(self.folder / "meta.json",
-                   {"key": self.key, "n": self.n, "shape": list(self.shape), "done": self.done})
+                   {"key": self.key, "n": self.n, "shape": list(self.shape), "done": self.done,
+                    "dtype": self._numpy.name})
 
     def write(self, start: int, codes: torch.Tensor) -> None:
         """Store the codes of samples ``start ...`` (not yet marked done: see ``commit``)."""
         self._stream.seek(start * self.sample_bytes)
-        self._stream.write(codes.to(torch.uint8).cpu().contiguous().numpy().tobytes())
+        self._stream.write(codes.to(self.dtype).cpu().contiguous().numpy().tobytes())
 
     def commit(self, done: int) -> None:
         """Flush to disk and mark the first ``done`` samples valid."""
@@ -138,10 +154,10 @@ class LabelStore:
             self._write_meta()
 
     def read(self, start: int, stop: int) -> torch.Tensor:
-        """``(stop - start, K, H, W)`` uint8 codes."""
+        """``(stop - start, K, H, W)`` codes."""
         self._stream.seek(start * self.sample_bytes)
         data = self._stream.read((stop - start) * self.sample_bytes)
-        codes = np.frombuffer(data, dtype=np.uint8).reshape(stop - start, *self.shape)
+        codes = np.frombuffer(data, dtype=self._numpy).reshape(stop - start, *self.shape)
         return torch.from_numpy(codes.copy())
 
     def close(self) -> None:

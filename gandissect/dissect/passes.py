@@ -22,6 +22,9 @@ __all__ = ["Accumulator", "FirstPass", "SketchPass", "IoUPass", "SweepPass"]
 
 # Images upsampled at once in the adaptive pass: bounds its (images, units, H, W) temporaries.
 _SWEEP_IMAGES = 4
+# Upsampled values sketched at once for the image-level quantile (64 MB of float32): enough
+# that 256 units of 64 x 64 maps reach the sketch's flush size without being pooled first.
+_IMAGE_VALUES = 1 << 24
 
 
 class Accumulator(ABC):
@@ -47,16 +50,31 @@ class Accumulator(ABC):
 
 
 class FirstPass(Accumulator):
-    """Per-unit quantile sketch, top images by spatial maximum, and the mean activation map."""
+    """Per-unit quantile sketch, top images by spatial maximum, and the mean activation map.
 
-    def __init__(self, top_k: int) -> None:
+    With an ``image_size``, a second sketch ``image_quantile`` takes the maps upsampled
+    (bilinear) to that size, every image pixel an observation: the thresholds of
+    ``quantile_over="image"`` come from it. ``quantile`` stays at the layer's resolution (the
+    insertion values of interventions are layer values).
+    """
+
+    def __init__(self, top_k: int, image_size: tuple[int, int] | None = None) -> None:
         self.quantile = Quantile()
+        self.image_size = None if image_size is None else tuple(image_size)
+        self.image_quantile = None if image_size is None else Quantile()
         self.top = TopK(top_k)
         self.sums: torch.Tensor | None = None  # (U, h, w) float64
         self.images = 0
 
     def add(self, acts, ids, labels) -> None:
         self.quantile.add_maps(acts)
+        if self.image_quantile is not None:
+            height, width = self.image_size
+            step = max(1, _IMAGE_VALUES // (acts.shape[1] * height * width))
+            for start in range(0, acts.shape[0], step):
+                # units first, so that each unit's upsampled values come out contiguous
+                maps = upsample(acts[start:start + step].transpose(0, 1), self.image_size)
+                self.image_quantile.add(maps.reshape(acts.shape[1], -1).t())
         self.top.add(acts.amax((2, 3)), ids)
         batch_sum = acts.double().sum(0)
         self.sums = batch_sum if self.sums is None else self.sums + batch_sum
@@ -66,16 +84,27 @@ class FirstPass(Accumulator):
         return (self.sums / max(self.images, 1)).float().cpu()
 
     def state_dict(self) -> dict[str, Any]:
-        return {"quantile": self.quantile.state_dict(), "top": self.top.state_dict(),
-                "sums": None if self.sums is None else self.sums.cpu(), "images": self.images}
+        state = {"quantile": self.quantile.state_dict(), "top": self.top.state_dict(),
+                 "sums": None if self.sums is None else self.sums.cpu(), "images": self.images}
+        if self.image_quantile is not None:
+            state["image_quantile"] = self.image_quantile.state_dict()
+        return state
 
     def load_state_dict(self, state) -> None:
         self.quantile.load_state_dict(state["quantile"])
+        if self.image_quantile is not None:
+            self.image_quantile.load_state_dict(state["image_quantile"])
         self.top.load_state_dict(state["top"])
         self.sums, self.images = state["sums"], state["images"]
 
+    def threshold_sketch(self) -> Quantile:
+        """The sketch the fixed thresholds come from: image-level when there is one."""
+        return self.quantile if self.image_quantile is None else self.image_quantile
+
     def merge(self, other: FirstPass) -> None:
         self.quantile.merge(other.quantile)
+        if self.image_quantile is not None:
+            self.image_quantile.merge(other.image_quantile)
         self.top.merge(other.top)
         if other.sums is not None:
             sums = other.sums.to(self.sums.device) if self.sums is not None else other.sums

@@ -19,7 +19,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from gandissect.errors import UserError
+from gandissect.errors import UserError, caution
 from gandissect.fileio import DamagedFile, load_state, save_state, write_json
 
 __all__ = [
@@ -88,6 +88,18 @@ class Dissection:
         raise KeyError(f"no layer {name!r} in this dissection; it has "
                        f"{[layer.layer for layer in self.layers]}")
 
+    @property
+    def quantile_over(self) -> str:
+        """Where the threshold quantile was taken, ``"layer"`` or ``"image"`` (recorded as
+        ``quantile_resolution``; files written before the choice existed used ``"layer"``)."""
+        return self.settings.get("quantile_resolution", "layer")
+
+    @property
+    def warnings(self) -> list[str]:
+        """What the run warned about (an out-of-domain segmenter, a small probe set), one line
+        each; empty for files written before warnings were recorded."""
+        return list(self.settings.get("warnings", []))
+
     def to_json(self) -> dict[str, Any]:
         return {"settings": self.settings, "layers": [layer.to_json() for layer in self.layers]}
 
@@ -118,7 +130,10 @@ def save_dissection(dissection: Dissection, folder: str | Path) -> Path:
 
 
 def load_dissection(folder: str | Path, stats: bool = False) -> Dissection:
-    """Read a dissection written by ``save_dissection`` (with the statistics if ``stats``)."""
+    """Read a dissection written by ``save_dissection`` (with the statistics if ``stats``).
+
+    The warnings its run recorded (an out-of-domain segmenter, too few samples) are raised
+    again as ``Caution`` warnings: whatever uses the dissection inherits them."""
     folder = Path(folder)
     path = folder / "dissect.json"
     if not path.is_file():
@@ -131,6 +146,8 @@ def load_dissection(folder: str | Path, stats: bool = False) -> Dissection:
     if stats:
         for layer in dissection.layers:
             layer.stats = load_layer_stats(folder, layer.layer)
+    for line in dissection.warnings:
+        caution(line)
     return dissection
 
 

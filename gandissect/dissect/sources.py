@@ -14,17 +14,19 @@ from typing import Any
 from torch import nn
 
 from gandissect.dissect import Dissection, dissect, load_dissection, save_dissection
+from gandissect.dissect.core import DEFAULT_QUANTILE_OVER
 from gandissect.dissect.identity import fingerprint, settings_key
 from gandissect.errors import UserError
 from gandissect.models.registry import shipped_dissection_dir
 
-__all__ = ["check_dissection", "open_dissection", "shipped_dissection"]
+__all__ = ["check_dissection", "open_dissection", "read_dissection", "shipped_dissection"]
 
 
 def check_dissection(dissection: Dissection, generator: nn.Module, segmenter: Any, layer: str,
-                     where: str) -> None:
+                     where: str, rank: bool = True) -> None:
     """Raise a ``UserError`` with what to do when ``dissection`` (read from ``where``) was not
-    made for this generator, segmenter and layer, or cannot rank units."""
+    made for this generator, segmenter (None: not checked) and layer, or, with ``rank``, cannot
+    rank units by IoU."""
     settings = dissection.settings
     if settings.get("kind") == "netdissect":
         raise UserError(f"{where} holds a classifier's dissection (gandissect netdissect), not "
@@ -34,25 +36,29 @@ def check_dissection(dissection: Dissection, generator: nn.Module, segmenter: An
         raise UserError(f"the dissection in {where} was computed for another generator (its "
                         f"weights differ from the generator loaded); {redo} using the same "
                         "--generator, or leave out --dissection to compute one here")
-    if settings.get("segmenter") != fingerprint(segmenter):
+    if segmenter is not None and settings.get("segmenter") != fingerprint(segmenter):
         raise UserError(f"the dissection in {where} was labelled by another segmenter; {redo} "
                         "using the same --segmenter")
     names = [entry.layer for entry in dissection.layers]
     if layer not in names:
         raise UserError(f"the dissection in {where} has no layer {layer!r} (it has "
-                        f"{', '.join(names)}); start the app with --layer {names[0]}")
-    if "iou" not in dissection.layer(layer).stats:
-        raise UserError(f"the dissection in {where} used --threshold iqr; brushes rank units "
-                        "by the fixed-threshold IoU: dissect with --threshold quantile")
+                        f"{', '.join(names)}); use --layer {names[0]}, or dissect this layer "
+                        f"with `gandissect dissect --layer {layer}`")
+    if rank and "iou" not in dissection.layer(layer).stats:
+        raise UserError(f"the dissection in {where} used --threshold iqr; units are ranked by "
+                        "the fixed-threshold IoU: dissect with --threshold quantile")
 
 
-def _read(folder: Path, generator: nn.Module, segmenter: Any, layer: str) -> Dissection:
+def read_dissection(folder: str | Path, generator: nn.Module, segmenter: Any,
+                    layer: str, rank: bool = True) -> Dissection:
+    """The dissection in ``folder``, with its statistics, checked by ``check_dissection``."""
+    folder = Path(folder)
     try:
         result = load_dissection(folder, stats=True)
     except (KeyError, TypeError) as error:
         raise UserError(f"{folder}/dissect.json is not a gandissect dissection ({error})") \
             from None
-    check_dissection(result, generator, segmenter, layer, str(folder))
+    check_dissection(result, generator, segmenter, layer, str(folder), rank)
     return result
 
 
@@ -69,12 +75,12 @@ def open_dissection(generator: nn.Module, segmenter: Any, layer: str, *,
     ``progress``), resumably, and cache it under ``cache_dir``.
     """
     if folder is not None:
-        return (_read(Path(folder), generator, segmenter, layer), f"read from {folder}",
+        return (read_dissection(folder, generator, segmenter, layer), f"read from {folder}",
                 Path(folder))
     shipped_dir = shipped_dissection_dir()
     if shipped and (shipped_dir / "dissect.json").is_file():
         try:
-            return (_read(shipped_dir, generator, segmenter, layer),
+            return (read_dissection(shipped_dir, generator, segmenter, layer),
                     "shipped with the generator", shipped_dir)
         except UserError:
             pass  # shipped for other weights (e.g. a retrained generator): compute below
@@ -93,8 +99,8 @@ def open_dissection(generator: nn.Module, segmenter: Any, layer: str, *,
 def shipped_dissection(generator: nn.Module, segmenter: Any, layer: str, samples: int,
                        seed: int) -> Dissection | None:
     """The dissection shipped with the generator when it is exactly the one ``dissect`` would
-    compute here (same models, ``layer``, sample count and seed, fixed 0.99 threshold), with
-    its statistics; else None."""
+    compute here (same models, ``layer``, sample count and seed, fixed 0.99 threshold taken
+    where ``dissect`` takes it by default), with its statistics; else None."""
     folder = shipped_dissection_dir()
     if not (folder / "dissect.json").is_file():
         return None
@@ -104,5 +110,6 @@ def shipped_dissection(generator: nn.Module, segmenter: Any, layer: str, samples
             and settings.get("segmenter") == fingerprint(segmenter)
             and settings.get("n") == samples and settings.get("seed") == seed
             and settings.get("threshold") == "quantile" and settings.get("quantile") == 0.99
+            and result.quantile_over == DEFAULT_QUANTILE_OVER
             and layer in [entry.layer for entry in result.layers])
     return result if same else None

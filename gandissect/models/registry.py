@@ -144,6 +144,13 @@ def load_weights_file(path: str | Path, device: str | torch.device = "cpu",
     return model.to(device).eval()
 
 
+def architecture_kind(path: str | Path) -> str | None:
+    """The kind of model (generator, segmenter, classifier) a project weights file holds, from
+    its config; None when the config names no architecture this project builds."""
+    name = read_weights(path)[1].get("architecture")
+    return next((kind for kind, names in _KINDS.items() if name in names), None)
+
+
 def _load(kind: str, name: str, device) -> nn.Module:
     if name not in SHIPPED:
         raise UserError(f"unknown {kind} {name!r}; shipped: {', '.join(SHIPPED)} (user models: "

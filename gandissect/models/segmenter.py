@@ -9,7 +9,12 @@ Layout (state-dict names): ``encoder{i}`` blocks at 64, 32, 16, 8 px (two 3x3 co
 BatchNorm + ReLU each, 2x2 max pooling between them), ``decoder{i}`` blocks that upsample
 (bilinear), concatenate the encoder's skip features of the same resolution and apply two convs,
 down to full resolution, then ``heads.{category}``.
-Images are float (N, 3, H, W) in [-1, 1]; H and W divisible by 8.
+Images are float (N, 3, H, W) in [-1, 1] of any size: a side that the pooling does not divide
+(8 for the four shipped levels) is padded by repeating the border pixels, and the labels are
+cropped back to the image.
+
+``probabilities`` (and ``log_probabilities``) give the learned categories' per-pixel
+probabilities, differentiable in the images, as causal learning needs them.
 """
 
 from __future__ import annotations
@@ -72,6 +77,12 @@ class Segmenter(nn.Module):
 
     def forward(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
         """(N, 3, H, W) images in [-1, 1] -> {category: (N, classes, H, W) logits}."""
+        height, width = images.shape[-2:]
+        step = 2 ** (len(self.channels) - 1)
+        pad_h, pad_w = -height % step, -width % step
+        if pad_h or pad_w:
+            padded = F.pad(images, (0, pad_w, 0, pad_h), mode="replicate")
+            return {c: logits[..., :height, :width] for c, logits in self(padded).items()}
         skips = []
         x = images
         for i in range(len(self.channels)):
@@ -83,6 +94,14 @@ class Segmenter(nn.Module):
             x = F.interpolate(x, scale_factor=2, mode="bilinear", align_corners=False)
             x = getattr(self, f"decoder{i + 1}")(torch.cat([x, skips[i]], 1))
         return {category: head(x) for category, head in self.heads.items()}
+
+    def probabilities(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
+        """{learned category: (N, codes, H, W) per-pixel probabilities}, differentiable."""
+        return {category: F.softmax(logits, 1) for category, logits in self(images).items()}
+
+    def log_probabilities(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Their logarithms (``log_softmax``: exact where the probabilities underflow)."""
+        return {category: F.log_softmax(logits, 1) for category, logits in self(images).items()}
 
     @torch.no_grad()
     def segment(self, images: torch.Tensor) -> dict[str, torch.Tensor]:

@@ -2,10 +2,17 @@
 
     sceneworld                 a shipped model (``gandissect.models.registry``)
     FILE.safetensors           weights written by this project (their config rebuilds them)
+    dcgan:PATH                 a DCGAN of PyTorch's DCGAN code (pytorch/examples, the tutorial)
+    nvidia:PATH                NVIDIA's StyleGAN2-ADA / StyleGAN3 network pickle (.pkl, G_ema)
     proggan:PATH               a GAN Dissection ProGAN checkpoint (.pth, .pt or .safetensors)
     stylegan2:PATH             a StyleGAN2 checkpoint of rosinality's stylegan2-pytorch (.pt)
     torchscript:PATH           a TorchScript generator (``torch.jit.save``)
-    torchvision:ARCH           a torchvision classifier; its weights from ``weights=PATH``
+    torchvision:ARCH           a torchvision classifier; its weights from ``weights=PATH``;
+                               as a segmenter, a torchvision segmentation model (FCN, DeepLabV3,
+                               LR-ASPP) with ``weights=PATH``
+    upp:DIR                    GAN Dissection's Unified Perceptual Parsing segmenter folder
+    semseg:DIR                 a CSAIL ADE20K scene-parsing model folder (encoder, decoder, YAML)
+    hf:NAME_OR_DIR             a Hugging Face transformers segmenter (save_pretrained folder)
     package.module:factory     a function returning the model, imported with importlib
 
 ``resolve_generator``, ``resolve_classifier`` and ``resolve_segmenter`` check what they return
@@ -33,7 +40,10 @@ from gandissect.models import registry
 from gandissect.models import spellings as names
 from gandissect.models.inputs import Preprocess, preprocess_for
 from gandissect.models.loaders.classifiers import torchvision_classifier
+from gandissect.models.loaders.dcgan import load_dcgan
 from gandissect.models.loaders.files import existing_file, fit_state_dict, read_state_dict
+from gandissect.models.loaders.huggingface import load_hf_segmenter
+from gandissect.models.loaders.nvidia import nvidia_generator
 from gandissect.models.loaders.plugins import (
     check_generator,
     import_factory,
@@ -42,17 +52,26 @@ from gandissect.models.loaders.plugins import (
     scripted_generator,
 )
 from gandissect.models.loaders.proggan import load_proggan
+from gandissect.models.loaders.segmenters import (
+    load_semseg,
+    load_torchvision_segmenter,
+    load_upp,
+)
 from gandissect.models.loaders.stylegan2 import load_stylegan2
 
 __all__ = [
     "CLASSIFIER_SCHEMES",
     "GENERATOR_SCHEMES",
     "SEGMENTER_SCHEMES",
+    "SEGMENTER_WEIGHTS",
     "check_segmenter",
+    "configure_generator",
     "resolve_classifier",
     "resolve_classifier_and_preprocess",
     "resolve_generator",
     "resolve_segmenter",
+    "set_class",
+    "set_latent",
     "set_truncation",
     "spellings",
 ]
@@ -78,7 +97,14 @@ def _torchscript(target: str, device: Device, z_dim: int | None) -> nn.Module:
     return scripted_generator(load_torchscript(target, device), z_dim)
 
 
+def _dcgan(target: str, device: Device, z_dim: int | None) -> nn.Module:
+    return check_generator(load_dcgan(target, device), z_dim, check_range=False,
+                           name=f"dcgan:{target}")
+
+
 GENERATOR_SCHEMES: dict[str, GeneratorLoader] = {
+    "dcgan": _dcgan,
+    "nvidia": nvidia_generator,  # checked on a latent there (conditional models need a class)
     "proggan": _proggan,
     "stylegan2": _stylegan2,
     "torchscript": _torchscript,
@@ -86,7 +112,13 @@ GENERATOR_SCHEMES: dict[str, GeneratorLoader] = {
 CLASSIFIER_SCHEMES: dict[str, ClassifierLoader] = {
     "torchvision": torchvision_classifier,
 }
-SEGMENTER_SCHEMES: dict[str, SegmenterLoader] = {}
+SEGMENTER_SCHEMES: dict[str, SegmenterLoader] = {
+    "hf": load_hf_segmenter,
+    "upp": load_upp,
+    "semseg": load_semseg,
+    "torchvision": load_torchvision_segmenter,
+}
+SEGMENTER_WEIGHTS = ("torchvision",)  # segmenter schemes whose loader takes ``weights=PATH``
 _TABLES = {"generator": GENERATOR_SCHEMES, "classifier": CLASSIFIER_SCHEMES,
            "segmenter": SEGMENTER_SCHEMES}
 
@@ -142,12 +174,56 @@ def set_truncation(generator: nn.Module, psi: float | None) -> nn.Module:
     if psi is None:
         return generator
     if not hasattr(generator, "truncation"):
-        raise UserError(f"--truncation applies to style-based generators (stylegan2:PATH); "
-                        f"{type(generator).__name__} samples z directly")
+        raise UserError("--truncation applies to style-based generators (stylegan2:PATH, "
+                        f"nvidia:PATH); {type(generator).__name__} samples z directly")
     if not 0 <= psi <= 1:
         raise UserError(f"truncation psi must lie in [0, 1], got {psi}")
     generator.truncation = float(psi)
     return generator
+
+
+def set_latent(generator: nn.Module, law: str | None) -> nn.Module:
+    """Set the law a generator's latents are drawn from: ``"normal"`` (standard normal, the
+    default) or ``"uniform"`` (on [-1, 1], as much DCGAN code samples); None leaves it. A
+    generator with its own ``sample_latent`` method keeps it, and asking for another law is an
+    error."""
+    if law is None:
+        return generator
+    from gandissect.dissect.latents import LAWS
+
+    if law not in LAWS:
+        raise UserError(f"unknown latent law {law!r}; use one of {', '.join(LAWS)}")
+    if callable(getattr(generator, "sample_latent", None)):
+        raise UserError(f"{type(generator).__name__} samples its own latents (sample_latent); "
+                        "leave --latent out")
+    generator.latent = law
+    return generator
+
+
+def set_class(generator: nn.Module, index: int | None) -> nn.Module:
+    """Choose the class a class-conditional generator draws (``n_classes`` classes, its
+    ``class_index`` attribute); None leaves it. A generator without classes refuses one, and a
+    conditional one with no class chosen says to choose one."""
+    classes = getattr(generator, "n_classes", 0) or 0
+    if index is None:
+        if classes and getattr(generator, "class_index", None) is None:
+            raise UserError(f"this generator is class-conditional ({classes} classes): pass "
+                            f"--class K with K in 0..{classes - 1}")
+        return generator
+    if not classes:
+        raise UserError(f"--class applies to class-conditional generators; "
+                        f"{type(generator).__name__} has no classes")
+    if not 0 <= index < classes:
+        raise UserError(f"--class must lie in 0..{classes - 1}, got {index}")
+    generator.class_index = int(index)
+    return generator
+
+
+def configure_generator(generator: nn.Module, truncation: float | None = None,
+                        latent: str | None = None, class_index: int | None = None) -> nn.Module:
+    """``set_truncation``, ``set_latent`` and ``set_class`` in one call, as every command
+    that samples a generator applies its options."""
+    return set_class(set_latent(set_truncation(generator, truncation), latent), class_index)
 
 
 def resolve_classifier(spec: str, weights: str | Path | None = None,
@@ -198,18 +274,32 @@ def check_segmenter(segmenter: Any, name: str) -> Any:
     return segmenter
 
 
-def resolve_segmenter(spec: str, device: Device = "cpu") -> Any:
-    """The segmenter ``spec`` names, checked for the segmenter interface."""
+def resolve_segmenter(spec: str, device: Device = "cpu",
+                      weights: str | Path | None = None) -> Any:
+    """The segmenter ``spec`` names, checked for the segmenter interface; ``weights`` (a state
+    dict file) for a ``torchvision:ARCH`` or plug-in segmenter, which are architectures."""
     found = _scheme(spec, SEGMENTER_SCHEMES)
+    if weights is not None and not (found and found[0] in SEGMENTER_WEIGHTS) \
+            and (found or not is_factory_spec(spec)):
+        raise UserError(f"segmenter weights apply to torchvision:ARCH and plug-in segmenters, "
+                        f"not {spec!r} (its files hold its weights)")
     if found:
         scheme, target = found
-        return check_segmenter(SEGMENTER_SCHEMES[scheme](target, device), spec)
+        loader = SEGMENTER_SCHEMES[scheme]
+        segmenter = (loader(target, device, weights=weights) if scheme in SEGMENTER_WEIGHTS
+                     else loader(target, device))
+        return check_segmenter(segmenter, spec)
     if spec in names.SHIPPED:
         return registry.load_segmenter(spec, device)
     if spec.endswith(".safetensors"):
         return check_segmenter(_project_file(spec, device, "segmenter"), spec)
     if is_factory_spec(spec):
         segmenter = _plugin(spec, "segmenter")
+        if weights is not None:
+            if not isinstance(segmenter, nn.Module):
+                raise UserError(f"{spec} is no torch.nn.Module: segmenter weights cannot be "
+                                "loaded into it")
+            fit_state_dict(segmenter, read_state_dict(weights), str(weights))
         if isinstance(segmenter, nn.Module):
             segmenter = segmenter.to(device)
         return check_segmenter(segmenter, spec)

@@ -18,12 +18,13 @@ SHIPPED = ("sceneworld",)  # names of the shipped models
 
 # kind of model -> the schemes ``gandissect.models.specs`` has loaders for
 SCHEMES = {
-    "generator": ("proggan", "stylegan2", "torchscript"),
+    "generator": ("dcgan", "nvidia", "proggan", "stylegan2", "torchscript"),
     "classifier": ("torchvision",),
-    "segmenter": (),
+    "segmenter": ("hf", "upp", "semseg", "torchvision"),
 }
 
-_TARGET = {"torchvision": "ARCH"}  # what follows the colon, when not a PATH
+# what follows the colon, when not a PATH
+_TARGET = {"torchvision": "ARCH", "hf": "NAME_OR_DIR", "upp": "DIR", "semseg": "DIR"}
 
 
 def target(scheme: str) -> str:

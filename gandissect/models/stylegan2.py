@@ -16,13 +16,17 @@ the image with these children, in the order they run::
 
 Every ``layerK`` is a ``StyledConv`` whose output ``(N, units, h, w)`` is what forward hooks see
 and what the next layer and the resolution's to-RGB read, so editing it changes the image.
+Each ``layerK`` and to-RGB also has a style layer ``layerK.style`` / ``to_rgb_RxR.style``
+(``stylespace.StyleChannels``): its input scaled by the styles, ``x * s``, whose units are the
+style channels (StyleSpace), with the units and size of the layer's input.
 All layers get the same ``w`` (no style mixing), and the noise is the fixed maps stored with the
 weights, so an image depends on its ``z`` only.
 
-A StyledConv: style ``s = A(w)`` (equalised linear, bias initialised to 1), weight
-``W * s / sqrt(fan_in)`` demodulated to unit norm per output unit (eps 1e-8), a 3x3 convolution
-(or, for the first layer of a resolution, a stride-2 transposed convolution followed by a
-[1, 3, 3, 1] blur with gain 4), plus ``noise_weight * noise``, then
+A StyledConv: style ``s = A(w)`` (equalised linear, bias initialised to 1), a 3x3 convolution
+of ``x * s`` with ``W / sqrt(fan_in)`` (or, for the first layer of a resolution, a stride-2
+transposed convolution followed by a [1, 3, 3, 1] blur with gain 4), demodulated: each output
+unit divided by ``sqrt(sum_ik (W_oik s_i)^2 / fan_in + 1e-8)`` (the same as modulating and
+demodulating the weights per sample), plus ``noise_weight * noise``, then
 ``leaky_relu(x + b, 0.2) * sqrt 2``. A to-RGB: a modulated 1x1 convolution without
 demodulation, plus a bias, plus the previous RGB upsampled (zero insertion, then the blur).
 Parameter and buffer names follow rosinality's ``stylegan2-pytorch`` inside each block;
@@ -38,8 +42,9 @@ from torch import nn
 from torch.nn import functional as F
 
 from gandissect.errors import UserError
+from gandissect.models.stylespace import StyleChannels, carried_styles
 
-__all__ = ["StyleGAN2Generator", "StyledConv", "ToRGB", "stylegan2_channels"]
+__all__ = ["StyleGAN2Generator", "StyledConv", "ToRGB", "class_one_hot", "stylegan2_channels"]
 
 SQRT2 = math.sqrt(2)
 
@@ -52,10 +57,17 @@ def stylegan2_channels(resolution: int, channel_multiplier: int = 2) -> list[int
 
 
 class PixelNorm(nn.Module):
-    """Normalise each latent to unit root-mean-square."""
+    """Normalise each latent to unit root-mean-square; with ``split``, its first ``split``
+    values (z) and the rest (an embedded class) each on their own."""
+
+    def __init__(self, split: int | None = None) -> None:
+        super().__init__()
+        self.split = split
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x * torch.rsqrt(x.pow(2).mean(1, keepdim=True) + 1e-8)
+        parts = [x] if self.split is None else [x[:, :self.split], x[:, self.split:]]
+        parts = [part * torch.rsqrt(part.pow(2).mean(1, keepdim=True) + 1e-8) for part in parts]
+        return parts[0] if len(parts) == 1 else torch.cat(parts, 1)
 
 
 class EqualLinear(nn.Module):
@@ -110,8 +122,13 @@ class Upsample(Blur):
 
 
 class ModulatedConv2d(nn.Module):
-    """A convolution whose weights each sample's style scales per input unit; demodulated
-    (unit norm per output unit) in the StyledConvs, not in the to-RGBs."""
+    """A convolution of its input scaled by each sample's style per input unit, ``conv(x * s,
+    W)``; demodulated (unit norm per output unit) in the StyledConvs, not in the to-RGBs.
+
+    The product ``x * s`` is formed by the ``style`` module passed in (the owning layer's
+    ``StyleChannels``, whose hooks see and may replace it), and the demodulation uses the
+    style it carries (``stylespace.carried_styles``): ``s`` itself unless an edit changed it.
+    """
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size: int, style_dim: int,
                  demodulate: bool = True, upsample: bool = False, blur_size: int = 4) -> None:
@@ -125,21 +142,24 @@ class ModulatedConv2d(nn.Module):
             p = blur_size - 2 - (kernel_size - 1)
             self.blur = Blur(blur_size, ((p + 1) // 2 + 1, p // 2 + 1), gain=4.0)
 
-    def forward(self, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
-        n, c, h, width = x.shape
-        _, out, _, k, _ = self.weight.shape
-        style = self.modulation(w)
-        weight = self.scale * self.weight * style[:, None, :, None, None]  # (N, out, in, k, k)
-        if self.demodulate:
-            norm = torch.rsqrt(weight.pow(2).sum((2, 3, 4)) + 1e-8)
-            weight = weight * norm[..., None, None, None]
-        x = x.reshape(1, n * c, h, width)  # one group per sample: its own weights
-        if self.upsample:
-            weight = weight.transpose(1, 2).reshape(n * c, out, k, k)
-            x = F.conv_transpose2d(x, weight, stride=2, groups=n)
-            return self.blur(x.reshape(n, out, *x.shape[2:]))
-        x = F.conv2d(x, weight.reshape(n * out, c, k, k), padding=k // 2, groups=n)
-        return x.reshape(n, out, *x.shape[2:])
+    def forward(self, x: torch.Tensor, w: torch.Tensor,
+                style: nn.Module | None = None) -> torch.Tensor:
+        """``(x (N, in, h, w), w (N, style_dim)) -> (N, out, h', w')``; ``style``: the module
+        that forms ``x * s`` (None: the plain product, untraceable)."""
+        styles = self.modulation(w)  # (N, in)
+        modulated = (style(x, styles) if style is not None
+                     else x * styles[:, :, None, None].to(x.dtype))
+        weight = (self.scale * self.weight[0]).to(modulated.dtype)  # (out, in, k, k)
+        if self.upsample:  # the same weights for every sample: one ordinary convolution
+            out = self.blur(F.conv_transpose2d(modulated, weight.transpose(0, 1), stride=2))
+        else:
+            out = F.conv2d(modulated, weight, padding=weight.shape[-1] // 2)
+        if self.demodulate:  # |W s| per output unit: sum_i s_i^2 sum_k W_oik^2
+            carried = styles if style is None else carried_styles(x, modulated, styles)
+            carried = carried.to(weight.dtype)
+            norm = torch.rsqrt(carried.pow(2) @ weight.pow(2).sum((2, 3)).T + 1e-8)
+            out = out * norm[:, :, None, None]
+        return out
 
 
 class NoiseInjection(nn.Module):
@@ -155,46 +175,57 @@ class NoiseInjection(nn.Module):
 
 
 class BiasLeakyReLU(nn.Module):
-    """``leaky_relu(x + b, 0.2) * sqrt 2`` with a bias per unit."""
+    """``leaky_relu(x + b, 0.2) * sqrt 2`` with a bias per unit, clamped to +-``clamp``
+    when set (NVIDIA's ``conv_clamp``)."""
 
-    def __init__(self, channels: int) -> None:
+    def __init__(self, channels: int, clamp: float | None = None) -> None:
         super().__init__()
         self.bias = nn.Parameter(torch.zeros(channels))
+        self.clamp = clamp
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.leaky_relu(x + self.bias.view(1, -1, 1, 1), 0.2) * SQRT2
+        x = F.leaky_relu(x + self.bias.view(1, -1, 1, 1), 0.2) * SQRT2
+        return x if self.clamp is None else x.clamp(-self.clamp, self.clamp)
 
 
 class StyledConv(nn.Module):
     """One synthesis layer (see the module docstring): ``(x, w) -> (N, units, h, w)``."""
 
     def __init__(self, in_channels: int, out_channels: int, style_dim: int, size: int,
-                 upsample: bool = False, blur_size: int = 4) -> None:
+                 upsample: bool = False, blur_size: int = 4,
+                 conv_clamp: float | None = None) -> None:
         super().__init__()
         self.conv = ModulatedConv2d(in_channels, out_channels, 3, style_dim,
                                     upsample=upsample, blur_size=blur_size)
+        self.style = StyleChannels()
         self.noise = NoiseInjection(size)
-        self.activate = BiasLeakyReLU(out_channels)
+        self.activate = BiasLeakyReLU(out_channels, conv_clamp)
 
     def forward(self, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
-        return self.activate(self.noise(self.conv(x, w)))
+        return self.activate(self.noise(self.conv(x, w, self.style)))
 
 
 class ToRGB(nn.Module):
-    """``(x, w, rgb so far) -> RGB``: a modulated 1x1 conv plus a bias, plus the previous RGB
-    upsampled (absent for the first one)."""
+    """``(x, w, rgb so far) -> RGB``: a modulated 1x1 conv plus a bias (clamped to
+    +-``conv_clamp`` when set), plus the previous RGB upsampled (absent for the first one);
+    ``img_channels`` 1 for grey generators."""
 
     def __init__(self, in_channels: int, style_dim: int, upsample: bool = True,
-                 blur_size: int = 4) -> None:
+                 blur_size: int = 4, conv_clamp: float | None = None,
+                 img_channels: int = 3) -> None:
         super().__init__()
         if upsample:
             self.upsample = Upsample(blur_size)
-        self.conv = ModulatedConv2d(in_channels, 3, 1, style_dim, demodulate=False)
-        self.bias = nn.Parameter(torch.zeros(1, 3, 1, 1))
+        self.conv = ModulatedConv2d(in_channels, img_channels, 1, style_dim, demodulate=False)
+        self.style = StyleChannels()
+        self.bias = nn.Parameter(torch.zeros(1, img_channels, 1, 1))
+        self.clamp = conv_clamp
 
     def forward(self, x: torch.Tensor, w: torch.Tensor,
                 rgb: torch.Tensor | None = None) -> torch.Tensor:
-        out = self.conv(x, w) + self.bias
+        out = self.conv(x, w, self.style) + self.bias
+        if self.clamp is not None:
+            out = out.clamp(-self.clamp, self.clamp)
         return out if rgb is None else out + self.upsample(rgb)
 
 
@@ -215,43 +246,74 @@ class StyleGAN2Generator(nn.Module):
     ``channels`` lists the units at 4x4, 8x8, ... up to the output resolution (one layer at 4x4,
     two per resolution after it). ``truncation`` (psi, default 1: none) pulls each ``w``
     towards ``w_avg``: ``w_avg + psi * (w - w_avg)``.
+
+    Options of NVIDIA's StyleGAN2-ADA models: ``z_dim`` (default ``style_dim``); ``c_dim``
+    classes (a class-conditional model: ``n_classes``, and ``class_index`` chooses the class,
+    its one-hot vector embedded by ``embed`` to ``embed_dim`` values and normalised apart from
+    z); ``conv_clamp`` (activations clamped to +-256 in the released models); ``img_channels``
+    1 for grey models, whose image is repeated to 3 channels.
     """
 
     def __init__(self, style_dim: int = 512, n_mlp: int = 8, channels: list[int] | None = None,
-                 lr_mul: float = 0.01, blur_size: int = 4) -> None:
+                 lr_mul: float = 0.01, blur_size: int = 4, z_dim: int | None = None,
+                 c_dim: int = 0, embed_dim: int | None = None, conv_clamp: float | None = None,
+                 img_channels: int = 3) -> None:
         super().__init__()
         channels = [int(c) for c in (channels or stylegan2_channels(256))]
-        self.mapping = nn.Sequential(PixelNorm(), *(
-            EqualLinear(style_dim, style_dim, lr_mul=lr_mul, activate=True)
-            for _ in range(n_mlp)))
+        z_dim = style_dim if z_dim is None else z_dim
+        embed_dim = (style_dim if embed_dim is None else embed_dim) if c_dim else 0
+        inputs = [z_dim + embed_dim] + [style_dim] * (n_mlp - 1)
+        self.mapping = nn.Sequential(PixelNorm(z_dim if c_dim else None), *(
+            EqualLinear(width, style_dim, lr_mul=lr_mul, activate=True) for width in inputs))
+        if c_dim:
+            self.embed = EqualLinear(c_dim, embed_dim)
         self.input = ConstantInput(channels[0])
-        self.layer1 = StyledConv(channels[0], channels[0], style_dim, 4, blur_size=blur_size)
-        self.to_rgb_4x4 = ToRGB(channels[0], style_dim, upsample=False, blur_size=blur_size)
+        layer = {"blur_size": blur_size, "conv_clamp": conv_clamp}
+        rgb = {**layer, "img_channels": img_channels}
+        self.layer1 = StyledConv(channels[0], channels[0], style_dim, 4, **layer)
+        self.to_rgb_4x4 = ToRGB(channels[0], style_dim, upsample=False, **rgb)
         n = 1
         for k, (previous, current) in enumerate(zip(channels[:-1], channels[1:])):
             size = 8 * 2 ** k
             self.add_module(f"layer{n + 1}", StyledConv(previous, current, style_dim, size,
-                                                        upsample=True, blur_size=blur_size))
+                                                        upsample=True, **layer))
             self.add_module(f"layer{n + 2}", StyledConv(current, current, style_dim, size,
-                                                        blur_size=blur_size))
+                                                        **layer))
             last = k == len(channels) - 2
             self.add_module(f"output_{size}x{size}" if last else f"to_rgb_{size}x{size}",
-                            ToRGB(current, style_dim, blur_size=blur_size))
+                            ToRGB(current, style_dim, **rgb))
             n += 2
         self.register_buffer("w_avg", torch.zeros(style_dim))
-        self.style_dim = self.z_dim = style_dim
+        self.style_dim, self.z_dim = style_dim, z_dim
         self.n_mlp, self.channels = n_mlp, channels
         self.resolution = 4 * 2 ** (len(channels) - 1)
+        self.conv_clamp, self.img_channels = conv_clamp, img_channels
+        self.n_classes = c_dim
+        self.class_index: int | None = None
         self.truncation = 1.0
 
-    def map(self, z: torch.Tensor) -> torch.Tensor:
-        """``z (N, z_dim)`` -> ``w (N, style_dim)``, truncated when ``truncation`` != 1."""
+    def map(self, z: torch.Tensor, truncation: float | None = None) -> torch.Tensor:
+        """``z (N, z_dim)`` -> ``w (N, style_dim)``, truncated when psi != 1 (``truncation``,
+        None: the generator's own)."""
         if z.dim() != 2 or z.shape[1] != self.z_dim:
             raise UserError(f"latent must be (N, {self.z_dim}), got {tuple(z.shape)}")
+        if self.n_classes:
+            z = torch.cat([z, self.embed(class_one_hot(self, z))], 1)
         w = self.mapping(z)
-        if self.truncation != 1:
-            w = self.w_avg + self.truncation * (w - self.w_avg)
+        psi = self.truncation if truncation is None else truncation
+        if psi != 1:
+            w = self.w_avg + psi * (w - self.w_avg)
         return w
+
+    def styles(self, z: torch.Tensor, truncation: float | None = None
+               ) -> dict[str, torch.Tensor]:
+        """Every style layer's styles ``s = A(w) (N, C)`` for latents ``z``, by layer name
+        (``"layer1.style"``, ``"to_rgb_4x4.style"``, ...), from ``w`` alone: no image is drawn.
+        ``truncation``: psi instead of the generator's own (1: untruncated)."""
+        w = self.map(z, truncation)
+        return {f"{name}.style": module.conv.modulation(w)
+                for name, module in self.named_children()
+                if isinstance(module, (StyledConv, ToRGB))}
 
     def synthesize(self, w: torch.Tensor) -> torch.Tensor:
         """``w (N, style_dim)`` -> image ``(N, 3, R, R)``, running the children in order."""
@@ -261,7 +323,7 @@ class StyleGAN2Generator(nn.Module):
                 x = module(x, w)
             elif isinstance(module, ToRGB):
                 rgb = module(x, w, rgb)
-        return rgb
+        return rgb.repeat(1, 3, 1, 1) if rgb.shape[1] == 1 else rgb
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         return self.synthesize(self.map(z))
@@ -279,5 +341,22 @@ class StyleGAN2Generator(nn.Module):
         return (total / n).float()
 
     def fingerprint(self) -> str:
-        """What changes the images besides the tensors (for cache keys)."""
-        return f"truncation={float(self.truncation)!r}"
+        """What changes the images besides the tensors (for cache keys); the noise is the
+        stored maps, which are among the tensors."""
+        text = f"truncation={float(self.truncation)!r}"
+        if self.conv_clamp is not None:
+            text += f";clamp={self.conv_clamp!r}"
+        return text + (f";class={self.class_index!r}" if self.n_classes else "")
+
+
+def class_one_hot(generator: nn.Module, z: torch.Tensor) -> torch.Tensor:
+    """The one-hot vectors ``(N, n_classes)`` of a class-conditional generator's chosen
+    ``class_index``, for latents ``z (N, z_dim)``; an error when no class is chosen."""
+    classes, index = generator.n_classes, generator.class_index
+    if index is None:
+        raise UserError(f"this generator is class-conditional: pass --class K (0..{classes - 1})")
+    if not 0 <= index < classes:
+        raise UserError(f"class {index} is not among the generator's classes 0..{classes - 1}")
+    one_hot = z.new_zeros(z.shape[0], classes)
+    one_hot[:, index] = 1
+    return one_hot

@@ -34,7 +34,8 @@ from gandissect.dissect.identity import fingerprint, settings_key
 from gandissect.dissect.labels import ConceptTable
 from gandissect.dissect.passes import Accumulator, FirstPass, IoUPass
 from gandissect.dissect.results import Dissection, LayerDissection
-from gandissect.errors import UserError
+from gandissect.dissect.sample_size import sample_size_warning
+from gandissect.errors import UserError, caution
 from gandissect.fileio import FolderLock, JobCheckpoint
 from gandissect.hooks import TraceDict
 from gandissect.models.inputs import Preprocess
@@ -145,6 +146,28 @@ def _run_pass(model: nn.Module, probe: ProbeSet, names: list[str],
         saved(done, True)
 
 
+def _layer_cells(model: nn.Module, names: list[str], dataset: ProbeSet,
+                 preprocess: Preprocess | None) -> int:
+    """The fewest cells (h * w) among the layers' outputs, from one probe image."""
+    image = dataset.images([0]).to(model_device(model))
+    with torch.no_grad(), TraceDict(model, names, stop=True) as traces:
+        model(image if preprocess is None else preprocess(image))
+    return min(int(traces[name].output[0, 0].numel()) for name in names)
+
+
+def _checks(model: nn.Module, names: list[str], dataset: ProbeSet, quantile: float,
+            preprocess: Preprocess | None) -> dict[str, Any]:
+    """The settings' ``domain`` entry (probe sets labelled by a segmenter) and ``warnings``:
+    the segmenter's domain and the probe set's size against the statistics."""
+    own = getattr(dataset, "domain_check", None)
+    domain = own() if callable(own) else None
+    small = sample_size_warning(len(dataset), quantile,
+                                _layer_cells(model, names, dataset, preprocess), "probe images",
+                                "a probe set of {n} images")
+    lines = [line for line in (domain and domain.warning(), small) if line]
+    return {"domain": None if domain is None else domain.to_json(), "warnings": lines}
+
+
 def netdissect(
     model: nn.Module,
     layers: str | Sequence[str],
@@ -174,7 +197,11 @@ def netdissect(
             is written.
 
     The model runs in eval mode (its training flags are restored afterwards); it is traced
-    only up to the deepest requested layer. ``settings["summary"]`` holds each layer's
+    only up to the deepest requested layer. Before the passes, a probe set labelled by a
+    segmenter has the segmenter's domain checked on its first images (``gandissect.domain``),
+    and the probe set's size is checked against the statistics
+    (``gandissect.dissect.sample_size``): each problem is a ``Caution`` warning and a line of
+    ``settings["warnings"]``. ``settings["summary"]`` holds each layer's
     detectors and unique detectors (``layer_summary``).
     """
     names = check_layers(model, layers)  # before any work: the error lists valid layers
@@ -188,6 +215,9 @@ def netdissect(
     folder = Path(cache_dir) if cache_dir is not None else None
     with (FolderLock(folder, what="cache folder") if folder else nullcontext()), \
             eval_mode(model):
+        checks = _checks(model, names, dataset, quantile, preprocess)
+        for line in checks["warnings"]:
+            caution(line)
         saved = _Progress(folder, key, checkpoint_seconds)
         seen = saved.seen
 
@@ -212,7 +242,7 @@ def netdissect(
         "batch": batch, "categories": list(table.categories), "quantile_levels": levels,
         "quantile_resolution": "layer", "upsampling": "bilinear",
         "label_shape": list(label_shape), "iou_denominator": "category-conditioned",
-        "seed": described.get("seed", 0),
+        "seed": described.get("seed", 0), **checks,
     }
     results = [score_layer(name, shapes[name], table, first[name], second[name], None, levels,
                            settings) for name in names]

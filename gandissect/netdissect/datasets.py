@@ -1,6 +1,7 @@
 """Probe sets by name, as the command line and the app spell them: ``sceneworld`` (a held-out
-SceneWorld seed, exact labels), ``broden:DIR`` (a Broden directory) and ``folder:DIR`` (your
-own images, labelled by a segmenter)."""
+SceneWorld seed, exact labels), ``broden:DIR`` (a Broden directory), ``folder:DIR`` (your
+own images, labelled by a segmenter) and ``masks:DIR`` (your own images with your own label
+PNGs, ``gandissect.netdissect.masks``)."""
 
 from __future__ import annotations
 
@@ -10,19 +11,22 @@ from gandissect.netdissect.probe import BrodenProbe, ProbeSet, SceneWorldProbe
 
 __all__ = ["DATASETS", "resolve_probe"]
 
-DATASETS = "sceneworld, broden:DIR or folder:DIR"
+DATASETS = "sceneworld, broden:DIR, folder:DIR or masks:DIR"
 
 
 def resolve_probe(spec: str, n: int | None, seed: int, size: int | None,
                   segmenter: str | None = None, device: str = "cpu",
-                  input_size: int | None = None) -> ProbeSet:
+                  input_size: int | None = None, segmenter_weights: str | None = None
+                  ) -> ProbeSet:
     """The probe set a ``--dataset`` spelling names: ``sceneworld`` (``n`` scenes of world
-    ``seed``, default 2000, at ``size`` px, default 64), ``broden:DIR`` or ``folder:DIR``
-    (images labelled by ``segmenter``, a model spelling, default the shipped one; resized to
-    ``size``, else to the classifier's ``input_size``, else 64)."""
-    if segmenter is not None and not spec.startswith("folder:"):
-        raise UserError("--segmenter labels a folder:DIR dataset; SceneWorld and Broden bring "
-                        "their own labels")
+    ``seed``, default 2000, at ``size`` px, default 64), ``broden:DIR``, ``folder:DIR``
+    (images labelled by ``segmenter``, a model spelling, default the shipped one, with
+    ``segmenter_weights`` when it takes them) or ``masks:DIR`` (labelled by hand); folders are
+    resized to ``size``, else to the classifier's ``input_size``, else 64."""
+    if (segmenter is not None or segmenter_weights is not None) \
+            and not spec.startswith("folder:"):
+        raise UserError("--segmenter labels a folder:DIR dataset; SceneWorld, Broden and "
+                        "masks:DIR bring their own labels")
     if spec == "sceneworld":
         from gandissect.evaluate.metrics import check_held_out
 
@@ -34,6 +38,11 @@ def resolve_probe(spec: str, n: int | None, seed: int, size: int | None,
     if kind == "folder" and directory:
         from gandissect.models.specs import resolve_segmenter
 
-        return FolderProbe(directory, resolve_segmenter(segmenter or "sceneworld", device),
-                           size or input_size or 64, n)
+        return FolderProbe(directory, resolve_segmenter(segmenter or "sceneworld", device,
+                                                        segmenter_weights),
+                           size or input_size or 64, n, segmenter_name=segmenter or "sceneworld")
+    if kind == "masks" and directory:
+        from gandissect.netdissect.masks import MaskProbe
+
+        return MaskProbe(directory, size or input_size or 64, n)
     raise UserError(f"unknown dataset {spec!r}: use {DATASETS}")

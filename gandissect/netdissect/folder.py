@@ -120,11 +120,12 @@ class FolderProbe(ProbeSet):
         label_size: the side the segmenter sees (default ``size`` rounded up to a multiple of
             8, which encoder-decoder segmenters need); the label maps have that size.
         cache: a folder for the label codes (default: a temporary one, removed with the probe).
+        segmenter_name: how the user spelled the segmenter (for the domain warning).
     """
 
     def __init__(self, directory: str | Path, segmenter: Any, size: int = 224,
                  n: int | None = None, label_size: int | None = None,
-                 cache: str | Path | None = None) -> None:
+                 cache: str | Path | None = None, segmenter_name: str | None = None) -> None:
         from gandissect.dissect.labels import ConceptTable
 
         if not isinstance(size, int) or size < 8:
@@ -134,7 +135,7 @@ class FolderProbe(ProbeSet):
         self.directory = Path(directory).expanduser()
         self.files = image_files(self.directory)[:n]
         _check_readable(self.files)
-        self.segmenter = segmenter
+        self.segmenter, self.segmenter_name = segmenter, segmenter_name
         self.table = ConceptTable.from_segmenter(segmenter)
         self.categories = self.table.categories
         self.concepts = {c: list(self.table.codes[c]) for c in self.categories}
@@ -150,14 +151,25 @@ class FolderProbe(ProbeSet):
     def images(self, ids: Sequence[int]) -> torch.Tensor:
         return torch.stack([load_image(self.files[int(i)], self.size) for i in ids])
 
-    def segment(self, images: torch.Tensor) -> torch.Tensor:
-        """``(B, K, label_size, label_size)`` uint8 codes of ``images`` by the segmenter."""
+    def _segmenter_input(self, images: torch.Tensor) -> torch.Tensor:
+        """``images`` as the segmenter sees them: at ``label_size``, on its device."""
         if self.label_size != self.size:
             images = F.interpolate(images, size=(self.label_size, self.label_size),
                                    mode="bilinear", align_corners=False, antialias=True)
+        return images.to(model_device(self.segmenter))
+
+    def segment(self, images: torch.Tensor) -> torch.Tensor:
+        """``(B, K, label_size, label_size)`` codes of ``images`` by the segmenter."""
         with torch.no_grad():
-            labels = self.segmenter.segment(images.to(model_device(self.segmenter)))
+            labels = self.segmenter.segment(self._segmenter_input(images))
         return self.table.stack({c: torch.as_tensor(v).cpu() for c, v in labels.items()})
+
+    def domain_check(self):
+        """The segmenter's domain check (``gandissect.domain``) on the first images."""
+        from gandissect.domain import DOMAIN_IMAGES, check_domain
+
+        images = self.images(range(min(len(self), DOMAIN_IMAGES)))
+        return check_domain(self.segmenter, self._segmenter_input(images), self.segmenter_name)
 
     def _label_store(self):
         from gandissect.dissect.identity import fingerprint, settings_key
@@ -172,7 +184,8 @@ class FolderProbe(ProbeSet):
             key = settings_key({"files": stats, "segmenter": fingerprint(self.segmenter),
                                 "size": self.size, "label_size": self.label_size})
             self._store = LabelStore(folder, key, len(self), (len(self.categories),
-                                                              self.label_size, self.label_size))
+                                                              self.label_size, self.label_size),
+                                     self.table.dtype)
         return self._store
 
     def batches(self, size: int, start: int = 0) -> Iterator[ProbeBatch]:

@@ -65,6 +65,11 @@ class ProbeSet(ABC):
         """What the settings record about this probe set."""
         return {"dataset": type(self).__name__, "n": len(self)}
 
+    def domain_check(self) -> Any:
+        """For probe sets labelled by a segmenter: ``gandissect.domain.check_domain`` of the
+        segmenter on the first images. None here: the labels are the set's own."""
+        return None
+
 
 class SceneWorldProbe(ProbeSet):
     """Scenes ``0 .. n-1`` of world ``seed``: object, part, material and color pixel labels,

@@ -20,7 +20,7 @@ from PIL import Image
 from torch import nn
 from torch.nn import functional as F
 
-from gandissect.dissect.latents import latents
+from gandissect.dissect.latents import latent_law, latents
 from gandissect.dissect.maps import upsample
 from gandissect.dissect.results import LayerDissection
 from gandissect.hooks import Trace
@@ -101,12 +101,13 @@ def _to_pixels(images: torch.Tensor) -> np.ndarray:
 
 def generator_samples(generator: nn.Module, seed: int, z_dim: int) -> SampleSource:
     """The sample source of a dissected generator: sample ``i`` is drawn from
-    ``latents(seed, [i], z_dim)``, as during dissection."""
+    ``latents(seed, [i], z_dim)`` in the generator's own law, as during dissection."""
     device = model_device(generator)
+    law = latent_law(generator)
 
     def samples(ids: list[int], layer: str) -> tuple[torch.Tensor, torch.Tensor]:
         with Trace(generator, layer) as trace:
-            images = generator(latents(seed, ids, z_dim).to(device))
+            images = generator(latents(seed, ids, z_dim, law).to(device))
         return images, trace.output
 
     return samples

@@ -65,9 +65,10 @@ def _torch_load(path: Path) -> object:
                         f"damaged or truncated; {_AGAIN}") from None
 
 
-def _unwrap(checkpoint: object, path: Path) -> dict[str, torch.Tensor]:
+def _unwrap(checkpoint: object, path: Path,
+            wrappers: tuple[str, ...] = WRAPPER_KEYS) -> dict[str, torch.Tensor]:
     while isinstance(checkpoint, Mapping):
-        inner = next((checkpoint[key] for key in WRAPPER_KEYS
+        inner = next((checkpoint[key] for key in wrappers
                       if isinstance(checkpoint.get(key), Mapping)), None)
         if inner is None:
             break
@@ -77,15 +78,17 @@ def _unwrap(checkpoint: object, path: Path) -> dict[str, torch.Tensor]:
     other = [str(key) for key, value in checkpoint.items() if not isinstance(value, torch.Tensor)]
     if other:
         raise UserError(f"{path} is not a state dict of tensors: entries {_few(other)} are not "
-                        f"tensors (wrappers understood: {', '.join(WRAPPER_KEYS)})")
+                        f"tensors (wrappers understood: {', '.join(wrappers)})")
     state = {str(key): value for key, value in checkpoint.items()}
     if state and all(key.startswith("module.") for key in state):  # DataParallel
         state = {key.removeprefix("module."): value for key, value in state.items()}
     return state
 
 
-def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
-    """The tensors of a ``.safetensors`` file or a plain PyTorch checkpoint, on the CPU.
+def read_state_dict(path: str | Path,
+                    wrappers: tuple[str, ...] = WRAPPER_KEYS) -> dict[str, torch.Tensor]:
+    """The tensors of a ``.safetensors`` file or a plain PyTorch checkpoint, on the CPU; a dict
+    holding the state dict under one of ``wrappers`` is unwrapped.
 
     Never executes code: a pickle holding anything but tensors and containers raises
     ``UnsafeCheckpointError``.
@@ -99,13 +102,21 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
         except Exception as error:  # safetensors raises its own error types
             raise UserError(f"cannot read {path} as safetensors ({error}): it is damaged or "
                             "truncated; download or export it again") from None
-    return _unwrap(_torch_load(path), path)
+    return _unwrap(_torch_load(path), path, wrappers)
 
 
 def fit_state_dict(model: nn.Module, state: Mapping[str, torch.Tensor], source: str) -> None:
     """Load ``state`` into ``model``; a ``UserError`` naming missing, unexpected or misshapen
-    keys when it does not fit exactly, or the weights that are NaN or infinite."""
+    keys when it does not fit exactly, or the weights that are NaN or infinite.
+
+    BatchNorm's ``num_batches_tracked`` counters may be missing: files saved before PyTorch 0.4.1
+    (the Places365 models, for one) have none, and they change nothing in eval mode (the model's
+    own zero is kept)."""
     expected = model.state_dict()
+    state = dict(state)
+    for key, value in expected.items():
+        if key.endswith("num_batches_tracked"):
+            state.setdefault(key, value)
     missing = [key for key in expected if key not in state]
     unexpected = [key for key in state if key not in expected]
     misshapen = [f"{key} {tuple(state[key].shape)} (model: {tuple(value.shape)})"

@@ -6,6 +6,12 @@ generator declares its latent size as a ``z_dim`` attribute, or it is given, or 
 from the first weight's shape and confirmed by running latents. Images must come out as
 ``(N, 3, H, W)`` in about [-1, 1] (the segmenter's input).
 
+Two conventions of older generator code are taken as they are, by hooks on the model that leave
+its layers and their names alone: a latent of shape ``(N, z_dim, 1, 1)`` (the DCGAN convention)
+is given as ``(N, z_dim)`` and reshaped on the way in (``latent_4d``), and grey images
+``(N, 1, H, W)`` come out repeated to RGB (``image_channels`` = 1), so they are shown and
+segmented as colour images are.
+
 TorchScript modules take no forward hooks, so a TorchScript generator is wrapped in Python
 modules: when running its top-level children one after another reproduces its output (as for
 a traced ProGAN), each child becomes a traceable layer under its own name; otherwise the whole
@@ -81,6 +87,35 @@ def _latent_candidates(model: nn.Module, z_dim: int | None) -> list[int]:
     return list(dict.fromkeys(first.shape[:2][::-1])) if first is not None else []
 
 
+def _as_latent_4d(module: nn.Module, inputs: tuple) -> tuple:
+    """Forward pre-hook: ``(N, z_dim)`` latents to the ``(N, z_dim, 1, 1)`` a DCGAN takes."""
+    z, *rest = inputs
+    return (z[:, :, None, None], *rest) if z.dim() == 2 else None
+
+
+def _grey_to_rgb(module: nn.Module, inputs: tuple, images: torch.Tensor) -> torch.Tensor:
+    """Forward hook: grey ``(N, 1, H, W)`` images repeated to ``(N, 3, H, W)``."""
+    return images.expand(-1, 3, -1, -1) if images.dim() == 4 and images.shape[1] == 1 else None
+
+
+def _run_latent(model: nn.Module, size: int, count: int) -> torch.Tensor:
+    """``model``'s images of ``count`` seeded latents of ``size``; when ``(N, size)`` latents
+    fail and ``(N, size, 1, 1)`` ones run, the model learns to take the former."""
+    z = torch.randn(count, size, generator=torch.Generator().manual_seed(0))
+    z = z.to(model_device(model))
+    with torch.no_grad():
+        try:
+            return model(z)
+        except Exception as error:  # any failure of user code: try the DCGAN shape once
+            try:
+                images = model(z[:, :, None, None])
+            except Exception:  # that one fails too: report the first failure
+                raise error from None
+    model.register_forward_pre_hook(_as_latent_4d)
+    model.latent_4d = True
+    return images
+
+
 def _check_images(images: object, name: str, check_range: bool) -> None:
     if not isinstance(images, torch.Tensor) or images.dim() != 4 or images.shape[1] != 3:
         shape = tuple(images.shape) if isinstance(images, torch.Tensor) else type(images).__name__
@@ -97,7 +132,8 @@ def check_generator(model: nn.Module, z_dim: int | None = None, check_range: boo
                     name: str | None = None) -> nn.Module:
     """Run a latent through ``model`` and check its images (two when checking their range); set
     ``z_dim`` and ``resolution`` when it does not declare them. Clear errors for a latent of the
-    wrong size, images of the wrong shape or range."""
+    wrong size, images of the wrong shape or range. A DCGAN-shaped latent and grey images are
+    taken (see the module docstring)."""
     name = name or type(model).__name__
     model.eval()
     candidates = _latent_candidates(model, z_dim)
@@ -105,14 +141,16 @@ def check_generator(model: nn.Module, z_dim: int | None = None, check_range: boo
         raise UserError(f"cannot tell the latent size of {name}: give it a z_dim attribute")
     failures = []
     for size in candidates:
-        z = torch.randn(2 if check_range else 1, size, generator=torch.Generator().manual_seed(0))
         try:
-            with torch.no_grad():
-                images = model(z.to(model_device(model)))
+            images = _run_latent(model, size, 2 if check_range else 1)
         except Exception as error:  # any failure of user code: report it with the size tried
             first_line = (str(error).strip().splitlines() or [""])[0]
             failures.append(f"z_dim {size}: {type(error).__name__}: {first_line}")
             continue
+        if isinstance(images, torch.Tensor) and images.dim() == 4 and images.shape[1] == 1:
+            model.register_forward_hook(_grey_to_rgb)
+            model.image_channels = 1
+            images = images.expand(-1, 3, -1, -1)
         _check_images(images, name, check_range)
         if getattr(model, "z_dim", None) is None:
             model.z_dim = size
