@@ -290,7 +290,7 @@ def build(ws: Workspace, state: gr.State) -> dict[str, Any]:
     def on_upload(spec, upload):
         return preview_upload(ws, spec, upload)
 
-    def on_explain(spec, layer, source, scene, upload, method, target):
+    def on_explain(spec, layer, source, scene, upload, method, target, progress=PROGRESS):
         return explain(ws, spec, layer, source, scene, upload, method, target)
 
     def on_visualize(spec, layer, kind, unit, target, steps, n,

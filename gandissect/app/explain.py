@@ -192,6 +192,8 @@ class ClassifierModels:
                 raise UserError(f"class {chosen} is out of range (0 .. "
                                 f"{len(classifier.class_names) - 1})")
             options = {k: v for k, v in spec_.options.items() if k != "return_error"}
+            if method == "occlusion":  # the one method that takes seconds: a bar in the page
+                options["show_progress"] = True
             raw = spec_.build(classifier.model, layer).attribute(x, target=chosen, **options)
         pixel_map = pixel_maps(raw.detach().cpu(), tuple(image.shape[-2:]), spec_.pixel_map)[0]
         return Explanation(pixel_map, bool((pixel_map < 0).any()), chosen,

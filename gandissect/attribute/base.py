@@ -31,6 +31,7 @@ __all__ = [
     "class_indices",
     "input_gradient",
     "prepare_target",
+    "refuse_unbatched",
     "resolve_target",
     "row_chunks",
 ]
@@ -108,9 +109,51 @@ def attribution_mode(model: nn.Module) -> Iterator[nn.Module]:
     made out-of-place because an in-place op would overwrite tensors that hooks and gradients
     need. Everything is put back on exit, also when the forward raises
     (``gandissect.torchutil.eval_mode``).
+
+    A convolution that receives one unbatched sample (a ``(C, H, W)`` image in a ``Conv2d``,
+    which torch accepts) raises ``UserError``: the method took the image's C channels for a
+    batch of C inputs (see ``refuse_unbatched``).
     """
-    with eval_mode(model, freeze=True, out_of_place=True), torch.enable_grad():
+    with eval_mode(model, freeze=True, out_of_place=True), torch.enable_grad(), \
+            refuse_unbatched(model):
         yield model
+
+
+_CONVOLUTIONS = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.ConvTranspose1d, nn.ConvTranspose2d,
+                 nn.ConvTranspose3d)
+
+
+def _unbatched(shape: tuple[int, ...]) -> str:
+    return (f"attribute() takes a batch (N, C, H, W), got {shape}: for one image (C, H, W) "
+            "pass x[None]")
+
+
+@contextmanager
+def refuse_unbatched(model: nn.Module) -> Iterator[None]:
+    """Within the block, a convolution of ``model`` called on an unbatched input (one dim
+    fewer than its batched form: ``(C, H, W)`` for ``Conv2d``) raises ``UserError`` with the
+    ``x[None]`` hint. Torch runs such a call as one sample, so an attribution method that
+    reads dim 0 as the batch would otherwise explain C "images" of one channel each, or fail
+    somewhere deeper. Forward pre-hooks, removed on exit, always."""
+    def check(name: str):
+        def hook(module: nn.Module, inputs: tuple) -> None:
+            x = inputs[0] if inputs else None
+            if isinstance(x, torch.Tensor) and x.dim() == len(module.kernel_size) + 1:
+                raise UserError(f"attribute() takes a batch (N, C, H, W): {name or 'the model'} "
+                                f"({type(module).__name__}) got an unbatched {x.dim()}-D "
+                                "input; for one image (C, H, W) pass x[None]")
+        return hook
+
+    handles = []
+    try:
+        if isinstance(model, nn.Module):
+            for name, module in model.named_modules():
+                if isinstance(module, _CONVOLUTIONS):
+                    handles.append(module.register_forward_pre_hook(check(name)))
+        yield
+    finally:
+        for handle in handles:
+            handle.remove()
 
 
 def input_gradient(model: nn.Module, x: torch.Tensor, target: Target,
@@ -134,8 +177,18 @@ def row_chunks(total: int, size: int | None) -> Iterator[torch.Tensor]:
         yield torch.arange(start, min(start + size, total))
 
 
-def _check_input(x: torch.Tensor) -> torch.Tensor:
-    """``x`` detached, once it is a non-empty batch of finite floats (else a clear error)."""
+def _check_input(x: torch.Tensor, images: bool = False) -> torch.Tensor:
+    """``x`` detached, once it is a non-empty batch of finite floats (else a clear error).
+
+    ``images``: the method needs ``(N, C, H, W)`` images (a ``(C, H, W)`` image gets the
+    ``x[None]`` hint). Without it any ``(N, ...)`` batch passes here, and a ``(C, H, W)``
+    image given to a convolutional model is refused at its first convolution
+    (``attribution_mode``), so every method refuses it the same way.
+    """
+    if images and isinstance(x, torch.Tensor) and x.dim() == 3:
+        raise UserError(_unbatched(tuple(x.shape)))
+    if images and isinstance(x, torch.Tensor) and x.dim() != 4:
+        raise UserError(f"attribute() takes (N, C, H, W) images, got {tuple(x.shape)}")
     if not isinstance(x, torch.Tensor) or x.dim() < 2:
         got = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
         raise TypeError(f"attribute() takes a batched input tensor (N, ...), got {got}; for one "

@@ -9,6 +9,9 @@ upsampled, not normalised: ``overlay`` does both for display). The layer must ou
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -27,7 +30,8 @@ from .base import (
     row_chunks,
 )
 
-__all__ = ["CAM", "GradCAM", "GradCAMPlusPlus", "ScoreCAM", "layer_activations_and_gradients"]
+__all__ = ["CAM", "GradCAM", "GradCAMPlusPlus", "ScoreCAM", "layer_activations_and_gradients",
+           "logits_linear"]
 
 
 def _feature_maps(trace: Trace) -> torch.Tensor:
@@ -55,43 +59,108 @@ def _weighted_sum(weights: torch.Tensor, maps: torch.Tensor) -> torch.Tensor:
     return torch.einsum("nk,nkhw->nhw", weights.to(maps.dtype), maps)
 
 
+@contextmanager
+def _linear_calls(model: nn.Module) -> Iterator[list[tuple[str, torch.Tensor]]]:
+    """Within the block, ``(name, output)`` of every ``nn.Linear`` call of ``model``, in the
+    order the forward runs them; the hooks are removed on exit, always."""
+    calls: list[tuple[str, torch.Tensor]] = []
+
+    def record(name: str):
+        def hook(module: nn.Module, inputs: tuple, output: torch.Tensor) -> None:
+            calls.append((name, output))
+        return hook
+
+    handles = []
+    try:
+        for name, module in model.named_modules():
+            if isinstance(module, nn.Linear):
+                handles.append(module.register_forward_hook(record(name)))
+        yield calls
+    finally:
+        for handle in handles:
+            handle.remove()
+
+
+def _scores_layer(calls: list[tuple[str, torch.Tensor]], output: torch.Tensor,
+                  model: nn.Module) -> str:
+    """The last traced ``nn.Linear`` whose output has the shape of the model's class scores."""
+    for name, out in reversed(calls):
+        if isinstance(out, torch.Tensor) and out.shape == output.shape:
+            return name
+    raise UserError(f"no nn.Linear of {type(model).__name__} outputs its {tuple(output.shape)} "
+                    "class scores: CAM needs GAP(layer) -> nn.Linear; name the linear layer "
+                    "with CAM(model, layer, fc=NAME), or use GradCAM")
+
+
+def logits_linear(model: nn.Module, x: torch.Tensor) -> str:
+    """The dotted name of the last ``nn.Linear`` to run in ``model(x)`` whose output has the
+    shape of the model's output ``(N, classes)``: the layer that computes the class scores,
+    whatever it is called (``fc``, ``linear``, ``head.fc``, ``classifier.1``).
+
+    Example::
+
+        logits_linear(torchvision.models.resnet18(), images)   # "fc"
+    """
+    with attribution_mode(model), torch.no_grad(), _linear_calls(model) as calls:
+        output = model(_check_input(x))
+    return _scores_layer(calls, output, model)
+
+
 class CAM(Attribution):
     """Class activation mapping (Zhou et al. 2016): ``sum_k w_ck A_k`` with ``w`` the weights
-    of the linear layer ``fc`` that reads the globally average-pooled ``layer``.
+    of the linear layer that reads the globally average-pooled ``layer``.
+
+    Args:
+        model: a classifier whose class scores are ``fc(GAP(layer))``.
+        layer: the convolutional layer whose maps ``A_k`` are weighed.
+        fc: the dotted name of that ``nn.Linear``; None (default): found by tracing on every
+            call, as the last ``nn.Linear`` to run whose output is the class scores
+            (``logits_linear``), so ``fc``, ``linear`` (CIFAR-style ResNets) and nested heads
+            such as ``head.fc`` all work.
 
     Applies only to that architecture (global average pooling, then one ``nn.Linear``);
-    ``attribute`` checks it on every call: the mean of the map plus ``fc``'s bias must give the
-    class score, else it raises. Targets must be class indices (int or one per sample).
+    ``attribute`` checks it on every call: the mean of the map plus the linear layer's bias
+    must give the class score, else it raises. Targets must be class indices (int or one per
+    sample).
+
+    Example::
+
+        CAM(model, "layer4").attribute(images, target=3)    # (N, h, w) at layer4
     """
 
-    def __init__(self, model: nn.Module, layer: str = "layer4", fc: str = "fc") -> None:
+    def __init__(self, model: nn.Module, layer: str = "layer4", fc: str | None = None) -> None:
         super().__init__(model)
         self.layer, self.fc = layer, fc
         get_layer(model, layer)
-        if not isinstance(get_layer(model, fc), nn.Linear):
+        if fc is not None and not isinstance(get_layer(model, fc), nn.Linear):
             raise TypeError(f"CAM needs {fc!r} to be an nn.Linear, got "
                             f"{type(get_layer(model, fc)).__name__}")
+        if fc is None and not any(isinstance(m, nn.Linear) for m in model.modules()):
+            raise UserError(f"{type(model).__name__} has no nn.Linear: CAM needs "
+                            f"GAP({layer}) -> nn.Linear; use GradCAM")
 
     def attribute(self, x: torch.Tensor, target: Target = None) -> torch.Tensor:
         """The ``(N, h, w)`` class activation map of each sample's target class."""
         x = _check_input(x)
         classes = class_indices(target, x.shape[0], x.device)
-        fc = get_layer(self.model, self.fc)
         with attribution_mode(self.model), torch.no_grad():
-            with Trace(self.model, self.layer) as trace:
-                scores = self.model(x).gather(1, classes[:, None])[:, 0]
+            with Trace(self.model, self.layer) as trace, _linear_calls(self.model) as calls:
+                output = self.model(x)
+            scores = resolve_target(output, classes)
+            name = self.fc or _scores_layer(calls, output, self.model)
+            fc = get_layer(self.model, name)
             maps = _feature_maps(trace)
             if fc.in_features != maps.shape[1]:
-                raise UserError(f"{self.fc!r} reads {fc.in_features} features but "
+                raise UserError(f"{name!r} reads {fc.in_features} features but "
                                 f"{self.layer!r} has {maps.shape[1]} channels: CAM needs "
-                                f"GAP({self.layer}) -> fc")
+                                f"GAP({self.layer}) -> {name}")
             cam = _weighted_sum(fc.weight[classes], maps)
             bias = fc.bias[classes] if fc.bias is not None else torch.zeros_like(scores)
         rebuilt = cam.mean((1, 2)) + bias.to(cam.dtype)
         if not torch.allclose(rebuilt, scores.to(cam.dtype), rtol=1e-3,
                               atol=1e-4 * (1 + float(scores.abs().max()))):
-            raise UserError(f"the class score is not fc(global average pool({self.layer})): "
-                            "CAM does not apply to this model; use GradCAM")
+            raise UserError(f"the class score is not {name}(global average pool({self.layer})):"
+                            " CAM does not apply to this model; use GradCAM")
         return cam
 
 
@@ -156,9 +225,7 @@ class ScoreCAM(GradCAM):
     def attribute(self, x: torch.Tensor, target: Target = None, softmax: bool = True,
                   internal_batch_size: int | None = 64, relu: bool = True) -> torch.Tensor:
         """The ``(N, h, w)`` Score-CAM map of ``target``."""
-        x = _check_input(x)
-        if x.dim() != 4:
-            raise UserError(f"Score-CAM takes (N, C, H, W) images, got {tuple(x.shape)}")
+        x = _check_input(x, images=True)
         target = prepare_target(target, x.shape[0], x.device)
         with attribution_mode(self.model), torch.no_grad():
             with Trace(self.model, self.layer) as trace:

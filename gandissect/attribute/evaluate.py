@@ -142,11 +142,12 @@ class MethodSpec:
 
 
 # The settings evaluated: the methods' defaults, SmoothGrad at 50 noisy copies, integrated
-# gradients at 64 steps (the completeness bar), occlusion with 8 px patches every 4 px (the
-# usual patch-to-image ratio of 224 px setups), LRP with the composite of Montavon et al. 2019
-# (z-box on the pixels, gamma in the convolutions, epsilon in the last layer). The expensive
-# methods pass 64 rows per forward (Score-CAM's default): on a CPU, 2-3x faster than one
-# huge batch, which is memory-bound.
+# gradients at 64 steps (the completeness bar), occlusion with its default window, 1/8 of the
+# image every 1/16 (8 px every 4 at 64 px, 28 every 14 at 224 px), LRP with the composite of
+# Montavon et al. 2019 (z-box on the pixels, gamma in the convolutions, generalised to negative
+# outputs as zennit's EpsilonGammaBox does, epsilon in the last layer). The expensive methods
+# pass 64 rows per forward (Score-CAM's default): on a CPU, 2-3x faster than one huge batch,
+# which is memory-bound.
 BATCH_ROWS = {"internal_batch_size": 64}
 METHODS: dict[str, MethodSpec] = {
     "saliency": MethodSpec(Saliency, "abs"),
@@ -158,8 +159,7 @@ METHODS: dict[str, MethodSpec] = {
                                                 "return_error": True, **BATCH_ROWS}),
     "guided_backprop": MethodSpec(GuidedBackprop, "abs"),
     "deconvolution": MethodSpec(Deconvolution, "abs"),
-    "occlusion": MethodSpec(Occlusion, "signed", options={"patch": 8, "stride": 4,
-                                                          **BATCH_ROWS}),
+    "occlusion": MethodSpec(Occlusion, "signed", options=dict(BATCH_ROWS)),
     "cam": MethodSpec(CAM, layer=True),
     "gradcam": MethodSpec(GradCAM, layer=True),
     "gradcam_plus_plus": MethodSpec(GradCAMPlusPlus, layer=True),

@@ -6,11 +6,28 @@ relevance sums to its output relevance (exactly so with zero biases and a vanish
 stabiliser). For a ``Conv2d`` / ``Linear`` layer with input ``a``, output ``z``, the rules are:
 
 - ``"epsilon"``: ``R_j = sum_k a_j w_jk / (z_k + eps sign(z_k)) R_k`` (bias included in z);
-- ``"gamma"``:   as epsilon with ``w + gamma w+`` and ``b + gamma b+`` (favours positive
-  contributions);
+- ``"gamma"``:   the generalised gamma rule (Andeol et al. 2021, as zennit's ``Gamma``), which
+  favours contributions of the output's own sign. An output ``z_k > 0`` spreads its relevance
+  with ``w' = w + gamma w+`` on positive inputs and ``w + gamma w-`` on negative ones (bias
+  ``b + gamma b+``); an output ``z_k < 0`` the other way round (``w + gamma w-`` on positive
+  inputs, ``w + gamma w+`` on negative ones, bias ``b + gamma b-``); ``R_j = sum_k a_j w'_jk /
+  (z'_k + eps sign(z'_k)) R_k`` with ``z'_k`` the sum over j of ``a_j w'_jk`` plus the bias;
+  an output of exactly 0 passes nothing;
 - ``"zbox"``:    ``R_j = sum_k (a_j w_jk - l_j w+_jk - h_j w-_jk) / z^B_k R_k`` with ``z^B`` the
   sum over j of the numerator: the z^B rule for an input known to lie in ``[low, high]`` (pixels);
   meant for the first layer (``first_rule="zbox"``). No bias.
+
+Why the generalised gamma rule: the original one (Montavon et al. 2019, ``w + gamma w+`` for
+every output) assumes that the layer's output goes through a ReLU, so that only positive
+outputs carry relevance. In a residual network the convolutions that feed an addition
+(``conv2`` / ``bn2`` of a block, the ``downsample`` shortcut) have negative outputs that carry
+relevance, and there the original denominator ``z + gamma (sum a w+ + b+)`` crosses zero:
+relevance sums of -135 to 588 times the logit on the shipped classifier. The generalised
+denominator has the output's own sign and is at least as large as ``|z|``, so it never crosses
+zero; on an output that is positive, with non-negative inputs (everything after a ReLU), it
+equals the original rule. It is the rule of the standard composite (z-box, gamma, epsilon) as
+zennit's ``EpsilonGammaBox`` runs it on ResNets; keeping the original gamma and switching the
+layers without a ReLU after them to epsilon would be a composite nobody else computes.
 
 ReLU, dropout and identity pass relevance through; pooling layers spread it in proportion to
 the contributions (``a * d pool / d a``, which for max pooling is winner-takes-all); flatten
@@ -34,6 +51,13 @@ Supported architectures (anything else raises ``UnsupportedModelError``):
 Because a model's ``forward`` cannot be read, ``LRP`` rebuilds the layer sequence from the
 modules and checks on every call that it reproduces the model's output; a forward with other
 operations (functional activations, concatenations, ...) fails that check with a clear error.
+
+A forward pre-hook on the model itself is an *input mapping* and runs first: the
+normalisation that ``gandissect.models.inputs.preprocess_inside`` puts in front of every
+classifier in the app and the command line. It must map each input element on its own (a
+per-channel rescaling or normalisation); relevance passes through it unchanged, and the z-box
+bounds ``low`` / ``high`` (given for the images passed to ``attribute``) go through it too, so
+that the first layer's rule sees the bounds of the input it actually reads.
 """
 
 from __future__ import annotations
@@ -64,8 +88,13 @@ _PASS_THROUGH = (nn.ReLU, nn.Dropout, nn.Identity)
 _POOLS = (nn.MaxPool2d, nn.AvgPool2d, nn.AdaptiveAvgPool2d)
 
 
-class UnsupportedModelError(TypeError):
-    """The model holds layers or a forward that ``LRP`` does not know how to propagate."""
+class UnsupportedModelError(UserError, TypeError):
+    """The model holds layers or a forward that ``LRP`` does not know how to propagate (a
+    ``UserError``: the app and the command line show it as one line)."""
+
+
+_SUPPORTED = ("LRP supports nn.Sequential models and torchvision-style ResNets with basic "
+              "blocks (see gandissect.attribute.lrp); choose another attribution method")
 
 
 # ---------------------------------------------------------------- BatchNorm folding
@@ -148,19 +177,50 @@ def _contributions(fns: list[Callable], inputs: list[torch.Tensor], relevance: t
     return sum(a.detach() * g for a, g in zip(leaves, grads))
 
 
+def _gamma(module: nn.Module, a: torch.Tensor, relevance: torch.Tensor, gamma: float,
+           epsilon: float) -> torch.Tensor:
+    """The generalised gamma rule (see the module doc): each output's relevance goes to the
+    contributions of its own sign, those of weights of that sign amplified by ``gamma``."""
+    weight, bias = module.weight, module.bias
+
+    def amplified(param: torch.Tensor | None, sign: int) -> torch.Tensor | None:
+        if param is None:
+            return None
+        return param + gamma * (param.clamp(min=0) if sign > 0 else param.clamp(max=0))
+
+    # z' of positive outputs: positive inputs through w + gamma w+, negative ones through
+    # w + gamma w-; of negative outputs the other way round. Every term then has the output's
+    # sign, and the two z' add up to (2 + gamma) z.
+    leaves = [a.clamp(min=0).detach().requires_grad_(True)]
+    if bool((a < 0).any()):  # after a ReLU there are no negative inputs to propagate to
+        leaves.append(a.clamp(max=0).detach().requires_grad_(True))
+    with torch.enable_grad():
+        outputs = []
+        for sign in (1, -1):
+            z = _layer_fn(module, amplified(weight, sign), amplified(bias, sign))(leaves[0])
+            if len(leaves) > 1:
+                z = z + _layer_fn(module, amplified(weight, -sign), None)(leaves[1])
+            outputs.append(z)
+        up, down = outputs
+        z = (up + down).detach() / (2 + gamma)
+        shares = [(relevance * (z > 0) / _stabilise(up, epsilon)).detach(),
+                  (relevance * (z < 0) / _stabilise(down, epsilon)).detach()]
+        grads = torch.autograd.grad(outputs, leaves, shares)
+    return sum(leaf.detach() * grad for leaf, grad in zip(leaves, grads))
+
+
 def lrp_rule(module: nn.Module, a: torch.Tensor, relevance: torch.Tensor, rule: str,
              epsilon: float = 1e-6, gamma: float = 0.25, low: float | torch.Tensor = -1.0,
              high: float | torch.Tensor = 1.0) -> torch.Tensor:
     """The relevance of the input ``a`` of one Conv2d / Linear ``module`` given its output's
-    ``relevance``, by ``rule`` (``"epsilon"``, ``"gamma"`` or ``"zbox"``; see the module doc).
-    ``epsilon`` is also the gamma rule's stabiliser; ``low`` / ``high`` are the zbox bounds."""
+    ``relevance``, by ``rule`` (``"epsilon"``, ``"gamma"`` (generalised) or ``"zbox"``; see the
+    module doc). ``epsilon`` is also the gamma and z-box rules' stabiliser; ``low`` / ``high``
+    are the zbox bounds of ``a``."""
     weight, bias = module.weight, module.bias
     if rule == "epsilon":
         return _contributions([_layer_fn(module, weight, bias)], [a], relevance, epsilon)
     if rule == "gamma":
-        weight = weight + gamma * weight.clamp(min=0)
-        bias = None if bias is None else bias + gamma * bias.clamp(min=0)
-        return _contributions([_layer_fn(module, weight, bias)], [a], relevance, epsilon)
+        return _gamma(module, a, relevance, gamma, epsilon)
     if rule == "zbox":
         lows = torch.as_tensor(low, dtype=a.dtype, device=a.device).expand_as(a)
         highs = torch.as_tensor(high, dtype=a.dtype, device=a.device).expand_as(a)
@@ -218,6 +278,43 @@ class _Pool(_PassThrough):
 class _Flatten(_PassThrough):
     def relevance(self, a, relevance):
         return relevance.reshape(a.shape)
+
+
+class _InputMapping(_Step):
+    """The model's own forward pre-hooks, run in order (the input mapping of the module doc);
+    relevance passes through them element by element."""
+
+    def __init__(self, model: nn.Module) -> None:
+        self.model = model
+        self.hooks = list(model._forward_pre_hooks.items())
+        self.with_kwargs = set(model._forward_pre_hooks_with_kwargs)
+
+    def forward(self, a):
+        for key, hook in self.hooks:
+            if key in self.with_kwargs:
+                result = hook(self.model, (a,), {})
+                args = None if result is None else result[0]
+            else:
+                result = hook(self.model, (a,))
+                args = result if result is None or isinstance(result, tuple) else (result,)
+            mapped = a if args is None else args[0]
+            if not isinstance(mapped, torch.Tensor) or mapped.shape != a.shape:
+                raise UnsupportedModelError(
+                    f"a forward pre-hook on {type(self.model).__name__} changes the input's "
+                    f"shape {tuple(a.shape)}; LRP supports input mappings that map each "
+                    "element on its own (a rescaling or normalisation)")
+            a = mapped
+        return a
+
+    def relevance(self, a, relevance):
+        return relevance
+
+    def bounds(self, low: float | torch.Tensor, high: float | torch.Tensor, like: torch.Tensor
+               ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The z-box bounds of the mapped input, given those of the input ``like``."""
+        mapped = [self.forward(torch.as_tensor(bound, dtype=like.dtype, device=like.device)
+                               .expand_as(like).contiguous()) for bound in (low, high)]
+        return torch.minimum(*mapped), torch.maximum(*mapped)
 
 
 class _Sequence(_Step):
@@ -284,7 +381,7 @@ class _Builder:
         self.options = options
 
     def build(self, module: nn.Module, reads_input: bool) -> _Step:
-        name = self.names.get(id(module), "?")
+        name = self.names.get(id(module), "")
         if isinstance(module, (nn.Conv2d, nn.Linear)):
             rule = self.layer_rules.get(name, self.rule)
             if reads_input and self.first_rule is not None and name not in self.layer_rules:
@@ -315,9 +412,12 @@ class _Builder:
             return _Residual(main, shortcut, _PassThrough(module.relu), self.options["epsilon"])
         if isinstance(module, nn.BatchNorm2d):
             raise UnsupportedModelError(f"BatchNorm {name!r} does not follow a Conv2d, so it "
-                                        "cannot be folded; LRP does not support it")
+                                        f"cannot be folded; {_SUPPORTED}")
+        if not name:  # the model itself
+            raise UnsupportedModelError(f"LRP does not support {type(module).__name__}: its "
+                                        f"forward cannot be rebuilt from its layers; {_SUPPORTED}")
         raise UnsupportedModelError(f"LRP does not support layer {name!r} "
-                                    f"({type(module).__name__}); see gandissect.attribution.lrp")
+                                    f"({type(module).__name__}); {_SUPPORTED}")
 
     def sequence(self, modules: list[nn.Module], reads_input: bool) -> _Sequence:
         steps = []
@@ -336,12 +436,15 @@ class LRP(Attribution):
     Args:
         model: a supported model (left unchanged: LRP works on a BatchNorm-folded copy made at
             every call, so later weight changes are seen).
-        rule: rule of every Conv2d / Linear layer: ``"epsilon"``, ``"gamma"`` or ``"zbox"``.
+        rule: rule of every Conv2d / Linear layer: ``"epsilon"``, ``"gamma"`` (the generalised
+            gamma rule) or ``"zbox"``.
         first_rule: rule of the layer(s) reading the input (None: ``rule``); ``"zbox"`` with
-            ``low`` / ``high`` the input's bounds (-1, 1 for the shipped models' images).
+            ``low`` / ``high`` the bounds of the images passed to ``attribute`` (-1, 1 for the
+            shipped models and for every classifier as the app and the command line load it,
+            their input mapping in front; the bounds go through that mapping).
         layer_rules: per-layer overrides by dotted module name, e.g. ``{"fc": "epsilon"}``.
         epsilon: the stabiliser of every rule, of pooling and of residual splits.
-        gamma: the gamma rule's weight on positive parameters.
+        gamma: the gamma rule's weight on the parameters of the output's sign.
     """
 
     def __init__(self, model: nn.Module, rule: str = "epsilon", first_rule: str | None = None,
@@ -357,31 +460,40 @@ class LRP(Attribution):
         self.options = {"epsilon": epsilon, "gamma": gamma, "low": low, "high": high}
         self._layers(model)  # fail early on an unsupported architecture
 
-    def _layers(self, model: nn.Module) -> tuple[nn.Module, _Step]:
+    def _layers(self, model: nn.Module, x: torch.Tensor | None = None
+                ) -> tuple[nn.Module, _Step]:
+        """The BatchNorm-folded copy and its layer sequence, the input mapping (if any) first,
+        with the z-box bounds of the mapped input ``x`` (None: as given)."""
         folded = fold_batchnorm(model)
-        builder = _Builder(folded, self.rule, self.first_rule, self.layer_rules, self.options)
-        return folded, builder.build(folded, reads_input=True)
+        mapping = _InputMapping(model) if model._forward_pre_hooks else None
+        options = dict(self.options)
+        if mapping is not None and x is not None:
+            options["low"], options["high"] = mapping.bounds(options["low"], options["high"], x)
+        builder = _Builder(folded, self.rule, self.first_rule, self.layer_rules, options)
+        layers = builder.build(folded, reads_input=True)
+        return folded, layers if mapping is None else _Sequence([mapping, layers])
 
     def attribute(self, x: torch.Tensor, target: Target = None) -> torch.Tensor:
         """Relevance of each input element for ``target``; sums to about the target score
         (exactly with zero biases and epsilon -> 0)."""
         x = _check_input(x)
         target = prepare_target(target, x.shape[0], x.device)
-        folded, layers = self._layers(self.model)
+        folded, layers = self._layers(self.model, x)
+        name = type(self.model).__name__
         with attribution_mode(self.model), attribution_mode(folded), torch.no_grad():
             expected = self.model(x)
             try:
                 output = layers.forward(x)
             except RuntimeError as error:
                 raise UnsupportedModelError(
-                    f"LRP's layer sequence for {type(self.model).__name__} does not run "
-                    f"({error}); its forward uses operations LRP does not support") from error
+                    f"LRP's layer sequence for {name} does not run ({error}): its forward does "
+                    f"more than call its layers in order; {_SUPPORTED}") from error
             scale = 1e-4 * (1 + float(expected.abs().max()))
             if output.shape != expected.shape or not torch.allclose(output, expected, rtol=1e-3,
                                                                      atol=scale):
                 raise UnsupportedModelError(
-                    f"LRP's layer sequence does not reproduce {type(self.model).__name__}'s "
-                    "output; its forward uses operations LRP does not support")
+                    f"LRP's layer sequence does not reproduce {name}'s output: its forward (or a "
+                    f"forward hook) does more than call its layers in order; {_SUPPORTED}")
             with torch.enable_grad():
                 leaf = output.detach().requires_grad_(True)
                 (grad,) = torch.autograd.grad(resolve_target(leaf, target).sum(), leaf)

@@ -1,6 +1,15 @@
-"""Occlusion (Zeiler & Fergus 2014): slide a patch over the image, record the score's drop."""
+"""Occlusion (Zeiler & Fergus 2014): slide a patch over the image, record the score's drop.
+
+The arguments may be spelled as in Captum's ``Occlusion.attribute``: ``sliding_window_shapes``
+and ``strides`` as ``(C, h, w)`` tuples, ``(h, w)`` or an int, ``baselines`` (a number or a
+tensor broadcastable to the input) and ``perturbations_per_eval``; or as ours: ``patch``,
+``stride``, ``baseline`` and ``internal_batch_size``.
+"""
 
 from __future__ import annotations
+
+from collections.abc import Sequence
+from numbers import Integral
 
 import torch
 
@@ -16,7 +25,15 @@ from .base import (
     row_chunks,
 )
 
-__all__ = ["Occlusion", "window_starts"]
+__all__ = ["COPY_BUDGET", "Occlusion", "default_window", "window_starts"]
+
+# Bytes of occluded copies per forward pass when no chunk size is given: 170 images of 64 px
+# or 13 of 224 px (float32). A CNN's activations are tens of times its input, so one chunk's
+# forward stays in the hundreds of MB; on a CPU, chunks of 100-200 small images are also
+# faster than one forward over every window.
+COPY_BUDGET = 8 * 2**20
+
+Window = int | Sequence[int]
 
 
 def window_starts(size: int, patch: int, stride: int) -> list[int]:
@@ -30,51 +47,150 @@ def window_starts(size: int, patch: int, stride: int) -> list[int]:
     return starts
 
 
-def _pair(value: int | tuple[int, int]) -> tuple[int, int]:
-    return (value, value) if isinstance(value, int) else (int(value[0]), int(value[1]))
+def default_window(height: int, width: int) -> tuple[tuple[int, int], tuple[int, int]]:
+    """``(patch, stride)`` used when none is given: an eighth of the image every sixteenth, so
+    that every image size costs the same 15 x 15 windows (8 px every 4 at 64 px, 28 every 14
+    at 224 px)."""
+    patch = (max(1, height // 8), max(1, width // 8))
+    return patch, (max(1, patch[0] // 2), max(1, patch[1] // 2))
+
+
+def _spatial(value: Window, channels: int, name: str, window: bool) -> tuple[int, int]:
+    """``(h, w)`` of an int, ``(h, w)`` or Captum's ``(C, h, w)``; a window's C must be the
+    image's channel count (occlusion hides all channels at once), a stride's C is unused."""
+    dims = (value, value) if isinstance(value, Integral) else tuple(value)
+    if len(dims) not in (2, 3) or not all(isinstance(d, Integral) and not isinstance(d, bool)
+                                          and d >= 1 for d in dims):
+        raise UserError(f"{name} must be a positive int, (h, w) or (C, h, w); got {value!r}")
+    if window and len(dims) == 3 and dims[0] != channels:
+        raise UserError(f"{name} {tuple(dims)} covers {dims[0]} of the image's {channels} "
+                        f"channels; occlusion hides all channels at once: pass "
+                        f"({channels}, {dims[1]}, {dims[2]}) or ({dims[1]}, {dims[2]})")
+    return int(dims[-2]), int(dims[-1])
+
+
+def _either(ours: object, captums: object, names: str) -> object:
+    if ours is not None and captums is not None:
+        raise UserError(f"pass one of {names}, not both (they mean the same)")
+    return captums if ours is None else ours
 
 
 class Occlusion(Attribution):
     """Input-shaped drop in the target score when a patch covering the pixel is replaced.
 
-    Each ``(patch_h, patch_w)`` window (all channels at once) is set to ``baseline`` and
+    Each ``(h, w)`` window (all channels at once) is set to the baseline and
     ``f(x) - f(x occluded)`` recorded; a pixel's attribution is the mean over the windows that
     cover it, the same for every channel (pixels no window covers, when the stride exceeds
-    the patch, get 0). Positive: hiding the pixel lowers the score.
+    the patch, get 0). Positive: hiding the pixel lowers the score. This is Captum's
+    ``Occlusion`` with a ``(C, h, w)`` window, except at the far edges when the stride does not
+    land there: Captum's last window is cut off there, ours is moved back flush with the edge,
+    so every window has the full size.
+
+    Example::
+
+        >>> maps = Occlusion(model).attribute(x, target=3)  # 1/8 of the image every 1/16
+        >>> maps = Occlusion(model).attribute(x, target=3, sliding_window_shapes=(3, 8, 8),
+        ...                                   strides=(3, 4, 4))
     """
 
     def attribute(self, x: torch.Tensor, target: Target = None,
-                  patch: int | tuple[int, int] = 8, stride: int | tuple[int, int] = 4,
-                  baseline: float = 0.0, internal_batch_size: int | None = None
-                  ) -> torch.Tensor:
+                  patch: Window | None = None, stride: Window | None = None,
+                  baseline: float | torch.Tensor | None = None,
+                  internal_batch_size: int | None = None, *,
+                  sliding_window_shapes: Window | None = None, strides: Window | None = None,
+                  baselines: float | torch.Tensor | None = None,
+                  perturbations_per_eval: int | None = None,
+                  show_progress: bool = False) -> torch.Tensor:
         """Occlusion map of ``target`` for images ``x`` of shape ``(N, C, H, W)``.
 
-        ``internal_batch_size`` bounds the occluded copies per forward pass.
+        Args:
+            x: the images.
+            target: the score to explain (see ``gandissect.attribute.base``).
+            patch / sliding_window_shapes: the window, an int, ``(h, w)`` or ``(C, h, w)``
+                with C the image's channels; default ``default_window``: 1/8 of the image.
+            stride / strides: its step, in the same forms; default half the window, or 1
+                (Captum's default) when the window is spelled ``sliding_window_shapes``.
+            baseline / baselines: what hidden pixels become, a number or a tensor
+                broadcastable to ``x``; default 0.
+            internal_batch_size: occluded images per forward pass; default as many as fit in
+                ``COPY_BUDGET`` bytes. ``perturbations_per_eval`` (Captum's) counts windows
+                per forward instead, each over the whole batch. The result does not depend
+                on either.
+            show_progress: a tqdm bar over the windows.
+
+        Returns:
+            ``(N, C, H, W)``, the map repeated over the channels.
         """
-        x = _check_input(x)
-        if x.dim() != 4:
-            raise UserError(f"occlusion takes (N, C, H, W) images, got {tuple(x.shape)}")
-        n, _, height, width = x.shape
+        x = _check_input(x, images=True)
+        n, channels, height, width = x.shape
         target = prepare_target(target, n, x.device)
-        (ph, pw), (sh, sw) = _pair(patch), _pair(stride)
-        masks = []
-        for top in window_starts(height, ph, sh):
-            for left in window_starts(width, pw, sw):
-                mask = torch.zeros(height, width, dtype=torch.bool, device=x.device)
-                mask[top:top + ph, left:left + pw] = True
-                masks.append(mask)
-        masks = torch.stack(masks)  # (windows, H, W)
+        window = _either(patch, sliding_window_shapes, "patch and sliding_window_shapes")
+        step = _either(stride, strides, "stride and strides")
+        if window is None:
+            (ph, pw), default_step = default_window(height, width)
+        else:
+            name = "patch" if patch is not None else "sliding_window_shapes"
+            ph, pw = _spatial(window, channels, name, window=True)
+            default_step = (1, 1) if patch is None else (max(1, ph // 2), max(1, pw // 2))
+        sh, sw = default_step if step is None else _spatial(step, channels, "stride", False)
+        fill = self._baseline(_either(baseline, baselines, "baseline and baselines"), x)
+        masks = torch.stack([self._mask(height, width, top, left, ph, pw, x.device)
+                             for top in window_starts(height, ph, sh)
+                             for left in window_starts(width, pw, sw)])  # (windows, H, W)
         windows = masks.shape[0]
+        rows_per_pass = self._rows(x, internal_batch_size, perturbations_per_eval)
         drop_sum = torch.zeros(n, height, width, dtype=x.dtype, device=x.device)
-        with attribution_mode(self.model), torch.no_grad():
+        from tqdm import tqdm
+
+        with attribution_mode(self.model), torch.no_grad(), \
+                tqdm(total=n * windows, desc="occlusion", unit="image",
+                     disable=not show_progress, leave=False) as bar:
             base = resolve_target(self.model(x), target)
-            for rows in row_chunks(n * windows, internal_batch_size):
+            for rows in row_chunks(n * windows, rows_per_pass):
                 rows = rows.to(x.device)
-                owners, window = rows // windows, rows % windows
-                mask = masks[window][:, None]
-                occluded = torch.where(mask, torch.as_tensor(baseline, dtype=x.dtype,
-                                                             device=x.device), x[owners])
+                owners, window_of = rows // windows, rows % windows
+                mask = masks[window_of]
+                value = fill if fill.dim() == 0 else fill[owners]
+                occluded = torch.where(mask[:, None], value, x[owners])
                 drop = base[owners] - resolve_target(self.model(occluded), target, owners)
-                drop_sum.index_add_(0, owners, drop[:, None, None] * masks[window].to(x.dtype))
+                drop_sum.index_add_(0, owners, drop[:, None, None] * mask.to(x.dtype))
+                bar.update(len(rows))
         coverage = masks.to(x.dtype).sum(0).clamp(min=1)  # stride > patch leaves gaps: 0 there
         return (drop_sum / coverage)[:, None].expand_as(x).clone()
+
+    @staticmethod
+    def _mask(height: int, width: int, top: int, left: int, ph: int, pw: int,
+              device: torch.device) -> torch.Tensor:
+        mask = torch.zeros(height, width, dtype=torch.bool, device=device)
+        mask[top:top + ph, left:left + pw] = True
+        return mask
+
+    @staticmethod
+    def _baseline(value: float | torch.Tensor | None, x: torch.Tensor) -> torch.Tensor:
+        """A 0-d tensor, or the baseline broadcast to ``x``'s shape."""
+        if value is None:
+            value = 0.0
+        fill = torch.as_tensor(value, dtype=x.dtype, device=x.device)
+        if fill.dim() == 0:
+            return fill
+        try:
+            return torch.broadcast_to(fill, x.shape)
+        except RuntimeError:
+            raise UserError(f"a baseline tensor must broadcast to the input {tuple(x.shape)}, "
+                            f"got {tuple(fill.shape)}") from None
+
+    @staticmethod
+    def _rows(x: torch.Tensor, internal_batch_size: int | None,
+              perturbations_per_eval: int | None) -> int | None:
+        """Occluded images per forward pass."""
+        if internal_batch_size is not None and perturbations_per_eval is not None:
+            raise UserError("pass one of internal_batch_size (images per forward) and "
+                            "perturbations_per_eval (windows per forward), not both")
+        if perturbations_per_eval is not None:
+            if not isinstance(perturbations_per_eval, Integral) or perturbations_per_eval < 1:
+                raise UserError(f"perturbations_per_eval must be a positive int, got "
+                                f"{perturbations_per_eval!r}")
+            return int(perturbations_per_eval) * x.shape[0]
+        if internal_batch_size is None:
+            return max(1, COPY_BUDGET // (x[0].numel() * x.element_size()))
+        return internal_batch_size
