@@ -18,17 +18,19 @@ the forward raises (the error propagates). Devices and dtypes follow the input.
 
 One module per family: ``gradient`` (Saliency, InputXGradient, SmoothGrad,
 IntegratedGradients), ``guided`` (GuidedBackprop, Deconvolution), ``occlusion``, ``cam``
-(CAM, GradCAM, GradCAMPlusPlus, ScoreCAM), ``lrp`` (LRP, fold_batchnorm). ``evaluate``
+(CAM, GradCAM, GradCAMPlusPlus, ScoreCAM, GuidedGradCAM, EigenCAM), ``noise``
+(NoiseTunnel around any method), ``lrp`` (LRP, fold_batchnorm). ``evaluate``
 scores them all against SceneWorld's exact labels (``evaluate_attribution``: pointing game,
 deletion / insertion, the weight-randomisation sanity check, time per image).
 """
 
 from .base import Attribution, Target, attribution_mode, class_indices, resolve_target
-from .cam import CAM, GradCAM, GradCAMPlusPlus, ScoreCAM
+from .cam import CAM, EigenCAM, GradCAM, GradCAMPlusPlus, GuidedGradCAM, ScoreCAM
 from .evaluate import DEFINING_CONCEPTS, evaluate_attribution
 from .gradient import InputXGradient, IntegratedGradients, Saliency, SmoothGrad
 from .guided import Deconvolution, GuidedBackprop
 from .lrp import LRP, UnsupportedModelError, fold_batchnorm, lrp_rule
+from .noise import NoiseTunnel
 from .occlusion import Occlusion
 
 __all__ = [
@@ -36,12 +38,15 @@ __all__ = [
     "CAM",
     "DEFINING_CONCEPTS",
     "Deconvolution",
+    "EigenCAM",
     "GradCAM",
     "GradCAMPlusPlus",
     "GuidedBackprop",
+    "GuidedGradCAM",
     "InputXGradient",
     "IntegratedGradients",
     "LRP",
+    "NoiseTunnel",
     "Occlusion",
     "Saliency",
     "ScoreCAM",

@@ -29,6 +29,7 @@ __all__ = [
     "Target",
     "attribution_mode",
     "class_indices",
+    "either",
     "input_gradient",
     "prepare_target",
     "refuse_unbatched",
@@ -166,6 +167,14 @@ def input_gradient(model: nn.Module, x: torch.Tensor, target: Target,
     scores = resolve_target(model(x), target, owners)
     (grad,) = torch.autograd.grad(scores.sum(), x)
     return grad, scores.detach()
+
+
+def either(ours: object, captums: object, names: str) -> object:
+    """The argument given under our name or under Captum's (``names``: "ours and captums");
+    ``UserError`` when both are given."""
+    if ours is not None and captums is not None:
+        raise UserError(f"pass one of {names}, not both (they mean the same)")
+    return captums if ours is None else ours
 
 
 def row_chunks(total: int, size: int | None) -> Iterator[torch.Tensor]:

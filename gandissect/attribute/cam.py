@@ -1,4 +1,4 @@
-"""Class activation maps: CAM, Grad-CAM, Grad-CAM++ and Score-CAM.
+"""Class activation maps: CAM, Grad-CAM, Grad-CAM++, Score-CAM, Guided Grad-CAM, Eigen-CAM.
 
 Every method here weighs the ``K`` feature maps ``A_k`` of one layer (dotted name, as in
 ``gandissect.hooks``) and returns a raw ``(N, h, w)`` map at that layer's resolution (not
@@ -30,8 +30,8 @@ from .base import (
     row_chunks,
 )
 
-__all__ = ["CAM", "GradCAM", "GradCAMPlusPlus", "ScoreCAM", "layer_activations_and_gradients",
-           "logits_linear"]
+__all__ = ["CAM", "EigenCAM", "GradCAM", "GradCAMPlusPlus", "GuidedGradCAM", "ScoreCAM",
+           "layer_activations_and_gradients", "logits_linear"]
 
 
 def _feature_maps(trace: Trace) -> torch.Tensor:
@@ -247,4 +247,74 @@ class ScoreCAM(GradCAM):
                     output = output.softmax(1)
                 weights[sample, channel] = resolve_target(output, target, sample).to(maps.dtype)
         cam = _weighted_sum(weights, maps)
+        return cam.clamp(min=0) if relu else cam
+
+
+class GuidedGradCAM(GradCAM):
+    """Guided Grad-CAM (Selvaraju et al. 2017): guided backpropagation times the Grad-CAM map
+    upsampled to the input size, an input-shaped ``(N, C, H, W)`` map (the one method here
+    that is not at the layer's resolution; each channel of the guided gradient is multiplied
+    by the same map).
+
+    The Grad-CAM map (with its ReLU) is upsampled with ``interpolate_mode`` (``"bilinear"``,
+    as in the paper, ``align_corners=False``; Captum's ``GuidedGradCam`` defaults to
+    ``"nearest"``). Guided backpropagation applies to ReLU networks only (``guided``).
+
+    Example::
+
+        GuidedGradCAM(model, "layer4").attribute(images, target=3)   # (N, C, H, W)
+    """
+
+    def attribute(self, x: torch.Tensor, target: Target = None,
+                  interpolate_mode: str = "bilinear") -> torch.Tensor:
+        """Guided backpropagation of ``target`` times its upsampled Grad-CAM map."""
+        from .guided import GuidedBackprop
+
+        x = _check_input(x, images=True)
+        if interpolate_mode not in ("bilinear", "nearest", "bicubic", "area"):
+            raise UserError(f"interpolate_mode must be bilinear, nearest, bicubic or area; got "
+                            f"{interpolate_mode!r}")
+        target = prepare_target(target, x.shape[0], x.device)
+        cam = super().attribute(x, target, relu=True)
+        options = {} if interpolate_mode in ("nearest", "area") else {"align_corners": False}
+        cam = F.interpolate(cam[:, None], size=x.shape[-2:], mode=interpolate_mode, **options)
+        return GuidedBackprop(self.model).attribute(x, target) * cam.to(x.dtype)
+
+
+class EigenCAM(Attribution):
+    """Eigen-CAM (Muhammad & Yeasin 2020), as pytorch-grad-cam computes it: the projection of
+    the layer's activations on their first principal component, per sample.
+
+    The ``(h w, K)`` matrix of each sample's activations (one row per location) is centred
+    over locations; the map is that matrix times its first right singular vector ``v``.
+    Class-agnostic: ``target`` is accepted for a uniform call and unused. A singular vector's
+    sign is arbitrary (pytorch-grad-cam keeps whatever LAPACK returns); here ``v`` is oriented
+    so that ``sum_k v_k >= 0``, which makes the map correlate non-negatively with the
+    channel-summed activations. ``relu=True`` (default, as pytorch-grad-cam) clamps it at 0.
+
+    Example::
+
+        EigenCAM(model, "layer4").attribute(images)    # (N, h, w) at layer4
+    """
+
+    def __init__(self, model: nn.Module, layer: str = "layer4") -> None:
+        super().__init__(model)
+        self.layer = layer
+        get_layer(model, layer)
+
+    def attribute(self, x: torch.Tensor, target: Target = None, relu: bool = True
+                  ) -> torch.Tensor:
+        """The ``(N, h, w)`` first-principal-component map of ``layer``."""
+        x = _check_input(x)
+        with attribution_mode(self.model), torch.no_grad():
+            with Trace(self.model, self.layer) as trace:
+                self.model(x)
+            maps = _feature_maps(trace)
+        n, k, h, w = maps.shape
+        flat = torch.nan_to_num(maps, nan=0.0).flatten(2).transpose(1, 2)   # (N, hw, K)
+        centred = flat - flat.mean(1, keepdim=True)
+        _, _, vh = torch.linalg.svd(centred, full_matrices=False)
+        first = vh[:, 0]                                                    # (N, K)
+        first = torch.where(first.sum(1, keepdim=True) < 0, -first, first)
+        cam = (centred @ first[:, :, None]).reshape(n, h, w)
         return cam.clamp(min=0) if relu else cam

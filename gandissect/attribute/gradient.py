@@ -18,6 +18,7 @@ from .base import (
     Target,
     _check_input,
     attribution_mode,
+    either,
     input_gradient,
     prepare_target,
     resolve_target,
@@ -115,7 +116,8 @@ def _quadrature(method: str, steps: int, dtype: torch.dtype, device: torch.devic
         nodes, weights = np.polynomial.legendre.leggauss(steps)
         alphas, weights = (nodes + 1) / 2, weights / 2
     else:
-        raise UserError(f"method must be 'riemann_trapezoid' or 'gauss_legendre', got {method!r}")
+        raise UserError(f"method must be 'riemann_trapezoid' or 'gauss_legendre' (Captum's "
+                        f"'gausslegendre'), got {method!r}")
     return (torch.as_tensor(alphas, dtype=dtype, device=device),
             torch.as_tensor(weights, dtype=dtype, device=device))
 
@@ -127,19 +129,42 @@ class IntegratedGradients(Attribution):
     spaced points or a ``steps``-point Gauss-Legendre rule. By completeness the attributions of
     a sample sum to ``f(x) - f(baseline)``; ``return_error=True`` also returns how far from that
     the quadrature landed.
+
+    Captum's argument names are accepted for the same arguments: ``baselines``, ``n_steps``,
+    ``return_convergence_delta`` (its delta is our error) and ``method="gausslegendre"``.
+    Captum's ``"riemann_trapezoid"`` weights sum to (n-1)/n; ours sum to 1, so only
+    Gauss-Legendre agrees with Captum exactly.
+
+    Example::
+
+        attributions, delta = IntegratedGradients(model).attribute(
+            images, target=3, baselines=0.0, n_steps=32, method="gausslegendre",
+            return_convergence_delta=True)
     """
 
     def attribute(self, x: torch.Tensor, target: Target = None,
-                  baseline: float | torch.Tensor = 0.0, steps: int = 50,
+                  baseline: float | torch.Tensor | None = None, steps: int | None = None,
                   method: str = "riemann_trapezoid", internal_batch_size: int | None = None,
-                  return_error: bool = False
+                  return_error: bool | None = None, *,
+                  baselines: float | torch.Tensor | None = None, n_steps: int | None = None,
+                  return_convergence_delta: bool | None = None
                   ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
-        """Integrated gradients of ``target``; ``baseline`` broadcasts against ``x`` (default 0).
+        """Integrated gradients of ``target``; ``baseline`` broadcasts against ``x`` (default 0),
+        ``steps`` path points (default 50).
 
         With ``return_error`` returns ``(attributions, error)``, where the ``(N,)`` error is
         ``sum(attributions) - (f(x) - f(baseline))`` per sample.
         ``internal_batch_size`` bounds the rows (path points x batch) per forward pass.
+        ``baselines``, ``n_steps`` and ``return_convergence_delta`` are Captum's names for
+        ``baseline``, ``steps`` and ``return_error``: pass one spelling of each.
         """
+        baseline = either(baseline, baselines, "baseline and baselines")
+        baseline = 0.0 if baseline is None else baseline
+        steps = either(steps, n_steps, "steps and n_steps")
+        steps = 50 if steps is None else steps
+        return_error = bool(either(return_error, return_convergence_delta,
+                                   "return_error and return_convergence_delta"))
+        method = "gauss_legendre" if method == "gausslegendre" else method
         x = _check_input(x)
         n = x.shape[0]
         target = prepare_target(target, n, x.device)

@@ -25,6 +25,7 @@ from gandissect import __version__
 from gandissect.cli import (
     ace,
     app,
+    attribute,
     attribution,
     dissect,
     edit,
@@ -41,7 +42,7 @@ from gandissect.errors import Caution, UserError
 __all__ = ["build_parser", "main"]
 
 COMMANDS = (world, layers, unit_stats, train, evaluate, dissect, netdissect, netdissect_experiment,
-            attribution, ace, edit, app)
+            attribution, attribute, ace, edit, app)
 DEBUG_VARIABLE = "GANDISSECT_DEBUG"
 
 
