@@ -196,12 +196,12 @@ def _check_input(x: torch.Tensor, images: bool = False) -> torch.Tensor:
     """
     if images and isinstance(x, torch.Tensor) and x.dim() == 3:
         raise UserError(_unbatched(tuple(x.shape)))
-    if images and isinstance(x, torch.Tensor) and x.dim() != 4:
-        raise UserError(f"attribute() takes (N, C, H, W) images, got {tuple(x.shape)}")
     if not isinstance(x, torch.Tensor) or x.dim() < 2:
         got = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
         raise TypeError(f"attribute() takes a batched input tensor (N, ...), got {got}; for one "
                         "image (C, H, W) pass x[None]")
+    if images and x.dim() != 4:
+        raise UserError(f"attribute() takes (N, C, H, W) images, got {tuple(x.shape)}")
     if not x.is_floating_point():
         raise TypeError(f"attribute() takes floating-point inputs, got {x.dtype}; map 8-bit "
                         "images to the model's range first, e.g. x.float() / 127.5 - 1")
