@@ -420,7 +420,8 @@ def test_upp_labels_from_unifiedparsings_csv_files(upp_dir, upp, tmp_path):
     (lambda d: (d / "labels.json").unlink(), "has no label list: put GAN Dissection's labels"),
     (lambda d: (d / "decoder_epoch_40.pth").rename(d / "decoder_epoch_39.pth"),
      "no encoder_epoch_N.pth and decoder_epoch_N.pth pair"),
-    (lambda d: torch.save({k: v for k, v in torch.load(d / "decoder_epoch_40.pth").items()
+    (lambda d: torch.save({k: v for k, v in torch.load(d / "decoder_epoch_40.pth",
+                                                       weights_only=True).items()
                            if not k.startswith("part_head")}, d / "decoder_epoch_40.pth"),
      "is not a Unified Perceptual Parsing UPerNet decoder: it has no part_head.1.weight"),
 ])
@@ -533,7 +534,7 @@ def test_semseg_decoders_restated_from_the_file(decoder, tmp_path):
     arch = "resnet50dilated-ppm_deepsup" if decoder == "ppm_deepsup" else "resnet50-upernet"
     folder = write_semseg(tmp_path / "m", arch)
     segmenter = resolve_segmenter(f"semseg:{folder}")
-    state = torch.load(folder / "decoder_epoch_20.pth")
+    state = torch.load(folder / "decoder_epoch_20.pth", weights_only=True)
     torch.manual_seed(0)
     features = [torch.randn(1, c, s, s) for c, s in ((8, 12), (16, 6), (32, 5), (64, 3))]
     top = features[-1]
@@ -635,7 +636,8 @@ def torchvision_file(path, arch, aux):
 def test_torchvision_segmenter_from_a_released_state_dict(tmp_path, arch, aux):
     model = torchvision_file(tmp_path / "weights.pth", arch, aux)
     if aux:
-        assert any(k.startswith("aux_classifier.") for k in torch.load(tmp_path / "weights.pth"))
+        assert any(k.startswith("aux_classifier.") for k in torch.load(tmp_path / "weights.pth",
+                                                                weights_only=True))
     segmenter = resolve_segmenter(f"torchvision:{arch}", weights=tmp_path / "weights.pth")
     names = segmenter.concepts["object"]
     assert names[0] == "none" and names[1] == "aeroplane" and names[15] == "person"

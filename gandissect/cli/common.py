@@ -9,7 +9,7 @@ import json
 from gandissect.models.spellings import spellings
 
 __all__ = ["add_classifier_arguments", "add_device_argument", "add_generator_arguments",
-           "load_generator", "print_result"]
+           "add_latent_arguments", "load_generator", "print_result"]
 
 
 def print_result(result: dict, as_json: bool) -> None:
@@ -48,6 +48,17 @@ def add_device_argument(parser: argparse.ArgumentParser,
                              "else cpu)")
 
 
+def add_latent_arguments(parser: argparse.ArgumentParser) -> None:
+    """``--latent`` and ``--class``: what a generator's latents are drawn from and the class a
+    class-conditional one draws."""
+    parser.add_argument("--latent", choices=["normal", "uniform"], default=None,
+                        help="the law of the generator's latents: standard normal (default) or "
+                             "uniform on [-1, 1] (as much DCGAN code samples); a generator with "
+                             "its own sample_latent(n, generator) method uses that")
+    parser.add_argument("--class", dest="class_index", type=int, default=None, metavar="K",
+                        help="the class a class-conditional generator draws")
+
+
 def add_generator_arguments(parser: argparse.ArgumentParser) -> None:
     """``--generator``, ``--truncation`` and ``--segmenter``, as every command that draws and
     segments samples spells them."""
@@ -56,12 +67,7 @@ def add_generator_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--truncation", type=float, default=None, metavar="PSI",
                         help="truncation psi in [0, 1] for style-based generators (stylegan2:, "
                              "nvidia:)")
-    parser.add_argument("--latent", choices=["normal", "uniform"], default=None,
-                        help="the law of the generator's latents: standard normal (default) or "
-                             "uniform on [-1, 1] (as much DCGAN code samples); a generator with "
-                             "its own sample_latent(n, generator) method uses that")
-    parser.add_argument("--class", dest="class_index", type=int, default=None, metavar="K",
-                        help="the class a class-conditional generator draws")
+    add_latent_arguments(parser)
     parser.add_argument("--segmenter", default="sceneworld",
                         help=f"the segmenter: {spellings('segmenter')}")
     parser.add_argument("--segmenter-weights", default=None, metavar="FILE",

@@ -13,12 +13,10 @@ from __future__ import annotations
 
 import argparse
 
+from gandissect.cli.common import add_latent_arguments
 from gandissect.models.spellings import SCHEMES, SHIPPED, spellings
 
 KINDS = ("generator", "classifier", "segmenter")
-
-
-SEGMENTATION_ARCHITECTURES = ("fcn_", "deeplabv3_", "lraspp_")  # torchvision's segmenters
 
 
 def spelled_kind(spec: str) -> str | None:
@@ -27,7 +25,9 @@ def spelled_kind(spec: str) -> str | None:
     scheme, colon, target = spec.partition(":")
     kinds = [kind for kind in KINDS if colon and scheme in SCHEMES[kind]]
     if len(kinds) > 1:
-        segmenting = scheme == "torchvision" and target.startswith(SEGMENTATION_ARCHITECTURES)
+        from gandissect.models.loaders.segmenters import TORCHVISION_SEGMENTERS
+
+        segmenting = scheme == "torchvision" and target in TORCHVISION_SEGMENTERS
         return "segmenter" if segmenting else "classifier"
     return kinds[0] if kinds else None
 
@@ -125,8 +125,5 @@ def register(commands) -> None:
     parser.add_argument("--size", type=int, default=None,
                         help="input image size for the trace (default: the classifier's "
                              "declared input size, else 64)")
-    parser.add_argument("--latent", choices=["normal", "uniform"], default=None,
-                        help="a generator's latent law (see gandissect dissect --help)")
-    parser.add_argument("--class", dest="class_index", type=int, default=None, metavar="K",
-                        help="the class a class-conditional generator draws")
+    add_latent_arguments(parser)
     parser.set_defaults(run=_run)
