@@ -113,6 +113,9 @@ class Trace:
         stop: raise ``StopForward`` after the layer runs; the context swallows it (partial
             forward: nothing after the layer is computed).
         edit: a function ``output -> new output`` applied on every call of the layer.
+        view: a function ``output -> tensor``; what it returns is retained instead of the
+            output, which may then be of any type (``gandissect.spatial.first_tensor`` keeps
+            the first tensor of a ``transformers`` layer's tuple).
     """
 
     def __init__(
@@ -125,11 +128,13 @@ class Trace:
         detach: bool = True,
         stop: bool = False,
         edit: Any = None,
+        view: Any = None,
     ) -> None:
         self.layer = layer
         self.module = get_layer(model, layer)
         self.retain_output, self.retain_input = retain_output, retain_input
         self.clone, self.detach, self.stop, self.edit = clone, detach, stop, edit
+        self.view = view
         self.outputs: list[torch.Tensor] = []
         self.input: torch.Tensor | None = None
         self._handle = None
@@ -146,7 +151,8 @@ class Trace:
         if self.edit is not None:
             output = self.edit(_as_tensor_output(output, self.layer))
         if self.retain_output:
-            self.outputs.append(self._keep(_as_tensor_output(output, self.layer)))
+            kept = output if self.view is None else self.view(output)
+            self.outputs.append(self._keep(_as_tensor_output(kept, self.layer)))
         if self._on_stop is not None:
             self._on_stop(self)
         elif self.stop:

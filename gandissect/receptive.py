@@ -24,6 +24,7 @@ from torch.nn import functional as F
 
 from gandissect.errors import UserError
 from gandissect.hooks import Trace
+from gandissect.spatial import first_tensor, spatial_view
 from gandissect.torchutil import eval_mode, model_device
 
 __all__ = ["cell_centres", "aligned_upsample"]
@@ -50,11 +51,9 @@ def cell_centres(model: nn.Module, layer: str, size: tuple[int, int] | int = 64,
     images = torch.rand(samples, 3, height, width, generator=generator) * (high - low) + low
     images = images.to(device).requires_grad_(True)
     with eval_mode(model):
-        with Trace(model, layer, detach=False, clone=False) as trace:
+        with Trace(model, layer, detach=False, clone=False, view=first_tensor) as trace:
             model(images)
-        maps = trace.output
-        if maps.dim() != 4:
-            raise UserError(f"layer {layer!r} outputs {tuple(maps.shape)}, not (N, C, h, w)")
+        maps = spatial_view(model, layer, trace.output, (height, width))  # tokens: the grid
         h, w = maps.shape[-2:]
         centres = []
         for axis, count, other in ((0, h, w // 2), (1, w, h // 2)):

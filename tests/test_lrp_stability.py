@@ -14,6 +14,7 @@ import torch
 from torch import nn
 
 from gandissect.attribute import LRP, UnsupportedModelError, lrp_rule
+from gandissect.attribute.peers import torchvision_twin, with_random_statistics, zennit_lrp
 from gandissect.models.inputs import (
     IMAGENET_MEAN,
     IMAGENET_STD,
@@ -22,7 +23,7 @@ from gandissect.models.inputs import (
     rescale,
 )
 
-COMPOSITE = {"rule": "gamma", "first_rule": "zbox", "layer_rules": {"fc": "epsilon"}}
+COMPOSITE = {"rule": "gamma", "first_rule": "zbox", "linear_rule": "epsilon"}
 
 
 @pytest.fixture(scope="module")
@@ -48,16 +49,7 @@ def random_resnet18(num_classes=5, seed=0):
     import torchvision
 
     torch.manual_seed(seed)
-    model = torchvision.models.resnet18(num_classes=num_classes)
-    generator = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for m in model.modules():
-            if isinstance(m, nn.BatchNorm2d):
-                m.running_mean.normal_(0, 0.1, generator=generator)
-                m.running_var.uniform_(0.5, 2, generator=generator)
-                m.weight.uniform_(0.5, 1.5, generator=generator)
-                m.bias.normal_(0, 0.1, generator=generator)
-    return model.eval()
+    return with_random_statistics(torchvision.models.resnet18(num_classes=num_classes), seed)
 
 
 # ------------------------------------------------------------------ the rule
@@ -159,18 +151,10 @@ def test_float32_and_float64_agree_on_the_shipped_classifier(shipped):
 # ------------------------------------------------------------------ zennit, the peer
 
 
-def zennit_composite(model, x, target, classes, low=-1.0, high=1.0):
+def zennit_composite(model, x, target):
     """zennit's EpsilonGammaBox (z-box first, gamma in convolutions, epsilon in linear
     layers) with its ResNet canonizer, starting from the target's logit."""
-    from zennit.attribution import Gradient
-    from zennit.composites import EpsilonGammaBox
-    from zennit.torchvision import ResNetCanonizer
-
-    composite = EpsilonGammaBox(low=low, high=high, canonizers=[ResNetCanonizer()])
-    chosen = torch.eye(classes, dtype=x.dtype)[target]
-    with Gradient(model=model, composite=composite) as attributor:
-        _, relevance = attributor(x.clone(), lambda output: output * chosen)
-    return relevance
+    return zennit_lrp(model, x, target)[0]
 
 
 def pearson_per_image(a, b):
@@ -181,22 +165,7 @@ def pearson_per_image(a, b):
 def in_torchvision_blocks(model):
     """The shipped classifier rebuilt from torchvision's BasicBlock (zennit's ResNet
     canonizer recognises those), with the same weights."""
-    import torchvision
-    from torchvision.models.resnet import BasicBlock
-
-    rebuilt = torchvision.models.resnet18(num_classes=model.fc.out_features)
-    rebuilt.conv1, rebuilt.bn1 = copy.deepcopy(model.conv1), copy.deepcopy(model.bn1)
-    rebuilt.maxpool = nn.Identity()
-    for i in range(len(model.channels)):
-        blocks = []
-        for block in getattr(model, f"layer{i + 1}"):
-            new = BasicBlock(block.conv1.in_channels, block.conv1.out_channels,
-                             block.conv1.stride, copy.deepcopy(block.downsample))
-            new.load_state_dict(block.state_dict())
-            blocks.append(new)
-        setattr(rebuilt, f"layer{i + 1}", nn.Sequential(*blocks))
-    rebuilt.fc = copy.deepcopy(model.fc)
-    return rebuilt.eval()
+    return torchvision_twin(model)
 
 
 def test_composite_matches_zennit_on_resnet18():
@@ -205,7 +174,7 @@ def test_composite_matches_zennit_on_resnet18():
     x = torch.rand(2, 3, 64, 64, generator=torch.Generator().manual_seed(1)) * 2 - 1
     target = torch.tensor([1, 3])
     ours = LRP(model, **COMPOSITE).attribute(x, target)
-    peer = zennit_composite(model, x, target, 5)
+    peer = zennit_composite(model, x, target)
     assert (pearson_per_image(ours, peer) >= 0.99).all()
     assert torch.allclose(ours.flatten(1).sum(1), peer.flatten(1).sum(1), rtol=1e-3, atol=1e-4)
 
@@ -218,7 +187,7 @@ def test_composite_matches_zennit_on_the_shipped_classifier(shipped):
     with torch.no_grad():
         assert torch.allclose(rebuilt(x), model(x), atol=1e-5)
     ours = LRP(model, **COMPOSITE).attribute(x, target)
-    peer = zennit_composite(rebuilt, x, target, model.fc.out_features)
+    peer = zennit_composite(rebuilt, x, target)
     assert (pearson_per_image(ours, peer) >= 0.99).all()
     assert torch.allclose(ours.flatten(1).sum(1), peer.flatten(1).sum(1), rtol=1e-3, atol=1e-4)
 

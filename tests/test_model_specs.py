@@ -115,7 +115,8 @@ def test_unknown_spellings_list_the_valid_ones(spec):
 
 def test_classifier_and_segmenter_spellings():
     with pytest.raises(ValueError, match="valid spellings: sceneworld, FILE.safetensors, "
-                                         "torchvision:ARCH, package.module:factory$"):
+                                         "torchvision:ARCH, timm:NAME_OR_DIR, hf:NAME_OR_DIR, "
+                                         "package.module:factory$"):
         resolve_classifier("resnet18")
     with pytest.raises(ValueError, match="valid spellings: sceneworld, FILE.safetensors, "
                                          "hf:NAME_OR_DIR, upp:DIR, semseg:DIR, "

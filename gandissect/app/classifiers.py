@@ -33,10 +33,12 @@ from gandissect.app.units import parse_units
 from gandissect.app.workspace import Workspace
 from gandissect.errors import UserError
 from gandissect.netdissect import layer_summary
+from gandissect.spatial import default_map_layer
+from gandissect.units_relevance import unit_labels
 from gandissect.visualize import overlay
 
-__all__ = ["build", "default_layer", "explain", "feature_visualization", "run_netdissect",
-           "select_unit", "table", "preview_upload", "SOURCES"]
+__all__ = ["build", "default_layer", "explain", "explain_units", "feature_visualization",
+           "run_netdissect", "select_unit", "table", "preview_upload", "SOURCES"]
 
 SOURCES = ("SceneWorld scene", "Upload")
 PREDICTED = -1  # the target "the predicted class"
@@ -47,12 +49,13 @@ def _scale(size: int) -> int:
 
 
 def default_layer(ws: Workspace, spec: str) -> tuple[list[str], str]:
-    """The classifier's convolutional layers and the one to start with (``layer4`` if it has
-    one, else its last)."""
-    layers = list(ws.classifiers.get(spec).layers)
-    if not layers:
-        raise UserError(f"{spec} has no layer with a (N, units, h, w) output")
-    return layers, "layer4" if "layer4" in layers else layers[-1]
+    """The classifier's layers with maps and the one to start with (``layer4`` if it has one;
+    a class-token ViT's last block's first norm; else its last map:
+    ``gandissect.spatial.default_map_layer``)."""
+    classifier = ws.classifiers.get(spec)
+    if not classifier.layers:
+        raise UserError(f"{spec} has no layer with a (N, units, h, w) output or token map")
+    return list(classifier.layers), default_map_layer(classifier.model, classifier.layers)
 
 
 def _browsed(ws: Workspace, session: Session):
@@ -134,7 +137,8 @@ def preview_upload(ws: Workspace, spec: str, upload: str | None) -> tuple:
 @user_errors
 def explain(ws: Workspace, spec: str, layer: str, source: str, scene: Any,
             upload: str | None, method: str, target: Any) -> tuple:
-    """Attribution heatmap over the image and every class's probability."""
+    """Attribution heatmap over the image and every class's probability; a warning line under
+    the text when the image looks unlike the classifier's training images."""
     if source not in SOURCES:
         raise UserError(f"the image source must be one of {', '.join(SOURCES)}")
     image = _image(ws, spec, source, scene, upload)
@@ -146,7 +150,42 @@ def explain(ws: Workspace, spec: str, layer: str, source: str, scene: Any,
     text = (f"{METHOD_NAMES.get(method, method)} for **{names[result.target]}** "
             f"({'red: for, blue: against' if result.signed else 'bright: most'}); "
             f"the colour bar runs from the lowest value (left) to the highest (right).")
+    if result.domain_warning:
+        text += f"\n\n**Warning:** {result.domain_warning}."
     return enlarge(picture, _scale(image.shape[-1])), result.probabilities, text
+
+
+@user_errors
+def explain_units(ws: Workspace, session: Session, spec: str, layer: str, source: str,
+                  scene: Any, upload: str | None, target: Any) -> tuple:
+    """The panel "Units behind this prediction": the class score decomposed over ``layer``'s units
+    (``gandissect.units_relevance``), the top units with their labels from the tab's Network
+    Dissection of that layer when it has run, and each unit's activation over the image."""
+    if source not in SOURCES:
+        raise UserError(f"the image source must be one of {', '.join(SOURCES)}")
+    image = _image(ws, spec, source, scene, upload)
+    chosen = None if target in (None, PREDICTED, str(PREDICTED)) else int(target)
+    found, top, maps = ws.classifiers.units(spec, image, layer, chosen)
+    dissected = session.netdissect if session is not None else None
+    result = (ws.classifiers.result(dissected)
+              if dissected and dissected[:2] == (spec, layer) else None)
+    labels = unit_labels(result, layer) if result is not None else {}
+    names = ws.classifiers.get(spec).class_names
+    how = ("exact: pooled activation x class weight, the bias adds "
+           f"{float(found.bias[0]):+.3f}" if found.exact
+           else "gradient x activation, a first-order approximation")
+    lines = [f"Score of **{names[int(found.target[0])]}** {float(found.logit[0]):.3f} over the "
+             f"units of `{layer}` ({how}):", "", "| unit | contribution | concept (IoU) |",
+             "|---:|---:|---|"]
+    for unit in top:
+        concept, iou = labels.get(unit, (None, None))
+        label = f"{concept} ({iou:.3f})" if concept else "run Network Dissection for labels"
+        lines.append(f"| {unit} | {float(found.contributions[0, unit]):+.3f} | {label} |")
+    scale = _scale(image.shape[-1])
+    gallery = [(enlarge(overlay(pixels(image), heat, mode="absolute", bar_height=0), scale),
+                f"unit {unit}: {labels.get(unit, ('', 0))[0] or 'unlabelled'}")
+               for unit, heat in zip(top, maps)]
+    return "\n".join(lines), gallery
 
 
 @user_errors
@@ -240,6 +279,16 @@ def build(ws: Workspace, state: gr.State) -> dict[str, Any]:
         with gr.Column(scale=1):
             c["scores"] = gr.Label(label="Class probabilities", elem_id="class-scores")
 
+    gr.Markdown("### Units behind this prediction")
+    with gr.Row(equal_height=False):
+        with gr.Column(scale=1):
+            c["units_text"] = gr.Markdown("Explain an image to see the units of the layer "
+                                          "that raise its class score most.",
+                                          elem_id="units-behind")
+        with gr.Column(scale=1):
+            c["units_maps"] = gr.Gallery(label="Top units' activations over the image",
+                                         columns=4, height=260, elem_id="units-maps")
+
     gr.Markdown("### Feature visualisation")
     with gr.Row(equal_height=False):
         with gr.Column(scale=1):
@@ -293,6 +342,9 @@ def build(ws: Workspace, state: gr.State) -> dict[str, Any]:
     def on_explain(spec, layer, source, scene, upload, method, target, progress=PROGRESS):
         return explain(ws, spec, layer, source, scene, upload, method, target)
 
+    def on_units(session, spec, layer, source, scene, upload, target):
+        return explain_units(ws, session, spec, layer, source, scene, upload, target)
+
     def on_visualize(spec, layer, kind, unit, target, steps, n,
                      progress=PROGRESS):
         return feature_visualization(ws, spec, layer, kind, unit, target, steps, n)
@@ -313,7 +365,11 @@ def build(ws: Workspace, state: gr.State) -> dict[str, Any]:
                        [c["upload_preview"], c["source"]], api_visibility="private")
     c["explain"].click(on_explain, [c["classifier"], c["layer"], c["source"], c["scene"],
                                     c["upload"], c["method"], c["target"]],
-                       [c["heatmap"], c["scores"], c["explained"]], api_name="explain", **model)
+                       [c["heatmap"], c["scores"], c["explained"]], api_name="explain", **model
+                       ).success(on_units, [state, c["classifier"], c["layer"], c["source"],
+                                            c["scene"], c["upload"], c["target"]],
+                                 [c["units_text"], c["units_maps"]],
+                                 api_visibility="private", **model)
     c["visualize"].click(on_visualize, [c["classifier"], c["layer"], c["kind"], c["vis_unit"],
                                         c["vis_class"], c["steps"], c["n"]],
                          [c["vis"], c["vis_top"]], api_name="visualize", **model)

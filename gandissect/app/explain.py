@@ -21,6 +21,7 @@ import torch
 from torch import nn
 
 from gandissect.attribute.evaluate import METHODS, pixel_maps
+from gandissect.classifier_domain import check_classifier_domain
 from gandissect.dissect import Dissection, LayerDissection
 from gandissect.errors import UserError
 from gandissect.hooks import layer_shapes
@@ -28,11 +29,13 @@ from gandissect.models.inputs import preprocess_inside
 from gandissect.models.specs import resolve_classifier_and_preprocess
 from gandissect.netdissect import ProbeSet, SceneWorldProbe, netdissect, probe_samples
 from gandissect.report.images import top_image_strips
+from gandissect.spatial import map_layers
 from gandissect.torchutil import model_device
+from gandissect.units_relevance import UnitContributions, unit_contributions
 from gandissect.visualize import channel, class_logit, sceneworld_top_images, visualize
 
 __all__ = ["Classifier", "ClassifierModels", "METHOD_NAMES", "MAX_SCENE", "PROBE_SEED",
-           "Explanation"]
+           "SLOW_METHODS", "Explanation"]
 
 PROBE_SEED = 1001  # SceneWorld's held-out evaluation world (never a training seed)
 METHOD_NAMES = {"gradcam": "Grad-CAM", "gradcam_plus_plus": "Grad-CAM++", "cam": "CAM",
@@ -40,7 +43,11 @@ METHOD_NAMES = {"gradcam": "Grad-CAM", "gradcam_plus_plus": "Grad-CAM++", "cam":
                 "input_x_gradient": "Input x gradient", "smoothgrad": "SmoothGrad",
                 "integrated_gradients": "Integrated gradients",
                 "guided_backprop": "Guided backprop", "deconvolution": "Deconvolution",
-                "occlusion": "Occlusion", "lrp": "LRP"}
+                "occlusion": "Occlusion", "lrp": "LRP", "deeplift": "DeepLIFT",
+                "gradient_shap": "GradientSHAP", "feature_ablation": "Feature ablation",
+                "kernel_shap": "Kernel SHAP", "lime": "LIME (superpixels)"}
+# The methods that take seconds per image (one forward per perturbed image): a bar in the page
+SLOW_METHODS = ("occlusion", "feature_ablation", "kernel_shap", "lime")
 MAX_SCENE = 2**31 - 1
 _KEPT_RESULTS = 8  # Network Dissection results kept in memory
 
@@ -48,7 +55,8 @@ _KEPT_RESULTS = 8  # Network Dissection results kept in memory
 @dataclass
 class Classifier:
     """A loaded classifier: its spelling, the model (taking [-1, 1] images), input size, class
-    names, the layers with (N, units, h, w) outputs and the layer giving the class scores."""
+    names, the layers with (N, units, h, w) maps (``gandissect.spatial.map_layers``: token
+    sequences read on the patch grid) and the layer giving the class scores."""
 
     spec: str
     model: nn.Module
@@ -61,12 +69,14 @@ class Classifier:
 @dataclass
 class Explanation:
     """An attribution: the ``(H, W)`` pixel map, whether it has negative values, the class
-    explained and every class's probability."""
+    explained, every class's probability, and the warning line when the image looks unlike
+    the classifier's training images (``gandissect.classifier_domain``; else None)."""
 
     pixel_map: torch.Tensor
     signed: bool
     target: int
     probabilities: dict[str, float]
+    domain_warning: str | None = None
 
 
 def _describe(spec: str, model: nn.Module) -> Classifier:
@@ -75,8 +85,7 @@ def _describe(spec: str, model: nn.Module) -> Classifier:
     shapes = layer_shapes(model, probe)
     with torch.no_grad():
         classes = model(probe).shape[-1]
-    layers = {name: tuple(shape[1:]) for name, shape in shapes.items()
-              if isinstance(shape, tuple) and len(shape) == 4}
+    layers = map_layers(model, probe)  # token sequences too, as maps on the patch grid
     logits = [name for name, shape in shapes.items() if shape == (1, classes)]
     names = getattr(model, "scene_names", None) or getattr(model, "class_names", None)
     if not names or len(names) != classes:
@@ -115,8 +124,8 @@ class ClassifierModels:
 
     def check_layer(self, classifier: Classifier, layer: str) -> None:
         if layer not in classifier.layers:
-            raise UserError(f"{classifier.spec} has no convolutional layer {layer!r}; choose "
-                            f"one of {', '.join(classifier.layers)}")
+            raise UserError(f"{classifier.spec} has no convolutional layer or token map "
+                            f"{layer!r}; choose one of {', '.join(classifier.layers)}")
 
     # ------------------------------------------------------------------ Network Dissection
 
@@ -192,12 +201,26 @@ class ClassifierModels:
                 raise UserError(f"class {chosen} is out of range (0 .. "
                                 f"{len(classifier.class_names) - 1})")
             options = {k: v for k, v in spec_.options.items() if k != "return_error"}
-            if method == "occlusion":  # the one method that takes seconds: a bar in the page
+            if method in SLOW_METHODS:
                 options["show_progress"] = True
             raw = spec_.build(classifier.model, layer).attribute(x, target=chosen, **options)
+            domain = check_classifier_domain(classifier.model, x, classifier.spec)
         pixel_map = pixel_maps(raw.detach().cpu(), tuple(image.shape[-2:]), spec_.pixel_map)[0]
         return Explanation(pixel_map, bool((pixel_map < 0).any()), chosen,
-                           dict(zip(classifier.class_names, probabilities.tolist())))
+                           dict(zip(classifier.class_names, probabilities.tolist())),
+                           domain.warning(0))
+
+    def units(self, spec: str, image: torch.Tensor, layer: str, target: int | None,
+              top: int = 8) -> tuple[UnitContributions, list[int], torch.Tensor]:
+        """The class score of one ``(3, H, W)`` image decomposed over ``layer``'s units
+        (``gandissect.units_relevance``): the contributions, the ``top`` units and their
+        activation maps upsampled to the image."""
+        classifier = self.get(spec)
+        self.check_layer(classifier, layer)
+        with self.lock:
+            found = unit_contributions(classifier.model, image[None], layer, target)
+        units = found.top(min(top, found.contributions.shape[1]))
+        return found, units, found.heatmaps(units, tuple(image.shape[-2:])).cpu()
 
     # ------------------------------------------------------------------ feature visualisation
 

@@ -2,9 +2,17 @@
 
 Every method here weighs the ``K`` feature maps ``A_k`` of one layer (dotted name, as in
 ``gandissect.hooks``) and returns a raw ``(N, h, w)`` map at that layer's resolution (not
-upsampled, not normalised: ``overlay`` does both for display). The layer must output
-``(N, K, h, w)``. For the shipped ``SceneClassifier`` the natural layer is ``"layer4"``
-(16 x 16 at 64 px).
+upsampled, not normalised: ``overlay`` does both for display). The layer's output is read
+as an ``(N, K, h, w)`` map by ``gandissect.spatial.spatial_view``: convolutional maps as they
+are, a vision transformer's tokens reshaped to the patch grid with the class (and other
+prefix) tokens left out, Swin's channels-last stages channels first. For the shipped
+``SceneClassifier`` the natural layer is ``"layer4"`` (16 x 16 at 64 px); for a ViT whose head
+reads the class token it is the first norm of the last block (timm ``"blocks.11.norm1"``,
+``transformers`` ``"vit.layers.11.layernorm_before"``, as pytorch-grad-cam advises: the
+patch tokens of the last block's output and of the final norm never reach the class score, so
+their gradient is zero); for a Swin, its last stage or final norm (``default_map_layer``). CAM
+proper needs pooled features feeding the logits linear layer, which a class-token head is
+not: it refuses such models.
 """
 
 from __future__ import annotations
@@ -19,6 +27,7 @@ from torch import nn
 from gandissect.errors import UserError
 
 from ..hooks import Trace, get_layer
+from ..spatial import first_tensor, spatial_view, token_layout
 from .base import (
     Attribution,
     Target,
@@ -34,24 +43,23 @@ __all__ = ["CAM", "EigenCAM", "GradCAM", "GradCAMPlusPlus", "GuidedGradCAM", "Sc
            "layer_activations_and_gradients", "logits_linear"]
 
 
-def _feature_maps(trace: Trace) -> torch.Tensor:
-    maps = trace.output
-    if maps.dim() != 4:
-        raise UserError(f"layer {trace.layer!r} outputs {tuple(maps.shape)}; class activation "
-                        "maps need a convolutional layer with (N, K, h, w) output")
-    return maps
+def _feature_maps(model: nn.Module, trace: Trace, x: torch.Tensor) -> torch.Tensor:
+    """The traced layer's output (a ``Trace`` with ``view=first_tensor``) as ``(N, K, h, w)``
+    maps for the input ``x`` (``gandissect.spatial``)."""
+    return spatial_view(model, trace.layer, trace.output, x.shape[-2:])
 
 
 def layer_activations_and_gradients(model: nn.Module, layer: str, x: torch.Tensor,
                                     target: Target) -> tuple[torch.Tensor, torch.Tensor]:
     """``(A, d score / d A)`` of ``layer`` for the batch ``x``; call inside
-    ``attribution_mode``."""
+    ``attribution_mode``. Both are ``(N, K, h, w)`` maps (``gandissect.spatial``): the gradient
+    is taken with respect to the layer's own output and viewed as the map is."""
     x = x.detach().requires_grad_(True)  # parameters are frozen: the graph hangs on the input
-    with Trace(model, layer, detach=False, clone=False) as trace:
+    with Trace(model, layer, detach=False, clone=False, view=first_tensor) as trace:
         scores = resolve_target(model(x), target)
-    maps = _feature_maps(trace)
-    (grad,) = torch.autograd.grad(scores.sum(), maps)
-    return maps.detach(), grad
+    maps = _feature_maps(model, trace, x)  # refuses a layer without a map before the backward
+    (grad,) = torch.autograd.grad(scores.sum(), trace.output)
+    return maps.detach(), spatial_view(model, layer, grad, x.shape[-2:])
 
 
 def _weighted_sum(weights: torch.Tensor, maps: torch.Tensor) -> torch.Tensor:
@@ -118,7 +126,8 @@ class CAM(Attribution):
             (``logits_linear``), so ``fc``, ``linear`` (CIFAR-style ResNets) and nested heads
             such as ``head.fc`` all work.
 
-    Applies only to that architecture (global average pooling, then one ``nn.Linear``);
+    Applies only to that architecture (global average pooling, then one ``nn.Linear``; a
+    vision transformer whose head reads the class token is refused when CAM is built);
     ``attribute`` checks it on every call: the mean of the map plus the linear layer's bias
     must give the class score, else it raises. Targets must be class indices (int or one per
     sample).
@@ -138,18 +147,24 @@ class CAM(Attribution):
         if fc is None and not any(isinstance(m, nn.Linear) for m in model.modules()):
             raise UserError(f"{type(model).__name__} has no nn.Linear: CAM needs "
                             f"GAP({layer}) -> nn.Linear; use GradCAM")
+        layout = token_layout(model)
+        if layout is not None and layout.pooling == "token":
+            raise UserError(f"{type(model).__name__} computes its class scores from the class "
+                            "token, not from average-pooled features: CAM needs "
+                            f"GAP({layer}) -> nn.Linear; use GradCAM")
 
     def attribute(self, x: torch.Tensor, target: Target = None) -> torch.Tensor:
         """The ``(N, h, w)`` class activation map of each sample's target class."""
         x = _check_input(x)
         classes = class_indices(target, x.shape[0], x.device)
         with attribution_mode(self.model), torch.no_grad():
-            with Trace(self.model, self.layer) as trace, _linear_calls(self.model) as calls:
+            with Trace(self.model, self.layer, view=first_tensor) as trace, \
+                    _linear_calls(self.model) as calls:
                 output = self.model(x)
             scores = resolve_target(output, classes)
             name = self.fc or _scores_layer(calls, output, self.model)
             fc = get_layer(self.model, name)
-            maps = _feature_maps(trace)
+            maps = _feature_maps(self.model, trace, x)
             if fc.in_features != maps.shape[1]:
                 raise UserError(f"{name!r} reads {fc.in_features} features but "
                                 f"{self.layer!r} has {maps.shape[1]} channels: CAM needs "
@@ -228,9 +243,9 @@ class ScoreCAM(GradCAM):
         x = _check_input(x, images=True)
         target = prepare_target(target, x.shape[0], x.device)
         with attribution_mode(self.model), torch.no_grad():
-            with Trace(self.model, self.layer) as trace:
+            with Trace(self.model, self.layer, view=first_tensor) as trace:
                 self.model(x)
-            maps = _feature_maps(trace)
+            maps = _feature_maps(self.model, trace, x)
             flat = maps.flatten(2)
             informative = (flat.amax(2) - flat.amin(2)) > 0
             pairs = informative.nonzero()  # (P, 2): sample, channel
@@ -307,9 +322,9 @@ class EigenCAM(Attribution):
         """The ``(N, h, w)`` first-principal-component map of ``layer``."""
         x = _check_input(x)
         with attribution_mode(self.model), torch.no_grad():
-            with Trace(self.model, self.layer) as trace:
+            with Trace(self.model, self.layer, view=first_tensor) as trace:
                 self.model(x)
-            maps = _feature_maps(trace)
+            maps = _feature_maps(self.model, trace, x)
         n, k, h, w = maps.shape
         flat = torch.nan_to_num(maps, nan=0.0).flatten(2).transpose(1, 2)   # (N, hw, K)
         centred = flat - flat.mean(1, keepdim=True)

@@ -48,6 +48,20 @@ The scores, all from those pixel maps:
   rank correlation and is left out of the mean (counted in ``sanity_undefined``). Low means the
   map depends on what the model learned. Guided backpropagation is the known failure: its maps
   barely change while the top layers are randomised (early stages of the cascade).
+- **Relevance mass accuracy** (Arras et al. 2022, ``relevance_mass_accuracy``): the positive
+  relevance on the defining concepts' pixels over all positive relevance, the same number as
+  ``concept_energy``. **Relevance rank accuracy** (``relevance_rank_accuracy``): of the
+  ``K = |mask|`` pixels ranked highest (``pixel_ranks``, ties in the deletion's fixed order),
+  the share on those pixels. A map that ignores the image expects ``concept_area`` for both.
+- **ROAD** (Rong et al. 2022, ``gandissect.attribute.road``; asked for with
+  ``metrics=[..., "road"]``): the most (MoRF) or least (LeRF) relevant 10% .. 90% of the
+  pixels are filled by noisy linear imputation (each the weighted mean of its neighbours, one
+  sparse linear system per image, plus noise of standard deviation 0.01), so that the filling
+  does not leak where pixels were removed; ``road_morf_auc`` / ``road_lerf_auc`` are the mean
+  heights of the target's probability curves (MoRF lower is better, LeRF higher), the curves
+  themselves ``road_morf_curve`` / ``road_lerf_curve``.
+- **Per class**: every method's ``per_class`` holds each of its scores, the cascade's stages
+  included, averaged over the images of each scene class, with their count.
 - **Seconds per image**: wall time of the trained model's attribute calls over ``n``.
 - **Completeness** (integrated gradients): ``|sum(attributions) - (f(x) - f(0))|`` relative
   to ``|f(x) - f(0)|``, mean, median and max over images, and the share of images above
@@ -62,6 +76,7 @@ The scores, all from those pixel maps:
 from __future__ import annotations
 
 import copy
+import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -77,13 +92,19 @@ from gandissect.torchutil import model_device
 from ..receptive import aligned_upsample, cell_centres
 from .base import Attribution
 from .cam import CAM, GradCAM, GradCAMPlusPlus, ScoreCAM
+from .deeplift import DeepLift
 from .gradient import InputXGradient, IntegratedGradients, Saliency, SmoothGrad
+from .gradient_shap import GradientShap
 from .guided import Deconvolution, GuidedBackprop
 from .lrp import LRP
 from .occlusion import Occlusion
+from .perturbation import FeatureAblation, KernelShap, Lime
+from .road import ROAD_FRACTIONS, ROAD_NOISE, road_auc, road_curves
 
 __all__ = [
     "COMPLETENESS_BAR",
+    "DEFAULT_METRICS",
+    "METRICS",
     "DEFINING_CONCEPTS",
     "METHODS",
     "MethodSpec",
@@ -96,9 +117,12 @@ __all__ = [
     "evaluate_attribution",
     "perturbation_curves",
     "pixel_maps",
+    "pixel_ranks",
     "pointing_hits",
     "randomized_copy",
     "rank_average",
+    "relevance_mass_accuracy",
+    "relevance_rank_accuracy",
     "spearman",
     "substrate",
 ]
@@ -145,9 +169,9 @@ class MethodSpec:
 # gradients at 64 steps (the completeness bar), occlusion with its default window, 1/8 of the
 # image every 1/16 (8 px every 4 at 64 px, 28 every 14 at 224 px), LRP with the composite of
 # Montavon et al. 2019 (z-box on the pixels, gamma in the convolutions, generalised to negative
-# outputs as zennit's EpsilonGammaBox does, epsilon in the last layer). The expensive methods
-# pass 64 rows per forward (Score-CAM's default): on a CPU, 2-3x faster than one huge batch,
-# which is memory-bound.
+# outputs as zennit's EpsilonGammaBox does, epsilon in every Linear layer, so in the logits
+# layer whatever its name). The expensive methods pass 64 rows per forward (Score-CAM's
+# default): on a CPU, 2-3x faster than one huge batch, which is memory-bound.
 BATCH_ROWS = {"internal_batch_size": 64}
 METHODS: dict[str, MethodSpec] = {
     "saliency": MethodSpec(Saliency, "abs"),
@@ -165,11 +189,29 @@ METHODS: dict[str, MethodSpec] = {
     "gradcam_plus_plus": MethodSpec(GradCAMPlusPlus, layer=True),
     "scorecam": MethodSpec(ScoreCAM, layer=True, options=dict(BATCH_ROWS)),
     "lrp": MethodSpec(LRP, "signed", init={"rule": "gamma", "first_rule": "zbox",
-                                           "layer_rules": {"fc": "epsilon"}}),
+                                           "linear_rule": "epsilon"}),
+    # DeepLIFT and GradientSHAP from the mid-grey baseline 0 that integrated gradients uses,
+    # GradientSHAP at 50 draws (SmoothGrad's count) with noise of 0.1 (Captum's tutorials use
+    # 0.09). Feature ablation, Kernel SHAP and LIME on each image's ~50 SLIC superpixels
+    # (``perturbation.superpixels``), hidden features set to 0: one forward per superpixel for
+    # ablation, 200 coalitions for Kernel SHAP and LIME (Captum's default of 25 leaves 50
+    # features underdetermined), about 2 s per 64 px image for the two on a 2-core CPU.
+    "deeplift": MethodSpec(DeepLift, "signed"),
+    "gradient_shap": MethodSpec(GradientShap, "signed",
+                                options={"n_samples": 50, "stdevs": 0.1, **BATCH_ROWS}),
+    "feature_ablation": MethodSpec(FeatureAblation, "signed", options=dict(BATCH_ROWS)),
+    "kernel_shap": MethodSpec(KernelShap, "signed", options={"n_samples": 200, **BATCH_ROWS}),
+    "lime": MethodSpec(Lime, "signed", options={"n_samples": 200, **BATCH_ROWS}),
 }
 
 # The integrated-gradients completeness bar: the error within 1% of f(x) - f(baseline).
 COMPLETENESS_BAR = 0.01
+
+# The scores evaluate_attribution can compute (``metrics=``), and those it computes by default:
+# all but ROAD, whose imputation solves a sparse system per image and removal fraction.
+METRICS = ("pointing", "deletion", "insertion", "sanity", "cascade", "mass", "rank", "road")
+DEFAULT_METRICS = ("pointing", "deletion", "insertion", "sanity", "cascade", "mass", "rank")
+CASCADE_KEY = "sanity_cascade"
 
 
 # ---------------------------------------------------------------- pixel maps and masks
@@ -266,6 +308,20 @@ def _tie_break(pixels: int) -> torch.Tensor:
     return torch.randperm(pixels, generator=torch.Generator().manual_seed(0))
 
 
+def pixel_ranks(maps: torch.Tensor) -> torch.Tensor:
+    """``(N, H, W)`` long: each pixel's place when the ``(N, H, W)`` maps are sorted from the
+    highest value (0) down, ties broken by one fixed random order of positions (``_tie_break``).
+    Deletion, insertion, ROAD and the relevance rank accuracy all rank pixels this way."""
+    n = maps.shape[0]
+    pixels = maps[0].numel()
+    order = _tie_break(pixels).to(maps.device)
+    # stable sort of the shuffled values: ties end up in the fixed random order
+    ranked = order[maps.flatten(1)[:, order].sort(dim=1, descending=True, stable=True).indices]
+    rank = torch.empty_like(ranked)
+    rank.scatter_(1, ranked, torch.arange(pixels, device=maps.device).expand(n, -1))
+    return rank.reshape(maps.shape)
+
+
 def substrate(images: torch.Tensor, baseline: str = "zeros", blur_sigma: float = 5.0
               ) -> torch.Tensor:
     """What deleted pixels become and insertion starts from: zeros or a Gaussian blur."""
@@ -291,11 +347,7 @@ def perturbation_curves(model: nn.Module, images: torch.Tensor, maps: torch.Tens
         raise UserError(f"steps must be >= 1, got {steps}")
     n, _, height, width = images.shape
     pixels = height * width
-    order = _tie_break(pixels).to(images.device)
-    # stable sort of the shuffled values: ties end up in the fixed random order
-    ranked = order[maps.flatten(1)[:, order].sort(dim=1, descending=True, stable=True).indices]
-    rank = torch.empty_like(ranked)
-    rank.scatter_(1, ranked, torch.arange(pixels, device=images.device).expand(n, -1))
+    rank = pixel_ranks(maps).flatten(1)
     counts = torch.tensor([round(k * pixels / steps) for k in range(steps + 1)],
                           device=images.device)
     changed = (rank[None] < counts[:, None, None]).reshape(steps + 1, n, 1, height, width)
@@ -397,6 +449,24 @@ def concept_energy(maps: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
     return torch.where(total > 0, inside / total.clamp(min=1e-30), torch.zeros_like(total))
 
 
+def relevance_mass_accuracy(maps: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
+    """``(N,)`` Arras et al. 2022's relevance mass accuracy: the positive relevance inside the
+    ground-truth mask over all positive relevance (0 for a map with none). It is the
+    energy-based pointing game's number (``concept_energy``) under its other name."""
+    return concept_energy(maps, masks)
+
+
+def relevance_rank_accuracy(maps: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
+    """``(N,)`` Arras et al. 2022's relevance rank accuracy: of the ``K = |mask|`` most relevant
+    pixels (``pixel_ranks``: ties in a fixed random order), the share inside the mask; NaN for
+    an empty mask. A uniform (random-order) map expects the mask's area."""
+    flat = masks.flatten(1)
+    size = flat.sum(1, keepdim=True)
+    inside = ((pixel_ranks(maps).flatten(1) < size) & flat).sum(1).double()
+    return torch.where(size[:, 0] > 0, inside / size[:, 0].clamp(min=1).double(),
+                       torch.full_like(inside, float("nan")))
+
+
 @dataclass
 class _Tally:
     """Running sums for one method over the evaluated images."""
@@ -415,19 +485,33 @@ class _Tally:
     class_hits: dict = field(default_factory=dict)
     completeness: list = field(default_factory=list)
     cascade: dict = field(default_factory=dict)  # layer -> [sum, defined]
+    per_image: dict = field(default_factory=dict)  # score -> ([scene], [value]), per class
+    road: list = field(default_factory=list)  # (morf, lerf) curves of each batch
+
+    def record(self, key: str, scenes: Sequence[str], values: torch.Tensor) -> None:
+        """Keep one score of each image of a batch, with its scene (for the per-class table)."""
+        entry = self.per_image.setdefault(key, ([], []))
+        entry[0].extend(scenes)
+        entry[1].extend(float(v) for v in values.double().cpu().tolist())
 
     def add_pointing(self, maps: torch.Tensor, masks: torch.Tensor, scenes: Sequence[str],
                      tolerance: int) -> None:
         hit = pointing_hits(maps, masks, 0)
+        tolerant = pointing_hits(maps, masks, tolerance)
         self.hits += int(hit.sum())
-        self.hits_tolerant += int(pointing_hits(maps, masks, tolerance).sum())
+        self.hits_tolerant += int(tolerant.sum())
         flat = maps.flatten(1)
         self.constant_maps += int((flat.amax(1) == flat.amin(1)).sum())
-        self.energy += float(concept_energy(maps, masks).sum())
+        energy = concept_energy(maps, masks)
+        self.energy += float(energy.sum())
         for scene, h in zip(scenes, hit.tolist()):
             self.class_hits.setdefault(scene, []).append(h)
+        self.record("pointing_game", scenes, hit)
+        self.record("pointing_game_within_tolerance", scenes, tolerant)
+        self.record("center_baseline", scenes, center_hits(masks, 0))
+        self.record("concept_energy", scenes, energy)
 
-    def add_sanity(self, trained: torch.Tensor, randomised: torch.Tensor,
+    def add_sanity(self, trained: torch.Tensor, randomised: torch.Tensor, scenes: Sequence[str],
                    stage: str | None = None) -> torch.Tensor:
         rho = spearman(trained.abs(), randomised.abs())
         defined = ~rho.isnan()
@@ -435,34 +519,80 @@ class _Tally:
         if stage is None:
             self.sanity += total
             self.sanity_defined += count
+            self.record("sanity_rank_corr", scenes, rho)
         else:
             entry = self.cascade.setdefault(stage, [0.0, 0])
             entry[0] += total
             entry[1] += count
+            self.record(f"{CASCADE_KEY}/{stage}", scenes, rho)
         return rho
 
-    def result(self, n: int, common: dict, spec: MethodSpec) -> dict:
-        out = {
-            "pointing_game": self.hits / n,
-            "center_baseline": common["center"] / n,
-            "deletion_auc": self.deletion / n,
-            "insertion_auc": self.insertion / n,
-            "sanity_rank_corr": _mean(self.sanity, self.sanity_defined),
+    def mean(self, key: str) -> float:
+        """The mean over images of a recorded score, NaN values left out."""
+        values = [v for v in self.per_image.get(key, ([], []))[1] if not math.isnan(v)]
+        return sum(values) / len(values) if values else float("nan")
+
+    def per_class(self) -> dict[str, dict]:
+        """Every recorded score's mean per scene class (NaN values left out), the cascade's
+        stages nested under ``sanity_cascade``, and the class's image count."""
+        table: dict[str, dict] = {}
+        for key, (scenes, values) in self.per_image.items():
+            groups: dict[str, list[float]] = {}
+            for scene, value in zip(scenes, values):
+                groups.setdefault(scene, [])
+                if not math.isnan(value):
+                    groups[scene].append(value)
+            for scene, kept in groups.items():
+                row = table.setdefault(scene, {})
+                mean = sum(kept) / len(kept) if kept else float("nan")
+                if key.startswith(CASCADE_KEY + "/"):
+                    row.setdefault(CASCADE_KEY, {})[key.split("/", 1)[1]] = mean
+                else:
+                    row[key] = mean
+        counted = self.per_image.get("concept_area", ([], []))[0]
+        return {scene: {"images": counted.count(scene), **table[scene]}
+                for scene in sorted(table)}
+
+    def result(self, n: int, common: dict, spec: MethodSpec, metrics: frozenset) -> dict:
+        out: dict = {}
+        if "pointing" in metrics:
+            out.update({"pointing_game": self.hits / n, "center_baseline": common["center"] / n})
+        if "deletion" in metrics:
+            out["deletion_auc"] = self.deletion / n
+        if "insertion" in metrics:
+            out["insertion_auc"] = self.insertion / n
+        if "sanity" in metrics:
+            out["sanity_rank_corr"] = _mean(self.sanity, self.sanity_defined)
+        out.update({
             "seconds_per_image": self.seconds / n,
             "seconds": {"attribution": round(self.seconds, 3),
                         "sanity_randomised_copies": round(self.sanity_seconds, 3),
-                        "scoring": round(self.scoring_seconds, 3)},
-            "pointing_game_within_tolerance": self.hits_tolerant / n,
-            "center_baseline_within_tolerance": common["center_tolerant"] / n,
-            "pointing_game_per_class": {s: sum(h) / len(h)
-                                        for s, h in sorted(self.class_hits.items())},
-            "concept_energy": self.energy / n,
-            "concept_area": common["area"] / n,
-            "constant_maps": self.constant_maps,
-            "sanity_undefined": n - self.sanity_defined,
-            "sanity_cascade": {stage: _mean(*entry) for stage, entry in self.cascade.items()},
-            "pixel_map": "upsampled" if spec.layer else spec.pixel_map,
-        }
+                        "scoring": round(self.scoring_seconds, 3)}})
+        if "pointing" in metrics:
+            out.update({
+                "pointing_game_within_tolerance": self.hits_tolerant / n,
+                "center_baseline_within_tolerance": common["center_tolerant"] / n,
+                "pointing_game_per_class": {s: sum(h) / len(h)
+                                            for s, h in sorted(self.class_hits.items())},
+                "concept_energy": self.energy / n,
+                "constant_maps": self.constant_maps})
+        for metric, key in (("mass", "relevance_mass_accuracy"),
+                            ("rank", "relevance_rank_accuracy")):
+            if metric in metrics:
+                out[key] = self.mean(key)
+        out["concept_area"] = common["area"] / n
+        if "sanity" in metrics:
+            out["sanity_undefined"] = n - self.sanity_defined
+        if "cascade" in metrics:
+            out[CASCADE_KEY] = {stage: _mean(*entry) for stage, entry in self.cascade.items()}
+        if self.road:
+            morf, lerf = (torch.cat(curves) for curves in zip(*self.road))
+            out.update({"road_morf_auc": self.mean("road_morf_auc"),
+                        "road_lerf_auc": self.mean("road_lerf_auc"),
+                        "road_morf_curve": [round(float(v), 6) for v in morf.mean(0)],
+                        "road_lerf_curve": [round(float(v), 6) for v in lerf.mean(0)]})
+        out["per_class"] = self.per_class()
+        out["pixel_map"] = "upsampled" if spec.layer else spec.pixel_map
         if self.completeness:
             absolute, gap = torch.cat(self.completeness).unbind(1)
             errors = absolute / gap.clamp(min=1e-12)
@@ -526,11 +656,12 @@ def _render(seed: int, indices: range, size: int, device: torch.device) -> _Batc
                   masks.to(device))
 
 
-def _sanity_stages(methods: dict[str, Attribution], cascade: bool) -> list[str]:
+def _sanity_stages(methods: dict[str, Attribution], cascade: bool, sanity: bool = True
+                   ) -> list[str]:
     """The randomisation stages a batch runs: every stage of the cascade, or only the last
-    (every layer randomised, the headline sanity score)."""
+    (every layer randomised, the headline sanity score), or none."""
     stages = [s for s in methods if s]
-    return stages if cascade else stages[-1:]
+    return stages if cascade else stages[-1:] if sanity else []
 
 
 def _progress(bar, method: str, first: int, images: int) -> Callable[[str], None]:
@@ -560,13 +691,32 @@ def _score_method(tally: _Tally, spec: MethodSpec, methods: dict[str, Attributio
     maps = pixel_maps(raw.detach(), size, spec.pixel_map, centres)
     if error is not None:
         tally.completeness.append(_completeness_terms(model, data.images, data.target, error))
-    tally.add_pointing(maps, data.masks, data.scenes, options["tolerance"])
-    deletion, insertion = perturbation_curves(model, data.images, maps, data.target,
-                                              options["steps"], options["baseline"])
-    tally.deletion += float(auc(deletion).sum())
-    tally.insertion += float(auc(insertion).sum())
+    metrics, scenes = options["metrics"], data.scenes
+    tally.record("concept_area", scenes, data.masks.flatten(1).double().mean(1))
+    if "pointing" in metrics:
+        tally.add_pointing(maps, data.masks, scenes, options["tolerance"])
+    if "mass" in metrics:
+        tally.record("relevance_mass_accuracy", scenes,
+                     relevance_mass_accuracy(maps, data.masks))
+    if "rank" in metrics:
+        tally.record("relevance_rank_accuracy", scenes,
+                     relevance_rank_accuracy(maps, data.masks))
+    if metrics & {"deletion", "insertion"}:
+        deletion, insertion = perturbation_curves(model, data.images, maps, data.target,
+                                                  options["steps"], options["baseline"])
+        tally.deletion += float(auc(deletion).sum())
+        tally.insertion += float(auc(insertion).sum())
+        tally.record("deletion_auc", scenes, auc(deletion))
+        tally.record("insertion_auc", scenes, auc(insertion))
+    if "road" in metrics:
+        fractions = options["road_fractions"]
+        morf, lerf = road_curves(model, data.images, pixel_ranks(maps), data.target, fractions,
+                                 options["road_noise"], options["road_generator"])
+        tally.road.append((morf.cpu(), lerf.cpu()))
+        tally.record("road_morf_auc", scenes, road_auc(morf, fractions))
+        tally.record("road_lerf_auc", scenes, road_auc(lerf, fractions))
     tally.scoring_seconds += time.perf_counter() - began
-    stages = _sanity_stages(methods, cascade)
+    stages = _sanity_stages(methods, cascade, "sanity" in metrics)
     for stage in stages:
         began = time.perf_counter()
         random_raw, _ = _attribute(methods[stage], spec, data.images, data.target)
@@ -574,19 +724,25 @@ def _score_method(tally: _Tally, spec: MethodSpec, methods: dict[str, Attributio
         advance(f"{stage} randomised")
         random_maps = pixel_maps(random_raw.detach(), size, spec.pixel_map, centres)
         if cascade:
-            tally.add_sanity(maps, random_maps, stage)
-        if stage == stages[-1]:
-            tally.add_sanity(maps, random_maps)
+            tally.add_sanity(maps, random_maps, scenes, stage)
+        if stage == stages[-1] and "sanity" in metrics:
+            tally.add_sanity(maps, random_maps, scenes)
 
 
 def evaluate_attribution(model: nn.Module, methods: Sequence[str] | None = None, n: int = 1000,
                          seed: int = 1001, batch: int = 16, progress: bool = True,
                          size: int = 64, layer: str = "layer4", tolerance: int = 4,
                          steps: int = 16, baseline: str = "zeros", randomization_seed: int = 0,
-                         cascade_n: int = 16, upsample: str = "bilinear") -> dict:
+                         cascade_n: int = 16, upsample: str = "bilinear",
+                         metrics: Sequence[str] | None = None,
+                         road_fractions: Sequence[float] = ROAD_FRACTIONS,
+                         road_noise: float = ROAD_NOISE) -> dict:
     """Pointing game, centre baseline, deletion / insertion AUC, sanity rank correlation and
     time per image of each method (``METHODS`` names; None: all) on scenes ``0 .. n-1`` of
     SceneWorld world ``seed`` (never a training seed), target = the true scene class.
+    ``metrics`` (``METRICS`` names; None: ``DEFAULT_METRICS``) chooses the scores; ROAD
+    (``"road"``, at ``road_fractions`` with imputation noise ``road_noise``) is asked for.
+    Every method's ``per_class`` holds each of its scores per scene class.
 
     Returns ``{method: {...scores...}, "settings": {...}}``; see the module docstring for the
     definitions. ``batch`` images go through each method at once; ``layer`` is the CAM layer;
@@ -609,23 +765,36 @@ def evaluate_attribution(model: nn.Module, methods: Sequence[str] | None = None,
     if n < 1 or batch < 1 or tolerance < 0 or steps < 1:
         raise UserError(f"need n >= 1, batch >= 1, tolerance >= 0 and steps >= 1 (got n={n}, "
                         f"batch={batch}, tolerance={tolerance}, steps={steps})")
+    chosen = frozenset(DEFAULT_METRICS if metrics is None else metrics)
+    if not chosen or chosen - set(METRICS):
+        raise UserError(f"unknown attribution metrics {sorted(chosen - set(METRICS))}; choose "
+                        f"from {', '.join(METRICS)}")
+    if "road" in chosen and (not road_fractions or any(not 0 < f < 1 for f in road_fractions)):
+        raise UserError(f"ROAD fractions must lie strictly between 0 and 1, got "
+                        f"{list(road_fractions)}")
     device = model_device(model)
     model.eval()
-    stages = [("", model)] + cascading_randomization(model, randomization_seed)
+    randomised = cascading_randomization(model, randomization_seed) if chosen & {
+        "sanity", "cascade"} else []
+    stages = [("", model)] + randomised
     bound = {m: {stage: METHODS[m].build(copy_, layer) for stage, copy_ in stages}
              for m in names}
     if upsample not in ("aligned", "bilinear"):
         raise UserError(f"upsample must be 'aligned' or 'bilinear', got {upsample!r}")
-    options = {"tolerance": tolerance, "steps": steps, "baseline": baseline, "centres": None}
+    options = {"tolerance": tolerance, "steps": steps, "baseline": baseline, "centres": None,
+               "metrics": chosen, "road_fractions": tuple(road_fractions),
+               "road_noise": road_noise,
+               "road_generator": torch.Generator().manual_seed(randomization_seed)}
     if upsample == "aligned" and any(METHODS[m].layer for m in names):
         options["centres"] = cell_centres(model, layer, size)
     tallies = {m: _Tally() for m in names}
     common = {"center": 0, "center_tolerant": 0, "area": 0.0, "correct": 0, "cascade_images": 0}
     # the bar counts images attributed, one method and one model (trained or randomised) at a
     # time: the first batches also run every stage of the sanity cascade
-    runs = {m: len(_sanity_stages(bound[m], True)) for m in names}
-    total = sum(min(batch, n - start) * sum(1 + (runs[m] if start < cascade_n else 1)
-                                            for m in names) for start in range(0, n, batch))
+    total = sum(min(batch, n - start) * sum(
+        1 + len(_sanity_stages(bound[m], start < cascade_n and "cascade" in chosen,
+                               "sanity" in chosen)) for m in names)
+        for start in range(0, n, batch))
     bar = tqdm(total=total, disable=not progress, desc="attribution eval", unit="image")
     began = time.perf_counter()
     for start in range(0, n, batch):
@@ -635,14 +804,15 @@ def evaluate_attribution(model: nn.Module, methods: Sequence[str] | None = None,
         common["area"] += float(data.masks.flatten(1).float().mean(1).sum())
         with torch.no_grad():
             common["correct"] += int((model(data.images).argmax(1) == data.target).sum())
-        cascade = start < cascade_n
+        cascade = start < cascade_n and "cascade" in chosen
         common["cascade_images"] += len(data.scenes) if cascade else 0
         for m in names:
             _score_method(tallies[m], METHODS[m], bound[m], model, data, options, cascade,
                           _progress(bar, m, start, len(data.scenes)))
     bar.close()
-    results: dict = {m: tallies[m].result(n, common, METHODS[m]) for m in names}
+    results: dict = {m: tallies[m].result(n, common, METHODS[m], chosen) for m in names}
     results["settings"] = {
+        "metrics": [m for m in METRICS if m in chosen],
         "n": n, "seed": seed, "size": size, "batch": batch, "layer": layer,
         "target": "true scene class", "tolerance_px": tolerance, "steps": steps,
         "baseline": baseline, "upsample": upsample,
@@ -652,6 +822,8 @@ def evaluate_attribution(model: nn.Module, methods: Sequence[str] | None = None,
         "randomization_seed": randomization_seed,
         "cascade_stages": [stage for stage, _ in stages[1:]],
         "cascade_images": common["cascade_images"],
+        "road_fractions": list(road_fractions) if "road" in chosen else None,
+        "road_noise": road_noise if "road" in chosen else None,
         "classifier_top1": common["correct"] / n,
         "defining_concepts": {k: list(v) for k, v in DEFINING_CONCEPTS.items()},
         "threads": torch.get_num_threads(), "device": str(device),

@@ -30,10 +30,12 @@ from gandissect.cli import (
     dissect,
     edit,
     evaluate,
+    explain_units,
     layers,
     netdissect,
     netdissect_experiment,
     train,
+    unit_relevance,
     unit_stats,
     world,
 )
@@ -42,7 +44,7 @@ from gandissect.errors import Caution, UserError
 __all__ = ["build_parser", "main"]
 
 COMMANDS = (world, layers, unit_stats, train, evaluate, dissect, netdissect, netdissect_experiment,
-            attribution, attribute, ace, edit, app)
+            attribution, attribute, explain_units, unit_relevance, ace, edit, app)
 DEBUG_VARIABLE = "GANDISSECT_DEBUG"
 
 

@@ -9,14 +9,25 @@ Images (``.jpg``, ``.jpeg``, ``.png``, found recursively) are resized to the cla
 declared input size (shorter side, then the centre square; 64 for the shipped one) and
 normalised as it declares; every file is read once before any work, so an unreadable one
 fails at once. Each map explains the predicted class; ``OUT/attributions.json``
-holds ``{"images": [{"file", "predicted", "probability", "maps": {method: png}}]}`` (paths
-relative to the image folder and to OUT), written once every map is. Class names come from the
+holds ``{"images": [{"file", "predicted", "probability", "maps": {method: png}}],
+"skipped": {method: reason}}`` (paths relative to the image folder and to OUT), written once
+every map is. ``--methods all`` runs every method that applies to the classifier and skips the
+others (CAM without a pooled head, guided backpropagation on a GELU network, LRP on a
+transformer: ``gandissect.attribute.applicability``), each with a one-line reason on stderr
+and in ``skipped``; a method named in ``--methods`` that does not apply is an error, before
+any work. Class names come from the
 classifier's ``class_names`` attribute (a list, one name per output), else the index.
+
+Each image is also checked against the classifier's training domain
+(``gandissect.classifier_domain``: its BatchNorm statistics): a record's ``domain`` holds its
+feature shift and verdict, the index's ``domain`` the bar, its unit and the files out of
+domain, and each of those gets a warning line on stderr (its prediction may mean little).
 """
 
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 from gandissect.cli.attribution import METHOD_NAMES
@@ -53,25 +64,59 @@ def _class_names(model, classes: int) -> list[str]:
 
 
 def _cam_layer(model, size: int, layer: str | None) -> str:
-    """``layer``, checked; by default ``layer4`` if the model has one, else its last layer with
-    an ``(N, units, h, w)`` output."""
+    """``layer``, checked; by default ``layer4`` if the model has one, a class-token ViT's last
+    block's first norm, else its last layer with a map (``gandissect.spatial``: token sequences
+    count, read on the patch grid)."""
     import torch
 
-    from gandissect.hooks import layer_shapes
+    from gandissect.spatial import default_map_layer, map_layers
+    from gandissect.torchutil import model_device
+
+    layers = map_layers(model, torch.zeros(2, 3, size, size, device=model_device(model)))
+    if layer is None:
+        if not layers:
+            raise UserError("the classifier has no layer with an (N, units, h, w) output or "
+                            "token map for the CAM-family methods; leave them out of --methods")
+        return default_map_layer(model, layers)
+    if layer not in layers:
+        raise UserError(f"the classifier has no convolutional layer or token map {layer!r}; "
+                        f"choose one of {', '.join(layers)}")
+    return layer
+
+
+def _applicable(model, size: int, methods: list[str], layer: str | None, every: bool
+                ) -> tuple[dict, dict[str, str]]:
+    """``(bound methods, {method: reason})``: each method bound to ``model`` and tried on one
+    grey image; one that does not apply is skipped with its reason when ``every`` (``--methods
+    all``), else a ``UserError``."""
+    import sys
+
+    import torch
+
+    from gandissect.attribute.applicability import refusal
+    from gandissect.attribute.evaluate import METHODS
     from gandissect.torchutil import model_device
 
     probe = torch.zeros(1, 3, size, size, device=model_device(model))
-    layers = [name for name, shape in layer_shapes(model, probe).items()
-              if isinstance(shape, tuple) and len(shape) == 4]
-    if layer is None:
-        if not layers:
-            raise UserError("the classifier has no layer with an (N, units, h, w) output for "
-                            "the CAM-family methods; leave them out of --methods")
-        return "layer4" if "layer4" in layers else layers[-1]
-    if layer not in layers:
-        raise UserError(f"the classifier has no convolutional layer {layer!r}; choose one of "
-                        f"{', '.join(layers)}")
-    return layer
+    bound, skipped = {}, {}
+    for method in methods:
+        try:
+            if METHODS[method].layer and layer is None:
+                layer = _cam_layer(model, size, None)
+            bound[method] = METHODS[method].build(model, layer)
+            reason = refusal(bound[method], probe)
+        except UserError as error:
+            reason = str(error)
+        if reason is None:
+            continue
+        if not every:
+            raise UserError(f"{method} does not apply to this classifier: {reason}")
+        bound.pop(method, None)
+        skipped[method] = reason
+        print(f"skipped {method}: {reason}", file=sys.stderr)
+    if not bound:
+        raise UserError("no attribution method applies to this classifier")
+    return bound, skipped
 
 
 def _map_path(relative: Path, method: str) -> Path:
@@ -86,6 +131,7 @@ def _run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from gandissect.attribute.evaluate import METHODS, pixel_maps
+    from gandissect.classifier_domain import check_classifier_domain
     from gandissect.fileio import FolderLock, save_image, writable_folder, write_json
     from gandissect.models.inputs import preprocess_inside
     from gandissect.models.specs import resolve_classifier_and_preprocess
@@ -94,6 +140,7 @@ def _run(args: argparse.Namespace) -> int:
     from gandissect.visualize import overlay
 
     methods = _method_names(args.methods)
+    every = args.methods.strip() == "all"
     folder = Path(args.images).expanduser()
     files = image_files(folder)
     for path in files:  # an unreadable file fails here, before any work
@@ -102,13 +149,16 @@ def _run(args: argparse.Namespace) -> int:
     model = preprocess_inside(*resolve_classifier_and_preprocess(args.classifier, args.weights,
                                                                  args.device)).eval()
     size = int(getattr(model, "input_size", None) or 64)
-    layer = (_cam_layer(model, size, args.layer) if any(METHODS[m].layer for m in methods)
+    layer = (_cam_layer(model, size, args.layer)
+             if any(METHODS[m].layer for m in methods) and (args.layer or not every)
              else args.layer)
+    bound, skipped = _applicable(model, size, methods, layer, every)
+    methods = list(bound)
+    layer = next((b.layer for m, b in bound.items() if METHODS[m].layer), layer)
     device = model_device(model)
     out.mkdir(parents=True, exist_ok=True)
-    records, names = [], None
+    records, names, warnings = [], None, []
     with FolderLock(out, what="--out folder"):
-        bound = {m: METHODS[m].build(model, layer) for m in methods}
         bar = tqdm(total=len(files) * len(methods), disable=args.quiet, desc="attribute",
                    unit="map")
         for path in files:
@@ -119,6 +169,9 @@ def _run(args: argparse.Namespace) -> int:
             names = names or _class_names(model, probabilities.numel())
             target = int(probabilities.argmax())
             relative = path.relative_to(folder)
+            domain = check_classifier_domain(model, x, args.classifier)
+            if domain.warning(0):
+                warnings.append(f"{relative.as_posix()}: {domain.warning(0)}")
             maps = {}
             for method in methods:
                 bar.set_postfix_str(f"{path.name} {method}")
@@ -134,10 +187,18 @@ def _run(args: argparse.Namespace) -> int:
                 bar.update()
             records.append({"file": relative.as_posix(), "predicted": names[target],
                             "class_index": target,
-                            "probability": float(probabilities[target]), "maps": maps})
+                            "probability": float(probabilities[target]), "maps": maps,
+                            "domain": {"feature_shift": domain.feature_shift[0],
+                                       "verdict": domain.verdicts[0]}})
         bar.close()
+        for warning in warnings:
+            print(f"warning: {warning}", file=sys.stderr)
         result = {"classifier": args.classifier, "input_size": size, "layer": layer,
-                  "images": records}
+                  "images": records, "skipped": skipped,
+                  "domain": {"bar": domain.bar, "unit": domain.unit, "layers": domain.layers,
+                             "reference": domain.reference,
+                             "out_of_domain": [r["file"] for r in records
+                                               if r["domain"]["verdict"] == "out of domain"]}}
         write_json(out / INDEX, result)
     if args.json:
         import json
@@ -163,8 +224,9 @@ def register(commands) -> None:
     parser.add_argument("--methods", default="all",
                         help=f"'all' (default) or comma-separated: {', '.join(METHOD_NAMES)}")
     parser.add_argument("--layer", default=None,
-                        help="layer of the CAM-family methods (default layer4, else the last "
-                             "convolutional layer)")
+                        help="layer of the CAM-family methods (default layer4; in a ViT with "
+                             "a class token its last block's first norm; else the last layer "
+                             "with a map)")
     parser.add_argument("--out", required=True, help="output folder")
     parser.add_argument("--json", action="store_true",
                         help=f"print {INDEX}'s object on stdout")

@@ -7,6 +7,9 @@ classifier, ...), from a project weights file's config, or from what a plug-in f
 where the spelling does not (``sceneworld`` names all three: the classifier unless told).
 A generator is traced from one latent of its own law; a classifier at its declared
 ``input_size`` (``--size`` overrides it, 64 when it declares none); a segmenter at ``--size``.
+A classifier's layer whose output is read as a map other than itself (a vision transformer's
+tokens on the patch grid, a channels-last stage: ``gandissect.spatial``) shows that map,
+``-> map (C, h, w)``: the layers the CAM family and Network Dissection take.
 """
 
 from __future__ import annotations
@@ -21,9 +24,14 @@ KINDS = ("generator", "classifier", "segmenter")
 
 def spelled_kind(spec: str) -> str | None:
     """The kind of model a spelling's scheme names; a scheme of several kinds names a
-    classifier, except torchvision's segmentation architectures."""
+    classifier, except torchvision's segmentation architectures and ``hf:`` folders of
+    segmentation models."""
     scheme, colon, target = spec.partition(":")
     kinds = [kind for kind in KINDS if colon and scheme in SCHEMES[kind]]
+    if len(kinds) > 1 and scheme == "hf":  # the folder's config.json says which
+        from gandissect.models.loaders.hf_classifiers import folder_kind
+
+        return folder_kind(target)
     if len(kinds) > 1:
         from gandissect.models.loaders.segmenters import TORCHVISION_SEGMENTERS
 
@@ -103,9 +111,16 @@ def _run(args: argparse.Namespace) -> int:
                   if name != "model"}
     else:
         shapes = layer_shapes(model, inputs)
+    maps = {}
+    if kind == "classifier":
+        from gandissect.spatial import map_layers
+
+        maps = map_layers(model, inputs.expand(2, *inputs.shape[1:]))
     print(f"{args.model}: a {kind}, traced with {what}")
     for name, shape in shapes.items():
-        print(f"{name:40s} {type(get_layer(model, name)).__name__:24s} {shape}")
+        as_map = (f" -> map {maps[name]}" if name in maps and shape[1:] != maps[name]
+                  else "")
+        print(f"{name:40s} {type(get_layer(model, name)).__name__:24s} {shape}{as_map}")
     return 0
 
 

@@ -4,14 +4,17 @@ options and calls ``gandissect.netdissect``).
     gandissect netdissect --classifier sceneworld --layer layer4 --out out/nd
         [--dataset sceneworld|broden:DIR|folder:DIR|masks:DIR --segmenter sceneworld
          --segmenter-weights FILE --n N --seed S
-         --size PX --quantile 0.995 --min-iou 0.04 --top-k 12 --batch B --images 8 --no-html]
+         --size PX --quantile 0.995 --min-iou 0.04 --top-k 12 --batch B --images 8 --no-html
+         --formulas 3 --formula-beam 5]
 
 ``--classifier``: ``sceneworld`` (the shipped one), a ``.safetensors`` file written by this
 project (e.g. a training snapshot), ``torchvision:ARCH`` (``--weights`` for trained weights;
 inputs normalised as the model declares) or ``package.module:factory``
 (``gandissect.models.specs``). ``--dataset folder:DIR`` dissects on your own images, labelled
 by ``--segmenter`` (``gandissect.netdissect.folder``); ``--dataset masks:DIR`` on your own
-images with your own label PNGs (``gandissect.netdissect.masks``).
+images with your own label PNGs (``gandissect.netdissect.masks``). ``--formulas N`` also labels
+each unit with a formula of up to N concepts (AND, OR, AND NOT; ``gandissect.netdissect.formulas``):
+``formula`` and ``formula_iou`` in ``dissect.json`` and the report.
 """
 
 from __future__ import annotations
@@ -40,6 +43,10 @@ def _run(args: argparse.Namespace) -> int:
         raise UserError(f"--n must be at least 1, got {args.n}")
     if args.images < 0:
         raise UserError("--images must be 0 or more")
+    if args.formulas is not None:
+        from gandissect.netdissect.formulas import check_formula_settings
+
+        check_formula_settings(args.formulas, args.formula_beam)
     out = writable_folder(args.out)
     model, preprocess = resolve_classifier_and_preprocess(args.classifier, args.weights,
                                                           args.device)
@@ -53,6 +60,11 @@ def _run(args: argparse.Namespace) -> int:
         result = netdissect(model, layers, probe, args.quantile, args.min_iou, args.top_k,
                             args.batch, preprocess, progress=not args.quiet, cache_dir=cache,
                             checkpoint_seconds=args.checkpoint_seconds)
+        if args.formulas is not None:
+            from gandissect.netdissect.formulas import label_formulas
+
+            label_formulas(result, model, probe, args.formulas, args.formula_beam, preprocess,
+                           progress=not args.quiet)
         _write(args, result, out, model, probe, preprocess)
     return 0
 
@@ -109,6 +121,11 @@ def register(commands) -> None:
     parser.add_argument("--batch", type=int, default=32, help="images per batch")
     parser.add_argument("--images", type=int, default=8, help="top images shown per unit")
     parser.add_argument("--no-html", action="store_true", help="write only the JSON and stats")
+    parser.add_argument("--formulas", type=int, default=None, metavar="N",
+                        help="also label each unit with a formula of up to N concepts (AND, "
+                             "OR, AND NOT; 1 to 5; beam search by IoU, Mu and Andreas 2020)")
+    parser.add_argument("--formula-beam", type=int, default=5,
+                        help="formulas kept per step of the --formulas search (default 5)")
     parser.add_argument("--cache", default=None,
                         help="folder for the resumable statistics (OUT/cache)")
     parser.add_argument("--checkpoint-seconds", type=float, default=30.0,

@@ -147,7 +147,12 @@ class IoUPass(Accumulator):
         self.tally = IoUTally(concept_category, n_categories)
 
     def add(self, acts, ids, labels) -> None:
-        size = labels.shape[2:]
+        active = self.active(acts, labels.shape[2:])
+        self.tally.add_active(active, acts.shape[1], labels.to(acts.device))
+
+    def active(self, acts: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+        """``(M, 3)`` rows (image, unit, flat pixel) where ``upsample(acts, size)`` exceeds the
+        unit's threshold: each unit's binary mask at the labels' resolution."""
         threshold = self.thresholds.to(acts.device)
         # A margin of a few ulps: upsampled values may round just above their inputs' maximum.
         margin = threshold.abs() * 1e-5 + 1e-30
@@ -155,8 +160,7 @@ class IoUPass(Accumulator):
         image, unit = hot.nonzero().unbind(1)
         maps = upsample(acts[image, unit][:, None], size)[:, 0]
         on = (maps > threshold[unit][:, None, None]).flatten(1).nonzero()
-        active = torch.stack([image[on[:, 0]], unit[on[:, 0]], on[:, 1]], 1)
-        self.tally.add_active(active, acts.shape[1], labels.to(acts.device))
+        return torch.stack([image[on[:, 0]], unit[on[:, 0]], on[:, 1]], 1)
 
     def state_dict(self) -> dict[str, Any]:
         return {"thresholds": self.thresholds.cpu(), "iou": self.tally.state_dict()}

@@ -5,7 +5,8 @@
     {"settings": {...},
      "layers": [{"layer": "layer4", "shape": [U, h, w],
                  "units": [{"unit", "label", "category", "iou", "threshold", "concepts",
-                            "top_images", "interpretable", "quantiles", "iqr", ...}, ...]}]}
+                            "top_images", "interpretable", "quantiles", "iqr", "formula",
+                            "formula_iou", ...}, ...]}]}
 
 ``DIR/stats_<layer>.pt``: the layer's statistics' states (the quantile sketch, top-k, the IoU
 tally or threshold sweep, the mean activation map), loadable with ``load_layer_stats``; the
@@ -47,11 +48,14 @@ class UnitScore:
     quantiles: dict[str, float] = field(default_factory=dict)
     top_scores: list[float] = field(default_factory=list)
     iqr: float | None = None  # adaptive mode only
+    formula: str | None = None  # netdissect --formulas: e.g. "(tree OR grass) AND NOT sky"
+    formula_iou: float | None = None
 
     def to_json(self) -> dict[str, Any]:
         data = asdict(self)
-        if self.iqr is None:
-            del data["iqr"]
+        for optional in ("iqr", "formula", "formula_iou"):
+            if data[optional] is None:
+                del data[optional]
         return data
 
 

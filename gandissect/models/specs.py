@@ -12,7 +12,10 @@
                                LR-ASPP) with ``weights=PATH``
     upp:DIR                    GAN Dissection's Unified Perceptual Parsing segmenter folder
     semseg:DIR                 a CSAIL ADE20K scene-parsing model folder (encoder, decoder, YAML)
-    hf:NAME_OR_DIR             a Hugging Face transformers segmenter (save_pretrained folder)
+    timm:NAME_OR_DIR           a timm classifier: an architecture with ``weights=PATH``, or a
+                               Hub-style timm folder (config.json and weights)
+    hf:NAME_OR_DIR             a Hugging Face transformers segmenter or image classifier
+                               (save_pretrained folder, or a Hub name where there is a network)
     package.module:factory     a function returning the model, imported with importlib
 
 ``resolve_generator``, ``resolve_classifier`` and ``resolve_segmenter`` check what they return
@@ -42,6 +45,7 @@ from gandissect.models.inputs import Preprocess, preprocess_for
 from gandissect.models.loaders.classifiers import torchvision_classifier
 from gandissect.models.loaders.dcgan import load_dcgan
 from gandissect.models.loaders.files import existing_file, fit_state_dict, read_state_dict
+from gandissect.models.loaders.hf_classifiers import load_hf_classifier
 from gandissect.models.loaders.huggingface import load_hf_segmenter
 from gandissect.models.loaders.nvidia import nvidia_generator
 from gandissect.models.loaders.plugins import (
@@ -58,6 +62,7 @@ from gandissect.models.loaders.segmenters import (
     load_upp,
 )
 from gandissect.models.loaders.stylegan2 import load_stylegan2
+from gandissect.models.loaders.timm_classifiers import load_timm_classifier
 
 __all__ = [
     "CLASSIFIER_SCHEMES",
@@ -111,6 +116,8 @@ GENERATOR_SCHEMES: dict[str, GeneratorLoader] = {
 }
 CLASSIFIER_SCHEMES: dict[str, ClassifierLoader] = {
     "torchvision": torchvision_classifier,
+    "timm": load_timm_classifier,  # timm:NAME with weights=PATH, or timm:DIR
+    "hf": load_hf_classifier,  # the same scheme as a segmenter: the --classifier option decides
 }
 SEGMENTER_SCHEMES: dict[str, SegmenterLoader] = {
     "hf": load_hf_segmenter,
@@ -236,8 +243,8 @@ def resolve_classifier(spec: str, weights: str | Path | None = None,
         scheme, target = found
         return CLASSIFIER_SCHEMES[scheme](target, weights, device)
     if weights is not None and not is_factory_spec(spec):
-        raise UserError(f"weights apply to torchvision:ARCH and plug-in classifiers, not "
-                        f"{spec!r} (its file holds its weights)")
+        raise UserError(f"weights apply to torchvision:ARCH and plug-in classifiers (and "
+                        f"timm:NAME), not {spec!r} (its file holds its weights)")
     if spec in names.SHIPPED:
         return registry.load_classifier(spec, device)
     if spec.endswith(".safetensors"):

@@ -19,12 +19,13 @@ SHIPPED = ("sceneworld",)  # names of the shipped models
 # kind of model -> the schemes ``gandissect.models.specs`` has loaders for
 SCHEMES = {
     "generator": ("dcgan", "nvidia", "proggan", "stylegan2", "torchscript"),
-    "classifier": ("torchvision",),
+    "classifier": ("torchvision", "timm", "hf"),
     "segmenter": ("hf", "upp", "semseg", "torchvision"),
 }
 
 # what follows the colon, when not a PATH
-_TARGET = {"torchvision": "ARCH", "hf": "NAME_OR_DIR", "upp": "DIR", "semseg": "DIR"}
+_TARGET = {"torchvision": "ARCH", "timm": "NAME_OR_DIR", "hf": "NAME_OR_DIR", "upp": "DIR",
+           "semseg": "DIR"}
 
 
 def target(scheme: str) -> str:

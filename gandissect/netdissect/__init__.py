@@ -16,13 +16,16 @@ when IoU > 0.04. The result is GAN dissection's ``Dissection`` (same JSON, same 
 Modules, along the data path: ``probe`` (labelled images in batches: SceneWorld, Broden),
 ``folder`` (the user's own images, labelled by a segmenter), ``datasets`` (probe sets by name:
 ``sceneworld``, ``broden:DIR``, ``folder:DIR``), ``core`` (``netdissect``, detector counts),
-``report`` (the shared report, with probe images), ``rotation`` (a function-preserving change
-of basis), ``experiments`` and ``plots`` (the paper's experiments as JSON + PNG). Inputs are
-mapped to what a model expects by ``gandissect.models.inputs``.
+``report`` (the shared report, with probe images), ``formulas`` (each unit labelled by a
+logical formula of concepts, Mu and Andreas 2020: ``label_formulas(result, model, probe)``),
+``rotation`` (a function-preserving change of basis), ``experiments`` and ``plots`` (the paper's
+experiments as JSON + PNG). Inputs are mapped to what a model expects by
+``gandissect.models.inputs``.
 
 Command line (``gandissect/cli/netdissect.py``, ``netdissect_experiment.py``)::
 
     gandissect netdissect --classifier sceneworld --layer layer3 --layer layer4 --out out/nd
+    gandissect netdissect --classifier sceneworld --layer layer4 --formulas 3 --out out/nd3
     gandissect netdissect --classifier torchvision:resnet18 --weights r18.pth \\
         --dataset broden:broden1_224 --layer layer4 --out out/r18
     gandissect netdissect --classifier torchvision:resnet18 --weights r18.pth \\
@@ -40,6 +43,7 @@ from gandissect.netdissect.core import (
     unique_detectors,
 )
 from gandissect.netdissect.folder import FolderProbe
+from gandissect.netdissect.formulas import label_formulas
 from gandissect.netdissect.probe import (
     BrodenProbe,
     ProbeBatch,
@@ -66,6 +70,7 @@ __all__ = [
     "concept_table",
     "fractional_rotation",
     "full_image_plane",
+    "label_formulas",
     "layer_summary",
     "netdissect",
     "normalize",

@@ -40,6 +40,7 @@ from gandissect.fileio import FolderLock, JobCheckpoint
 from gandissect.hooks import TraceDict
 from gandissect.models.inputs import Preprocess
 from gandissect.netdissect.probe import ProbeSet
+from gandissect.spatial import first_tensor, spatial_view
 from gandissect.torchutil import eval_mode, model_device
 
 FORMAT = 1  # bump when checkpointed statistics change meaning
@@ -124,14 +125,11 @@ def _run_pass(model: nn.Module, probe: ProbeSet, names: list[str],
     with torch.no_grad():
         for item in batches:
             images = item.images.to(device)
-            with TraceDict(model, names, stop=True) as traces:
+            with TraceDict(model, names, stop=True, view=first_tensor) as traces:
                 model(images if preprocess is None else preprocess(images))
             labels = item.labels.to(device) if accumulators[names[0]].needs_labels else None
-            for name in names:
-                acts = traces[name].output
-                if acts.dim() != 4:
-                    raise UserError(f"layer {name!r} outputs shape {tuple(acts.shape)}; "
-                                    "dissection needs a convolutional (N, units, H, W) output")
+            for name in names:  # token sequences become maps on the patch grid
+                acts = spatial_view(model, name, traces[name].output, images.shape[-2:])
                 seen["shapes"].setdefault(name, tuple(acts.shape[1:]))
                 accumulators[name].add(acts.float(), item.ids.to(device), labels)
             seen["label_shape"] = tuple(item.labels.shape[2:])
@@ -150,9 +148,10 @@ def _layer_cells(model: nn.Module, names: list[str], dataset: ProbeSet,
                  preprocess: Preprocess | None) -> int:
     """The fewest cells (h * w) among the layers' outputs, from one probe image."""
     image = dataset.images([0]).to(model_device(model))
-    with torch.no_grad(), TraceDict(model, names, stop=True) as traces:
+    with torch.no_grad(), TraceDict(model, names, stop=True, view=first_tensor) as traces:
         model(image if preprocess is None else preprocess(image))
-    return min(int(traces[name].output[0, 0].numel()) for name in names)
+    return min(int(spatial_view(model, name, traces[name].output, image.shape[-2:])[0, 0].numel())
+               for name in names)
 
 
 def _checks(model: nn.Module, names: list[str], dataset: ProbeSet, quantile: float,
@@ -185,7 +184,9 @@ def netdissect(
 
     Args:
         model: any ``nn.Module`` taking ``(N, 3, H, W)`` images; layers are dotted submodule
-            names whose outputs are ``(N, units, h, w)``.
+            names whose outputs are maps ``(N, units, h, w)``, or a vision transformer's tokens
+            read as maps on the patch grid (``gandissect.spatial``: units = channels, class
+            tokens left out).
         dataset: a ``ProbeSet`` (``SceneWorldProbe``, ``BrodenProbe`` or your own): images in
             [-1, 1] and per-category label codes, image-level categories as full planes.
         quantile: each unit's threshold is this quantile of its activations over all pixels

@@ -19,10 +19,10 @@ def resolve_probe(spec: str, n: int | None, seed: int, size: int | None,
                   input_size: int | None = None, segmenter_weights: str | None = None
                   ) -> ProbeSet:
     """The probe set a ``--dataset`` spelling names: ``sceneworld`` (``n`` scenes of world
-    ``seed``, default 2000, at ``size`` px, default 64), ``broden:DIR``, ``folder:DIR``
-    (images labelled by ``segmenter``, a model spelling, default the shipped one, with
-    ``segmenter_weights`` when it takes them) or ``masks:DIR`` (labelled by hand); folders are
-    resized to ``size``, else to the classifier's ``input_size``, else 64."""
+    ``seed``, default 2000), ``broden:DIR``, ``folder:DIR`` (images labelled by
+    ``segmenter``, a model spelling, default the shipped one, with ``segmenter_weights`` when
+    it takes them) or ``masks:DIR`` (labelled by hand); scenes are rendered and folders resized
+    at ``size``, else at the classifier's ``input_size`` (a ViT takes no other), else 64."""
     if (segmenter is not None or segmenter_weights is not None) \
             and not spec.startswith("folder:"):
         raise UserError("--segmenter labels a folder:DIR dataset; SceneWorld, Broden and "
@@ -31,7 +31,7 @@ def resolve_probe(spec: str, n: int | None, seed: int, size: int | None,
         from gandissect.evaluate.metrics import check_held_out
 
         check_held_out(seed)
-        return SceneWorldProbe(seed, 2000 if n is None else n, size or 64)
+        return SceneWorldProbe(seed, 2000 if n is None else n, size or input_size or 64)
     kind, _, directory = spec.partition(":")
     if kind == "broden" and directory:
         return BrodenProbe(directory, n, size)

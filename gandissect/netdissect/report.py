@@ -20,6 +20,7 @@ from gandissect.models.inputs import Preprocess
 from gandissect.netdissect.probe import ProbeSet
 from gandissect.report import write_report
 from gandissect.report.images import SampleSource
+from gandissect.spatial import map_view
 from gandissect.torchutil import eval_mode, model_device
 
 __all__ = ["probe_samples", "write_netdissect_report"]
@@ -33,7 +34,7 @@ def probe_samples(model: nn.Module, probe: ProbeSet,
 
     def samples(ids: list[int], layer: str) -> tuple[torch.Tensor, torch.Tensor]:
         images = probe.images(ids).to(device)
-        with Trace(model, layer) as trace:
+        with Trace(model, layer, view=map_view(model, layer, images.shape[-2:])) as trace:
             model(images if preprocess is None else preprocess(images))
         return images, trace.output
 

@@ -1,8 +1,9 @@
 """The self-contained HTML report: everything inline (CSS, JS, SVG, images as data URIs).
 
 Per layer: a bar graph of interpretable units per concept grouped by category, and a table
-with one row per unit (unit, label, category, IoU, threshold, a heatmap of its mean
-activation, its top images with its mask) that sorts by any column on a click.
+with one row per unit (unit, label, category, IoU, its formula and the formula's IoU when
+``netdissect --formulas`` found them, threshold, a heatmap of its mean activation, its top
+images with its mask) that sorts by any column on a click.
 """
 
 from __future__ import annotations
@@ -98,6 +99,9 @@ def _layer_section(dissection: Dissection, layer: LayerDissection,
             '<th data-sort="text">category</th>', '<th data-sort="num">IoU</th>']
     if adaptive:
         head.append('<th data-sort="num">IQR</th>')
+    formulas = any(u.formula is not None for u in layer.units)
+    if formulas:
+        head += ['<th data-sort="text">formula</th>', '<th data-sort="num">formula IoU</th>']
     head += ['<th data-sort="num">threshold</th>', "<th>mean activation</th>",
              "<th>top images (unit mask outlined)</th>"]
     rows = []
@@ -106,6 +110,9 @@ def _layer_section(dissection: Dissection, layer: LayerDissection,
                  _cell(u.iou, f"{u.iou:.3f}")]
         if adaptive:
             cells.append(_cell(u.iqr))
+        if formulas:
+            cells += [_cell(u.formula or "", css="formula"),
+                      _cell(u.formula_iou, "" if u.formula_iou is None else f"{u.formula_iou:.3f}")]
         cells.append(_cell(u.threshold, f"{u.threshold:.3g}"))
         heat = (f'<img class="heat" alt="mean activation of unit {u.unit}" '
                 f'src="{data_uri(heatmap(mean_map[u.unit]))}">' if mean_map is not None else "")

@@ -38,7 +38,8 @@ from tqdm import tqdm
 
 from gandissect.attribute.base import attribution_mode
 from gandissect.errors import UserError
-from gandissect.hooks import TraceDict, partial_forward
+from gandissect.hooks import Trace, TraceDict
+from gandissect.spatial import first_tensor, units_view
 from gandissect.stats import TopK
 
 __all__ = [
@@ -254,9 +255,12 @@ def _forward(model: nn.Module, objective: Objective, seen: torch.Tensor,
     layers = sorted(objective.layers)
     output = None
     if layers:
-        with TraceDict(model, layers, stop=not objective.needs_output, detach=False) as traces:
+        with TraceDict(model, layers, stop=not objective.needs_output, detach=False,
+                       view=first_tensor) as traces:
             output = model(seen)  # stops early (output stays None) when no term needs it
-        traced = {name: traces[name].output for name in layers}
+        # a ViT's tokens as maps on the patch grid, so that units are channels
+        traced = {name: units_view(model, name, traces[name].output, seen.shape[-2:])
+                  for name in layers}
     else:  # penalties alone need no forward pass
         output, traced = (model(seen) if objective.needs_output else None), {}
     values = objective(Activations(traced, output, image))
@@ -637,7 +641,9 @@ def top_activating(model: nn.Module, layer: str, images, k: int = 12,
     chosen, start = None, 0
     with attribution_mode(model), torch.no_grad():
         for batch in _batches(images, batch_size):
-            scores = unit_scores(partial_forward(model, layer, batch.to(device, dtype)))
+            with Trace(model, layer, stop=True, clone=False, view=first_tensor) as trace:
+                model(batch.to(device, dtype))
+            scores = unit_scores(units_view(model, layer, trace.output, batch.shape[-2:]))
             if chosen is None:
                 chosen = _check_units(units, scores.shape[1], layer).to(scores.device)
             top.add(scores[:, chosen], torch.arange(start, start + len(batch)))

@@ -7,6 +7,9 @@ spelling of a ``--generator`` / ``--classifier`` / ``--segmenter`` argument.
     nvidia       NVIDIA's StyleGAN2-ADA / StyleGAN3 pickles, unpickled without running code
                  -> ``StyleGAN2Generator`` / ``StyleGAN3Generator``
     classifiers  torchvision architectures with a user weights file
+    timm_classifiers  timm architectures with a weights file, and the Hub's timm folders
+    hf_classifiers    Hugging Face transformers image classifiers (save_pretrained folders)
+    huggingface  Hugging Face transformers segmenters
     segmenters   real-image segmenters: Unified Perceptual Parsing (``upp:``), CSAIL's ADE20K
                  scene parsing (``semseg:``), torchvision's segmentation models
     plugins      ``package.module:factory`` entry points, TorchScript files, generator checks

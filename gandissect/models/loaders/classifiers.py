@@ -6,7 +6,8 @@ ImageNet one load alike. Each model declares its preprocessing as attributes, wh
 ``gandissect.models.inputs.preprocess_for`` turns into a normalisation of [-1, 1] images:
 ``input_size`` (pixels), ``input_mean`` / ``input_std`` (on [0, 1] pixels; the Places365 models
 were trained with the ImageNet values too). DenseNet files saved before torchvision 0.3
-(``denselayer1.norm.1.weight`` for ``denselayer1.norm1.weight``) are renamed.
+(``denselayer1.norm.1.weight`` for ``denselayer1.norm1.weight``) are renamed. A 1000-class
+model's outputs are named with ImageNet-1k's classes (``class_names``).
 """
 
 from __future__ import annotations
@@ -20,8 +21,8 @@ from torch import nn
 from gandissect.errors import UserError
 from gandissect.models.loaders.files import fit_state_dict, read_state_dict
 
-__all__ = ["INPUT_SIZE", "declare_preprocessing", "infer_num_classes", "rename_old_densenet_keys",
-           "torchvision_classifier"]
+__all__ = ["INPUT_SIZE", "declare_preprocessing", "head_classes", "imagenet_class_names",
+           "infer_num_classes", "rename_old_densenet_keys", "torchvision_classifier"]
 
 INPUT_SIZE = {"inception_v3": 299}  # every other architecture: 224
 _OLD_DENSENET = re.compile(r"^(.*\.denselayer\d+\.(?:norm|relu|conv))\.([12]\.\w+)$")
@@ -50,6 +51,13 @@ def infer_num_classes(arch: str, state: dict[str, torch.Tensor]) -> int | None:
     """
     with torch.device("meta"):
         default = _build(arch)
+    return head_classes(default, state)
+
+
+def head_classes(default: nn.Module, state: dict[str, torch.Tensor]) -> int | None:
+    """The class count ``state`` implies for an architecture built with its default head
+    (``default``, on any device, the meta device included); None when the shapes match.
+    Every mismatch must be the first dimension of an output layer."""
     mismatched = {key: (tuple(state[key].shape), tuple(value.shape))
                   for key, value in default.state_dict().items()
                   if key in state and tuple(state[key].shape) != tuple(value.shape)}
@@ -59,6 +67,16 @@ def infer_num_classes(arch: str, state: dict[str, torch.Tensor]) -> int | None:
     if mismatched and len(counts) == 1:
         return counts.pop()
     return None  # no mismatch, or one fit_state_dict will report
+
+
+def imagenet_class_names(num_classes: int) -> list[str] | None:
+    """The ImageNet-1k class names (torchvision's, read offline) for a 1000-class model; None
+    for any other class count."""
+    if num_classes != 1000:
+        return None
+    from torchvision.models import ResNet18_Weights
+
+    return list(ResNet18_Weights.IMAGENET1K_V1.meta["categories"])
 
 
 def declare_preprocessing(model: nn.Module, arch: str) -> nn.Module:
@@ -79,4 +97,7 @@ def torchvision_classifier(arch: str, weights: str | Path | None = None,
     model = _build(arch, **({"num_classes": num_classes} if num_classes else {}))
     if state is not None:
         fit_state_dict(model, state, str(weights))
+    names = imagenet_class_names(num_classes or 1000)
+    if names is not None:
+        model.class_names = names
     return declare_preprocessing(model, arch).to(device).eval()

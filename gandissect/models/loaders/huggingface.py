@@ -58,8 +58,10 @@ from torch.nn import functional as F
 from gandissect.errors import UserError
 from gandissect.models.loaders.files import read_state_dict
 
-__all__ = ["ARCHITECTURES", "NONE_NAMES", "HuggingFaceSegmenter", "Preprocessing",
-           "concept_codes", "load_hf_segmenter", "read_preprocessing"]
+__all__ = ["ARCHITECTURES", "CONFIG_FILE", "NONE_NAMES", "PREPROCESSOR_FILE", "PROCESSOR_FILE",
+           "HuggingFaceSegmenter", "Preprocessing", "build_hf_model", "concept_codes",
+           "first_line", "folder_state_dict", "hf_folder", "load_hf_segmenter",
+           "quiet_transformers", "read_json", "read_preprocessing"]
 
 # model_type -> (model class in transformers, its post-processing: see the module docstring)
 ARCHITECTURES = {
@@ -72,8 +74,8 @@ ARCHITECTURES = {
 NONE_NAMES = frozenset({"background", "unlabeled", "unlabelled", "other", "others", "void",
                         "none", "__background__"})
 INSTALL = "pip install 'gandissect[hf]'"
-_CONFIG, _PREPROCESSOR = "config.json", "preprocessor_config.json"
-_PROCESSOR = "processor_config.json"  # transformers 5 nests the image processor's in it
+CONFIG_FILE, PREPROCESSOR_FILE = "config.json", "preprocessor_config.json"
+PROCESSOR_FILE = "processor_config.json"  # transformers 5 nests the image processor's in it
 _SAFE_WEIGHTS = ("model.safetensors", "model.safetensors.index.json")
 _PICKLED_WEIGHTS = ("pytorch_model.bin", "pytorch_model.bin.index.json")
 _TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.json", "merges.txt",
@@ -113,7 +115,7 @@ def concept_codes(id2label: Mapping[Any, str], num_labels: int) -> tuple[list[st
     return names, codes
 
 
-def _first_line(error: BaseException) -> str:
+def first_line(error: BaseException) -> str:
     return (str(error).strip().splitlines() or [type(error).__name__])[0]
 
 
@@ -186,14 +188,14 @@ def _size_rule(size: Any, max_size: Any, square: bool, source: Path) -> dict[str
 def read_preprocessing(folder: Path, model_type: str) -> Preprocessing:
     """The preprocessing ``folder/preprocessor_config.json`` declares for a ``model_type``
     model (the image processor's defaults for what it leaves out)."""
-    path, config = folder / _PREPROCESSOR, None
+    path, config = folder / PREPROCESSOR_FILE, None
     if path.is_file():
-        config = _read_json(path)
-    elif (folder / _PROCESSOR).is_file():  # a whole processor saved by transformers 5
-        path = folder / _PROCESSOR
-        config = _read_json(path).get("image_processor")
+        config = read_json(path)
+    elif (folder / PROCESSOR_FILE).is_file():  # a whole processor saved by transformers 5
+        path = folder / PROCESSOR_FILE
+        config = read_json(path).get("image_processor")
     if not isinstance(config, dict):
-        raise UserError(f"{folder} has no {_PREPROCESSOR} (the image size, mean and std the "
+        raise UserError(f"{folder} has no {PREPROCESSOR_FILE} (the image size, mean and std the "
                         "model expects); save it beside the model with AutoImageProcessor."
                         "from_pretrained(NAME).save_pretrained(DIR)")
     size = None
@@ -217,7 +219,7 @@ def _triple(value: Any) -> tuple[float, float, float]:
     return values[0], values[1], values[2]
 
 
-def _read_json(path: Path) -> dict:
+def read_json(path: Path) -> dict:
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
@@ -344,7 +346,7 @@ def _transformers() -> Any:
 
 
 @contextlib.contextmanager
-def _quiet(transformers: Any) -> Iterator[None]:
+def quiet_transformers(transformers: Any) -> Iterator[None]:
     """transformers' progress bars and load reports off (restored after): a mismatch is raised
     here as one line instead."""
     logging = transformers.utils.logging
@@ -377,12 +379,12 @@ def _fetch(name: str) -> Path:
     import huggingface_hub
     from huggingface_hub.errors import GatedRepoError, RepositoryNotFoundError
 
-    files = [_CONFIG, _PREPROCESSOR, _PROCESSOR, *_TOKENIZER_FILES]
+    files = [CONFIG_FILE, PREPROCESSOR_FILE, PROCESSOR_FILE, *_TOKENIZER_FILES]
     safe = [*files, "*.safetensors", "model.safetensors.index.json"]
     with contextlib.suppress(Exception):  # not in the cache
         folder = Path(huggingface_hub.snapshot_download(name, allow_patterns=safe,
                                                         local_files_only=True))
-        if (folder / _CONFIG).is_file() and _has_weights(folder):
+        if (folder / CONFIG_FILE).is_file() and _has_weights(folder):
             return folder
     offline = (f"cannot fetch {name} from the Hugging Face Hub: no network, and no folder "
                f"{name} here; on a machine with internet run `hf download {name} --local-dir "
@@ -402,31 +404,31 @@ def _fetch(name: str) -> Path:
                         "check the name, or log in with `hf auth login` if it is "
                         "private") from None
     except Exception as error:  # the network's errors come in many types
-        raise UserError(f"{offline} ({_first_line(error)})") from None
+        raise UserError(f"{offline} ({first_line(error)})") from None
     return folder
 
 
-def _folder(target: str) -> Path:
+def hf_folder(target: str) -> Path:
     path = Path(target).expanduser()
     if path.is_dir():
         return path
     if path.exists():
         raise UserError(f"hf: takes a folder written by save_pretrained (config.json, weights, "
-                        f"{_PREPROCESSOR}) or a Hub name, not the file {path}")
+                        f"{PREPROCESSOR_FILE}) or a Hub name, not the file {path}")
     if _HUB_NAME.fullmatch(target) and ".." not in target:
         return _fetch(target)
     raise UserError(f"folder {path} does not exist (hf: takes a save_pretrained folder or a "
                     "Hub name such as nvidia/segformer-b0-finetuned-ade-512-512)")
 
 
-def _state_dict(folder: Path) -> dict[str, torch.Tensor]:
+def folder_state_dict(folder: Path) -> dict[str, torch.Tensor]:
     """The folder's weights, from safetensors where it has them, else from pickles read with
     ``weights_only`` (a pickle that would run code is refused)."""
     for single, index in (_SAFE_WEIGHTS, _PICKLED_WEIGHTS):
         if (folder / single).is_file():
             return read_state_dict(folder / single)
         if (folder / index).is_file():
-            shards = sorted(set(_read_json(folder / index).get("weight_map", {}).values()))
+            shards = sorted(set(read_json(folder / index).get("weight_map", {}).values()))
             state: dict[str, torch.Tensor] = {}
             for shard in shards:
                 state.update(read_state_dict(folder / shard))
@@ -437,30 +439,35 @@ def _state_dict(folder: Path) -> dict[str, torch.Tensor]:
 
 def _architecture(folder: Path) -> tuple[str, str, str]:
     """(model_type, model class name, post-processing) from ``config.json``, read as JSON."""
-    path = folder / _CONFIG
+    path = folder / CONFIG_FILE
     if not path.is_file():
-        raise UserError(f"{folder} has no {_CONFIG}: hf: takes a folder written by "
+        raise UserError(f"{folder} has no {CONFIG_FILE}: hf: takes a folder written by "
                         "save_pretrained (or `hf download NAME --local-dir DIR`)")
-    config = _read_json(path)
+    config = read_json(path)
     model_type = config.get("model_type")
     supported = ", ".join(class_name for class_name, _ in ARCHITECTURES.values())
+    timm_folder = "architecture" in config and not model_type  # timm's Hub layout
+    classifier = timm_folder or any("ForImageClassification" in str(name)
+                                    for name in config.get("architectures") or [])
+    hint = (f"; it is an image classifier: pass it as --classifier "
+            f"{'timm' if timm_folder else 'hf'}:{folder}" if classifier else "")
     if model_type not in ARCHITECTURES:
         raise UserError(f"{folder} holds a {model_type or 'model of no model_type'}, not a "
-                        f"semantic-segmentation model hf: reads ({supported})")
+                        f"semantic-segmentation model hf: reads ({supported}){hint}")
     class_name, kind = ARCHITECTURES[model_type]
     declared = config.get("architectures") or [class_name]
     if class_name not in declared:
         raise UserError(f"{folder} holds a {declared[0]}, not a {class_name} (hf: reads "
-                        f"{supported})")
+                        f"{supported}){hint}")
     return model_type, class_name, kind
 
 
-def _build(transformers: Any, folder: Path, class_name: str) -> nn.Module:
+def build_hf_model(transformers: Any, folder: Path, class_name: str) -> nn.Module:
     model_class = getattr(transformers, class_name)
     config = model_class.config_class.from_pretrained(str(folder), local_files_only=True)
     if getattr(config, "use_pretrained_backbone", False):
         config.use_pretrained_backbone = False  # the folder's weights hold the backbone
-    state = _state_dict(folder)
+    state = folder_state_dict(folder)
     try:
         model, info = model_class.from_pretrained(None, config=config, state_dict=state,
                                                   output_loading_info=True)
@@ -468,12 +475,12 @@ def _build(transformers: Any, folder: Path, class_name: str) -> nn.Module:
         raise UserError(f"the model in {folder} needs {error.name or 'another package'}: "
                         f"pip install {error.name or 'timm'}") from None
     except (RuntimeError, ValueError) as error:
-        raise UserError(f"the weights in {folder} do not fit its {_CONFIG} "
-                        f"({_first_line(error)})") from None
+        raise UserError(f"the weights in {folder} do not fit its {CONFIG_FILE} "
+                        f"({first_line(error)})") from None
     # the auxiliary head only helps training; a checkpoint may leave it out
     missing = sorted(key for key in info["missing_keys"] if not key.startswith("auxiliary_head"))
     if missing:
-        raise UserError(f"the weights in {folder} do not fit its {_CONFIG}: missing "
+        raise UserError(f"the weights in {folder} do not fit its {CONFIG_FILE}: missing "
                         f"{_few(missing)} ({len(missing)} tensors)")
     return model.float().eval()
 
@@ -489,7 +496,7 @@ def _task_tokens(transformers: Any, folder: Path, length: int) -> torch.Tensor:
         tokenizer = transformers.AutoTokenizer.from_pretrained(
             str(folder), local_files_only=True, trust_remote_code=False)
     except (OSError, ValueError) as error:
-        raise UserError(f"cannot read the tokenizer in {folder} ({_first_line(error)}); "
+        raise UserError(f"cannot read the tokenizer in {folder} ({first_line(error)}); "
                         "download the model folder again") from None
     tokens = tokenizer([_SEMANTIC_TASK], padding="max_length", max_length=length,
                        truncation=True)
@@ -501,11 +508,11 @@ def load_hf_segmenter(target: str, device: str | torch.device = "cpu") -> Huggin
     """The segmenter of a ``save_pretrained`` folder or a Hub name (``hf:NAME_OR_DIR``), on
     ``device``, in eval mode; a ``UserError`` in one line when it cannot be read."""
     transformers = _transformers()
-    folder = _folder(target)
+    folder = hf_folder(target)
     model_type, class_name, kind = _architecture(folder)
     preprocessing = read_preprocessing(folder, model_type)
-    with _quiet(transformers):
-        model = _build(transformers, folder, class_name)
+    with quiet_transformers(transformers):
+        model = build_hf_model(transformers, folder, class_name)
         task_tokens = (_task_tokens(transformers, folder, model.config.task_seq_len)
                        if model_type == "oneformer" else None)
     names, codes = concept_codes(model.config.id2label, model.config.num_labels)

@@ -37,8 +37,8 @@ from gandissect.models.loaders.files import (
 )
 from gandissect.models.stylegan2 import StyleGAN2Generator
 
-__all__ = ["load_stylegan2", "read_stylegan2_checkpoint", "rename_rosinality_keys",
-           "stylegan2_from_state_dict", "stylegan2_sizes"]
+__all__ = ["allowing_namespace", "load_stylegan2", "read_stylegan2_checkpoint",
+           "rename_rosinality_keys", "stylegan2_from_state_dict", "stylegan2_sizes"]
 
 _STYLE = re.compile(r"^style\.(\d+)\.weight$")
 _CONVS = re.compile(r"^convs\.(\d+)\.conv\.weight$")
@@ -104,7 +104,7 @@ def rename_rosinality_keys(state: Mapping[str, torch.Tensor]) -> dict[str, torch
     return renamed
 
 
-def _allowing_namespace():
+def allowing_namespace():
     """``torch.load`` may rebuild ``argparse.Namespace`` (``args`` of training checkpoints)."""
     safe_globals = getattr(torch.serialization, "safe_globals", None)
     return safe_globals([argparse.Namespace]) if safe_globals else contextlib.nullcontext()
@@ -128,7 +128,7 @@ def read_stylegan2_checkpoint(path: str | Path) -> tuple[dict[str, torch.Tensor]
             state = {k.removeprefix("g_ema."): v for k, v in state.items()
                      if k.startswith("g_ema.")}
         return state, latent_avg
-    with _allowing_namespace():
+    with allowing_namespace():
         checkpoint = _torch_load(path)
     if not isinstance(checkpoint, Mapping):
         raise UserError(f"{path} holds a {type(checkpoint).__name__}, not a StyleGAN2 "
