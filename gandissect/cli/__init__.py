@@ -31,9 +31,11 @@ from gandissect.cli import (
     edit,
     evaluate,
     explain_units,
+    factors,
     layers,
     netdissect,
     netdissect_experiment,
+    tcav,
     train,
     unit_relevance,
     unit_stats,
@@ -44,7 +46,8 @@ from gandissect.errors import Caution, UserError
 __all__ = ["build_parser", "main"]
 
 COMMANDS = (world, layers, unit_stats, train, evaluate, dissect, netdissect, netdissect_experiment,
-            attribution, attribute, explain_units, unit_relevance, ace, edit, app)
+            attribution, attribute, explain_units, unit_relevance, tcav, factors, ace, edit,
+            app)
 DEBUG_VARIABLE = "GANDISSECT_DEBUG"
 
 

@@ -11,6 +11,7 @@ __all__ = [
     "CATEGORIES", "CONCEPTS", "Concept", "concept", "concepts",
     "WorldSample", "render", "render_batch", "render_many",
     "SceneWorld", "SceneWorldStream", "export_broden", "BrodenDataset", "sample_grid",
+    "FACTORS", "scene_factors", "render_variant",
 ]
 
 _LAZY = {
@@ -19,6 +20,9 @@ _LAZY = {
     "export_broden": "gandissect.world.broden",
     "BrodenDataset": "gandissect.world.broden",
     "sample_grid": "gandissect.world.grid",
+    "FACTORS": "gandissect.world.factors",
+    "scene_factors": "gandissect.world.factors",
+    "render_variant": "gandissect.world.factors",
 }
 
 

@@ -135,7 +135,7 @@ def dome(dice: Dice, f: Facade, pixel: float) -> list[Layer]:
     r = f.w * dice.u(0.2, 0.3)
     drum_h = r * dice.u(0.35, 0.7)
     drum = Facade(f.cx - r, f.top + 0.004, 2 * r, drum_h + 0.004, f.material)
-    light, dark = DOMES[dice.i(0, len(DOMES) - 1)]
+    light, dark = DOMES[dice.i(0, len(DOMES) - 1, "palette")]
     cap_y = drum.top
     ry = r * dice.u(0.85, 1.2)
     shell = shapes.Ellipse(f.cx, cap_y, r * 1.04, ry, cut_y=cap_y)

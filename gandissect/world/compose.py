@@ -72,7 +72,9 @@ class Plan:
         """Sky, sun, clouds, mountain ranges (top, haze, snow) and grass."""
         d, m = self.dice, self.mood
         self.horizon = horizon
-        self.ground += props.sky(m, horizon) + props.sun(d, m, horizon)
+        self.ground += props.sky(m, horizon)
+        with d.tagged("lighting"):
+            self.ground += props.sun(d, m, horizon)
         self.ground += props.clouds(d, m, horizon)
         for top, haze, snow in ranges:
             self.ground += props.mountains(d, m, horizon, top, haze, snow)
@@ -92,10 +94,10 @@ class Plan:
         """Add ``n`` trees with bases in [y0, y1), sized by distance from the horizon."""
         d = self.dice
         for _ in range(n):
-            base = d.u(y0, y1)
+            base = d.u(y0, y1, "position")
             near = (base - self.horizon) / (1.0 - self.horizon)
-            h = (size[0] + size[1] * near) * d.u(0.75, 1.25)
-            self.tree(d.u(-0.05, 1.05), base, h, kind)
+            h = (size[0] + size[1] * near) * d.u(0.75, 1.25, "scale")
+            self.tree(d.u(-0.05, 1.05, "position"), base, h, kind)
 
     def water(self, layers_area: tuple[list[Layer], float]) -> None:
         """Add a lake or pond (below the standing props)."""
@@ -110,7 +112,7 @@ class Plan:
 
     def maybe_far_mountains(self, prob: float) -> tuple:
         """A hazy far range with probability ``prob`` (as ``backdrop`` ranges)."""
-        if not self.dice.p(prob):
+        if not self.dice.p(prob, "layout"):
             return ()
         h = self.horizon
         return (((h - 0.3, h - 0.1), 0.5, 0.35),)
@@ -125,108 +127,108 @@ class Plan:
 
 
 def _facade(d: Dice, base: float, w: float, h: float, material: str) -> buildings.Facade:
-    return buildings.Facade(d.u(0.04, max(0.05, 0.96 - w)), base, w, h, material)
+    return buildings.Facade(d.u(0.04, max(0.05, 0.96 - w), "position"), base, w, h, material)
 
 
 def _church(plan: Plan) -> None:
     d = plan.dice
-    plan.horizon = d.u(0.5, 0.64)
+    plan.horizon = d.u(0.5, 0.64, "layout")
     plan.backdrop(plan.horizon, plan.maybe_far_mountains(0.35))
-    if d.p(0.35):
+    if d.p(0.35, "layout"):
         plan.road()
-    base = plan.horizon + d.u(0.12, 0.25)
-    f = _facade(d, base, d.u(0.36, 0.55), d.u(0.2, 0.32), d.pick(("stone", "stone", "brick",
-                                                                  "plaster")))
+    base = plan.horizon + d.u(0.12, 0.25, "position")
+    f = _facade(d, base, d.u(0.36, 0.55, "scale"), d.u(0.2, 0.32, "scale"),
+                d.pick(("stone", "stone", "brick", "plaster"), "material"))
     style = d.pick(("dome", "tower", "both", "dome", "tower"))
     dome, tower = style in ("dome", "both"), style in ("tower", "both")
-    lit = plan.mood.sky == "dusk" and d.p(0.5)
+    lit = plan.mood.sky == "dusk" and d.p(0.5, "lighting")
     plan.stand(base, buildings.church(d, f, plan.pixel, lit, dome, tower))
     plan.census.buildings += 1
     plan.census.domes += dome
     plan.census.towers += tower
-    plan.trees(d.i(0, 4), plan.horizon + 0.01, base - 0.02, (0.08, 0.3))
-    plan.trees(d.i(0, 3), base + 0.03, 1.05, (0.08, 0.35))
+    plan.trees(d.i(0, 4, "layout"), plan.horizon + 0.01, base - 0.02, (0.08, 0.3))
+    plan.trees(d.i(0, 3, "layout"), base + 0.03, 1.05, (0.08, 0.35))
 
 
 def _house(plan: Plan) -> None:
     d = plan.dice
-    plan.horizon = d.u(0.5, 0.65)
+    plan.horizon = d.u(0.5, 0.65, "layout")
     plan.backdrop(plan.horizon, plan.maybe_far_mountains(0.3))
-    if d.p(0.15):
+    if d.p(0.15, "layout"):
         plan.water(props.pond(d, plan.mood, plan.horizon))
-    if d.p(0.35):
+    if d.p(0.35, "layout"):
         plan.road()
-    lit = plan.mood.sky == "dusk" and d.p(0.6)
-    for _ in range(d.i(1, 2)):
-        material = d.pick(("brick", "brick", "plaster", "plaster", "stone", "glass"))
+    lit = plan.mood.sky == "dusk" and d.p(0.6, "lighting")
+    for _ in range(d.i(1, 2, "layout")):
+        material = d.pick(("brick", "brick", "plaster", "plaster", "stone", "glass"), "material")
         tall = material == "glass"
-        w = d.u(0.18, 0.3) if tall else d.u(0.25, 0.45)
-        h = d.u(0.3, 0.45) if tall else d.u(0.15, 0.28)
-        base = plan.horizon + d.u(0.1, 0.28)
+        w = d.u(0.18, 0.3, "scale") if tall else d.u(0.25, 0.45, "scale")
+        h = d.u(0.3, 0.45, "scale") if tall else d.u(0.15, 0.28, "scale")
+        base = plan.horizon + d.u(0.1, 0.28, "position")
         plan.stand(base, buildings.house(d, _facade(d, base, w, h, material), plan.pixel, lit))
         plan.census.buildings += 1
-    plan.trees(d.i(1, 5), plan.horizon + 0.01, 1.05, (0.08, 0.32))
-    if d.p(0.45):
-        plan.stand(0.97, props.fence(d, d.u(0.86, 0.97)))
+    plan.trees(d.i(1, 5, "layout"), plan.horizon + 0.01, 1.05, (0.08, 0.32))
+    if d.p(0.45, "layout"):
+        plan.stand(0.97, props.fence(d, d.u(0.86, 0.97, "position")))
 
 
 def _street(plan: Plan) -> None:
     d = plan.dice
-    plan.horizon = d.u(0.45, 0.58)
+    plan.horizon = d.u(0.45, 0.58, "layout")
     plan.backdrop(plan.horizon)
-    y0 = d.u(0.78, 0.84)
-    plan.ground += props.street(d, y0, y0 + d.u(0.1, 0.14))
+    y0 = d.u(0.78, 0.84, "layout")
+    plan.ground += props.street(d, y0, y0 + d.u(0.1, 0.14, "layout"))
     plan.census.road = True
-    base = y0 - d.u(0.005, 0.02)
-    x = d.u(-0.08, 0.0)
-    lit = plan.mood.sky == "dusk" and d.p(0.7)
+    base = y0 - d.u(0.005, 0.02, "position")
+    x = d.u(-0.08, 0.0, "position")
+    lit = plan.mood.sky == "dusk" and d.p(0.7, "lighting")
     while x < 1.0 or plan.census.buildings < 3:
-        w = d.u(0.18, 0.3)
-        material = d.pick(("brick", "plaster", "plaster", "stone", "glass"))
-        f = buildings.Facade(x, base, w, d.u(0.2, 0.45), material)
+        w = d.u(0.18, 0.3, "scale")
+        material = d.pick(("brick", "plaster", "plaster", "stone", "glass"), "material")
+        f = buildings.Facade(x, base, w, d.u(0.2, 0.45, "scale"), material)
         plan.stand(base, buildings.house(d, f, plan.pixel, lit))
         plan.census.buildings += 1
-        x += w + d.u(0.0, 0.03)
-    plan.trees(d.i(0, 3), base + 0.005, y0, (0.1, 0.2), kind="round")
+        x += w + d.u(0.0, 0.03, "position")
+    plan.trees(d.i(0, 3, "layout"), base + 0.005, y0, (0.1, 0.2), kind="round")
 
 
 def _forest(plan: Plan) -> None:
     d = plan.dice
-    plan.horizon = d.u(0.42, 0.6)
+    plan.horizon = d.u(0.42, 0.6, "layout")
     plan.backdrop(plan.horizon, plan.maybe_far_mountains(0.35))
     kind = d.pick((None, "conifer", "round"))
     h = plan.horizon
-    plan.trees(d.i(8, 14), h + 0.003, h + 0.03, (0.05, 0.05), kind)
-    plan.trees(d.i(8, 16), h + 0.04, 1.08, (0.12, 0.5), kind)
+    plan.trees(d.i(8, 14, "layout"), h + 0.003, h + 0.03, (0.05, 0.05), kind)
+    plan.trees(d.i(8, 16, "layout"), h + 0.04, 1.08, (0.12, 0.5), kind)
 
 
 def _lake(plan: Plan) -> None:
     d = plan.dice
-    plan.horizon = d.u(0.45, 0.6)
+    plan.horizon = d.u(0.45, 0.6, "layout")
     h = plan.horizon
-    ranges = (((h - 0.32, h - 0.1), 0.4, 0.45),) if d.p(0.7) else ()
+    ranges = (((h - 0.32, h - 0.1), 0.4, 0.45),) if d.p(0.7, "layout") else ()
     plan.backdrop(h, ranges)
-    depth = d.u(0.2, 0.32)
+    depth = d.u(0.2, 0.32, "layout")
     plan.water(props.lake(d, plan.mood, h, depth))
-    if d.p(0.7):
-        plan.trees(d.i(4, 10), h + 0.002, h + 0.008, (0.05, 0.04))
-    plan.trees(d.i(0, 4), h + depth + 0.05, 1.08, (0.1, 0.35))
+    if d.p(0.7, "layout"):
+        plan.trees(d.i(4, 10, "layout"), h + 0.002, h + 0.008, (0.05, 0.04))
+    plan.trees(d.i(0, 4, "layout"), h + depth + 0.05, 1.08, (0.1, 0.35))
 
 
 def _valley(plan: Plan) -> None:
     d = plan.dice
-    h = d.u(0.58, 0.72)
+    h = d.u(0.58, 0.72, "layout")
     plan.horizon = h
-    far = ((d.u(0.08, 0.14), d.u(0.18, 0.28)), 0.45, 0.75)
+    far = ((d.u(0.08, 0.14, "layout"), d.u(0.18, 0.28, "layout")), 0.45, 0.75)
     near = ((h - 0.26, h - 0.12), 0.12, 0.2)
     plan.backdrop(h, (far, near))
-    if d.p(0.3):
+    if d.p(0.3, "layout"):
         plan.water(props.pond(d, plan.mood, h))
-    if d.p(0.3):
+    if d.p(0.3, "layout"):
         plan.road()
-    plan.trees(d.i(0, 5), h + 0.01, 1.05, (0.06, 0.3))
-    if d.p(0.2):
-        plan.stand(0.97, props.fence(d, d.u(0.86, 0.97)))
+    plan.trees(d.i(0, 5, "layout"), h + 0.01, 1.05, (0.06, 0.3))
+    if d.p(0.2, "layout"):
+        plan.stand(0.97, props.fence(d, d.u(0.86, 0.97, "position")))
 
 
 RECIPES = {
@@ -235,10 +237,13 @@ RECIPES = {
 }
 
 
-def compose(rng: np.random.Generator, pixel: float) -> Layout:
-    """Compose one random scene; ``pixel`` (1 / size) only tunes texture anti-aliasing."""
-    dice = Dice(rng)
-    kind = dice.weighted(KINDS, KIND_WEIGHTS)
+def compose(rng: np.random.Generator, pixel: float, dice: Dice | None = None) -> Layout:
+    """Compose one random scene; ``pixel`` (1 / size) only tunes texture anti-aliasing.
+
+    ``dice`` (drawing from ``rng``) may be given to record or steer the scene's factors.
+    """
+    dice = dice or Dice(rng)
+    kind = dice.weighted(KINDS, KIND_WEIGHTS, "scene")
     plan = Plan(dice, props.mood(dice), pixel)
     RECIPES[kind](plan)
     return plan.layout()

@@ -8,6 +8,8 @@ to textures whose anti-aliasing needs it.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from types import MappingProxyType
 
@@ -40,47 +42,73 @@ DOMES = (((0.42, 0.72, 0.62), (0.22, 0.46, 0.40)), ((0.95, 0.80, 0.35), (0.62, 0
 
 
 class Dice:
-    """Random choices for one scene, all drawn from its own numpy Generator."""
+    """Random choices for one scene, all drawn from its own numpy Generator.
+
+    Every draw may name the scene factor it decides (``factor=``, or a ``tagged`` block); the
+    plain Dice ignores the names, and ``gandissect.world.factors`` uses them to record a scene's
+    factors and to re-draw one factor while holding the others. Names never change a draw.
+    """
 
     def __init__(self, rng: np.random.Generator) -> None:
         self.rng = rng
 
-    def u(self, lo: float, hi: float) -> float:
+    def _random(self, factor: str | None, default: str) -> float:
+        return float(self.rng.random())
+
+    def _integers(self, lo: int, hi: int, factor: str | None, default: str) -> int:
+        return int(self.rng.integers(lo, hi))
+
+    @contextmanager
+    def tagged(self, factor: str) -> Iterator[None]:
+        """Draws in this block decide ``factor`` unless a draw names its own."""
+        yield
+
+    def u(self, lo: float, hi: float, factor: str | None = None) -> float:
         """A uniform float in [lo, hi).
 
         Scaled in Python, not by ``Generator.uniform``: compiled code may fuse the multiply-add
         on some CPUs, and every bit must be the same everywhere.
         """
-        return lo + (hi - lo) * float(self.rng.random())
+        return lo + (hi - lo) * self._random(factor, "shape")
 
-    def i(self, lo: int, hi: int) -> int:
+    def i(self, lo: int, hi: int, factor: str | None = None) -> int:
         """A uniform integer in [lo, hi] (inclusive)."""
-        return int(self.rng.integers(lo, hi + 1))
+        return self._integers(lo, hi + 1, factor, "shape")
 
-    def p(self, prob: float) -> bool:
+    def p(self, prob: float, factor: str | None = None) -> bool:
         """True with probability ``prob``."""
-        return bool(self.rng.random() < prob)
+        return bool(self._random(factor, "shape") < prob)
 
-    def weighted(self, options: tuple, weights: tuple[float, ...]):
+    def weighted(self, options: tuple, weights: tuple[float, ...], factor: str | None = None):
         """One of ``options`` with probabilities proportional to ``weights``."""
-        r = self.u(0.0, sum(weights))
+        r = self.u(0.0, sum(weights), factor)
         for option, w in zip(options, weights):
             if r < w:
                 return option
             r -= w
         return options[-1]
 
-    def pick(self, options: tuple):
-        """One of ``options``, uniformly."""
-        return options[int(self.rng.integers(0, len(options)))]
+    def pick(self, options: tuple, factor: str | None = None):
+        """One of ``options``, uniformly (a pick among colours decides the palette)."""
+        default = "palette" if _is_colour(options[0]) else "shape"
+        return options[self._integers(0, len(options), factor, default)]
 
-    def seed(self) -> int:
-        """A fresh 31-bit seed for a noise texture."""
-        return int(self.rng.integers(0, 2**31 - 1))
+    def seed(self, factor: str | None = None) -> int:
+        """A fresh 31-bit seed for a noise texture (or, naming ``shape``, a noisy outline)."""
+        return self._integers(0, 2**31 - 1, factor, "texture")
 
-    def tone(self, rgb: RGBf, spread: float = 0.04) -> RGBf:
+    def tone(self, rgb: RGBf, spread: float = 0.04, factor: str | None = None) -> RGBf:
         """``rgb`` with a little random jitter per channel, clipped to [0, 1]."""
-        return tuple(min(1.0, max(0.0, c + self.u(-spread, spread))) for c in rgb)
+        factor = factor or "palette"
+        return tuple(min(1.0, max(0.0, c + self.u(-spread, spread, factor))) for c in rgb)
+
+
+def _is_colour(option) -> bool:
+    """Whether a pick's option is an RGB triple (or a tuple of them)."""
+    if isinstance(option, tuple) and option and isinstance(option[0], tuple):
+        return _is_colour(option[0])
+    return isinstance(option, tuple) and len(option) == 3 and all(
+        isinstance(c, float) for c in option)
 
 
 def scale(rgb: RGBf, k: float) -> RGBf:
@@ -106,13 +134,13 @@ class Mood:
 
 def mood(dice: Dice) -> Mood:
     """Draw the sky type, lighting and season of a scene."""
-    sky = dice.pick(("day", "day", "day", "dusk", "overcast"))
-    zenith, horizon_rgb = (dice.tone(c, 0.05) for c in SKIES[sky])
+    sky = dice.pick(("day", "day", "day", "dusk", "overcast"), "lighting")
+    zenith, horizon_rgb = (dice.tone(c, 0.05, "lighting") for c in SKIES[sky])
     level = {"day": (0.93, 1.07), "dusk": (0.86, 1.0), "overcast": (0.86, 0.98)}[sky]
     tint = {"day": (1.0, 1.0, 1.0), "dusk": (1.05, 0.93, 0.85), "overcast": (0.95, 0.97, 1.0)}
-    k = dice.u(*level)
-    gain = tuple(t * k * dice.u(0.97, 1.03) for t in tint[sky])
-    return Mood(sky, zenith, horizon_rgb, gain, dice.p(0.25))
+    k = dice.u(*level, "lighting")
+    gain = tuple(t * k * dice.u(0.97, 1.03, "lighting") for t in tint[sky])
+    return Mood(sky, zenith, horizon_rgb, gain, dice.p(0.25, "palette"))
 
 
 def sky(m: Mood, horizon: float) -> list[Layer]:
@@ -168,7 +196,7 @@ def mountains(dice: Dice, m: Mood, horizon: float, top: tuple[float, float],
     peaks = tuple(
         (dice.u(-0.1, 1.1), dice.u(*top), dice.u(0.6, 1.5)) for _ in range(dice.i(2, 4))
     )
-    ridge = shapes.Ridge(peaks, horizon + 0.03, dice.u(0.015, 0.04), dice.seed())
+    ridge = shapes.Ridge(peaks, horizon + 0.03, dice.u(0.015, 0.04), dice.seed("shape"))
     rock = dice.pick(((0.46, 0.44, 0.50), (0.50, 0.42, 0.34), (0.38, 0.44, 0.38)))
     lit = mix(scale(rock, 1.15), m.horizon_rgb, haze)
     shade = mix(scale(rock, 0.85), m.horizon_rgb, haze * 0.9)
@@ -177,7 +205,7 @@ def mountains(dice: Dice, m: Mood, horizon: float, top: tuple[float, float],
     layers = [Layer(body, fills.Rock(lit, shade, ridge, horizon, dice.seed()), label)]
     highest = min(p[1] for p in peaks)
     if horizon - highest > 0.2 and dice.p(snow):
-        line = shapes.Wavy(highest + dice.u(0.05, 0.12), 0.05, 11.0, dice.seed())
+        line = shapes.Wavy(highest + dice.u(0.05, 0.12), 0.05, 11.0, dice.seed("shape"))
         white = mix((0.96, 0.97, 1.0), m.horizon_rgb, haze * 0.5)
         fill = fills.Mottled(white, scale(white, 0.82), highest, line.base_y, 0.1, 30.0,
                              dice.seed())
@@ -190,7 +218,7 @@ def grass(dice: Dice, m: Mood, horizon: float) -> list[Layer]:
     far, near = ((0.62, 0.64, 0.32), (0.44, 0.50, 0.18)) if m.autumn else (
         (0.48, 0.68, 0.32), (0.24, 0.50, 0.14))
     far = mix(dice.tone(far), m.horizon_rgb, 0.2)
-    edge = shapes.Wavy(horizon, 0.012, 14.0, dice.seed())
+    edge = shapes.Wavy(horizon, 0.012, 14.0, dice.seed("shape"))
     fill = fills.Mottled(far, dice.tone(near), horizon, 1.0, 0.35, 24.0, dice.seed(),
                          octaves=2)
     return [Layer(shapes.Band(edge, shapes.flat(1.02)), fill, (OBJ["grass"], 0, 0))]
@@ -206,7 +234,7 @@ def water(dice: Dice, m: Mood, shape: object, y0: float, y1: float) -> list[Laye
 
 def lake(dice: Dice, m: Mood, horizon: float, depth: float) -> tuple[list[Layer], float]:
     """A lake spanning the image from the horizon down to a wavy shore; returns its area."""
-    shore = shapes.Wavy(horizon + depth, 0.06, 4.0, dice.seed())
+    shore = shapes.Wavy(horizon + depth, 0.06, 4.0, dice.seed("shape"))
     band = shapes.Band(shapes.flat(horizon + 0.004), shore)
     return water(dice, m, band, horizon, horizon + depth), depth
 

@@ -16,7 +16,7 @@ import numpy as np
 from gandissect.errors import UserError
 from gandissect.world.canvas import Canvas
 from gandissect.world.colors import color_labels
-from gandissect.world.compose import compose
+from gandissect.world.compose import Layout, compose
 from gandissect.world.concepts import PIXEL_CATEGORIES, code_of, concepts
 
 MIN_SIZE, MAX_SIZE = 16, 1024
@@ -64,7 +64,11 @@ def _present(labels: dict[str, np.ndarray], scene: str) -> tuple[tuple[str, str]
 def render(seed: int, index: int, size: int = 64) -> WorldSample:
     """Render scene ``index`` of world ``seed`` as a ``size`` x ``size`` image with labels."""
     check_size(size)
-    layout = compose(scene_rng(seed, index), 1.0 / size)
+    return paint(compose(scene_rng(seed, index), 1.0 / size), size)
+
+
+def paint(layout: Layout, size: int) -> WorldSample:
+    """Paint a composed scene and label it."""
     canvas = Canvas(size)
     canvas.paint_all(layout.layers)
     image = canvas.to_uint8(layout.gain)

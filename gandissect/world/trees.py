@@ -58,7 +58,7 @@ def tree(dice: Dice, x: float, base: float, h: float, autumn: bool,
     if kind == "conifer":
         rgb, trunk_top, parts = dice.pick(CONIFER), base - h * 0.2, _conifer(dice, x, base, h)
     else:
-        palette = AUTUMN if autumn and dice.p(0.8) else GREENS
+        palette = AUTUMN if autumn and dice.p(0.8, "palette") else GREENS
         rgb, trunk_top = dice.pick(palette), base - h * 0.55
         parts = (_round if kind == "round" else _bushy)(dice, x, base, h)
     rgb = dice.tone(rgb, 0.04)
