@@ -3,6 +3,7 @@ search costs, on the shipped classifier (or any dissection written with ``--form
 
     python benchmarks/bench_formulas.py --n 300 --length 3 [--layer layer4]
     python benchmarks/bench_formulas.py --dissection OUT/dissect.json   # figures of a run
+    python benchmarks/bench_formulas.py --n 300 --figure docs/formulas_layer4.png
 
 Prints the seconds of the dissection and of the formula search (one more pass plus the beam
 search), the share of units whose formula's IoU beats their label's, the median and mean gain
@@ -76,6 +77,22 @@ def held_out(model, probe, result, layer: str, length: int, beam: int) -> dict:
             "held_out_median_gain": statistics.median(gains)}
 
 
+def draw_units(model, probe, result, layer: str, path: str, units: int = 3) -> None:
+    """The ``units`` units (label IoU at least 0.04, one per label) whose formula gains most
+    over their label, drawn by ``formula_figure``."""
+    from gandissect.netdissect import probe_samples
+    from gandissect.netdissect.formulas import formula_figure
+
+    scores = [u for u in result.layer(layer).units if u.iou >= 0.04]
+    scores.sort(key=lambda u: u.iou - u.formula_iou)
+    best = {}
+    for score in scores:
+        best.setdefault(score.label, score)
+    chosen = sorted(u.unit for u in list(best.values())[:units])
+    formula_figure(result, layer, probe_samples(model, probe), chosen, path)
+    print(f"wrote {path} (units {', '.join(map(str, chosen))})")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n", type=int, default=300, help="SceneWorld probe scenes")
@@ -86,6 +103,8 @@ def main() -> None:
                         help="also search on half the probe and score on the other half")
     parser.add_argument("--dissection", default=None,
                         help="a dissect.json written with --formulas: only its figures")
+    parser.add_argument("--figure", default=None, metavar="PNG",
+                        help="also draw the units whose formula gains most over their label")
     args = parser.parse_args()
     if args.dissection:
         data = json.loads(Path(args.dissection).read_text())
@@ -109,6 +128,8 @@ def main() -> None:
     print(json.dumps(figures(units), indent=1))
     if args.held_out:
         print(json.dumps(held_out(model, probe, result, args.layer, args.length, args.beam)))
+    if args.figure:
+        draw_units(model, probe, result, args.layer, args.figure)
 
 
 if __name__ == "__main__":

@@ -46,10 +46,13 @@ from torch import nn
 
 from gandissect.errors import UserError
 
-__all__ = ["ConceptScore", "SceneWorldExamples", "TCAVResult", "directional_derivatives",
-           "layer_activations", "layer_gradients", "sceneworld_class_images",
-           "sceneworld_concept", "sceneworld_examples", "tcav", "tcav_score", "train_cav",
-           "welch_t_test"]
+__all__ = ["CLASS_SEED", "CONCEPT_SEED", "ConceptScore", "SceneWorldExamples", "TCAVResult",
+           "directional_derivatives", "layer_activations", "layer_gradients",
+           "sceneworld_class_images", "sceneworld_concept", "sceneworld_examples", "tcav",
+           "tcav_figure", "tcav_score", "train_cav", "welch_t_test"]
+
+CLASS_SEED = 1001  # SceneWorld's held-out evaluation world: the class's images
+CONCEPT_SEED = 1002  # concept examples and random counterexamples
 
 MIN_EXAMPLES = 10  # fewer concept or random images make a CAV mostly noise
 SCENE_CATEGORIES = ("object", "part", "material")
@@ -365,3 +368,47 @@ def sceneworld_class_images(scene: str, n: int, size: int, seed: int, limit: int
     if len(images) < MIN_EXAMPLES:
         raise UserError(f"only {len(images)} {scene} scenes among {start} SceneWorld scenes")
     return images
+
+
+def tcav_figure(result: TCAVResult, path: str, title: str = "") -> None:
+    """Write a PNG bar chart of ``result`` to ``path``: each concept's mean TCAV score with its
+    standard deviation as an error bar, the random-vs-random mean +- std as a grey band, and a
+    ``*`` over the significant concepts (dark bars; pale bars are not significant)."""
+    from PIL import Image, ImageDraw
+
+    names = list(result.scores)
+    null = np.asarray(result.random_runs, dtype=float)
+    null_mean, null_std = float(null.mean()), float(null.std(ddof=1)) if len(null) > 1 else 0.0
+    bar, left, top, plot_h = 70, 44, 40, 200
+    width, height = left + bar * max(1, len(names)) + 16, top + plot_h + 44
+
+    def y(score: float) -> int:
+        return top + round((1 - min(1.0, max(0.0, score))) * plot_h)
+
+    image = Image.new("RGB", (width, height), "white")
+    draw = ImageDraw.Draw(image)
+    draw.text((6, 6), title or "TCAV score per concept (* significant)", fill="black")
+    draw.rectangle((left, y(null_mean + null_std), width - 16, y(null_mean - null_std)),
+                   fill=(225, 225, 225))
+    draw.line((left, y(null_mean), width - 16, y(null_mean)), fill=(130, 130, 130))
+    draw.text((width - 120, y(null_mean) - 12), "random vs random", fill=(100, 100, 100))
+    for tick in (0.0, 0.5, 1.0):
+        draw.text((6, y(tick) - 6), f"{tick:.1f}", fill="black")
+        draw.line((left - 4, y(tick), left, y(tick)), fill="black")
+    draw.line((left, top, left, top + plot_h), fill="black")
+    draw.line((left, top + plot_h, width - 16, top + plot_h), fill="black")
+    for i, name in enumerate(names):
+        score = result.scores[name]
+        x0, x1 = left + i * bar + 12, left + (i + 1) * bar - 12
+        colour = (40, 90, 200) if score.significant else (170, 190, 230)
+        draw.rectangle((x0, y(score.tcav), x1, top + plot_h), fill=colour)
+        middle = (x0 + x1) // 2
+        draw.line((middle, y(score.tcav + score.std), middle, y(score.tcav - score.std)),
+                  fill="black", width=2)
+        for end in (score.tcav + score.std, score.tcav - score.std):
+            draw.line((middle - 6, y(end), middle + 6, y(end)), fill="black", width=2)
+        if score.significant:
+            draw.text((middle - 3, y(score.tcav + score.std) - 14), "*", fill="black")
+        draw.text((x0 - 8, top + plot_h + 6), name[:10], fill="black")
+        draw.text((x0 - 8, top + plot_h + 20), f"{score.tcav:.2f}", fill="black")
+    image.save(path)

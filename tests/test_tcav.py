@@ -189,3 +189,18 @@ def test_command_with_user_folders_prints_the_scores(tmp_path, capsys):
     for score in result["scores"].values():
         assert 0 <= score["tcav"] <= 1 and 0 <= score["p"] <= 1 and len(score["runs"]) == 3
     assert len(result["random"]["runs"]) == 3
+
+
+def test_figure_draws_one_bar_per_concept(tmp_path):
+    from PIL import Image
+
+    scores = {"dome": T.ConceptScore(0.9, 0.05, 1e-4, True, [0.85, 0.95]),
+              "tree": T.ConceptScore(0.4, 0.2, 0.6, False, [0.2, 0.6])}
+    result = T.TCAVResult(scores, [0.3, 0.7, 0.5], 0.05, "bonferroni over 2 concepts")
+    path = tmp_path / "tcav.png"
+    T.tcav_figure(result, str(path))
+    image = Image.open(path).convert("RGB")
+    assert 150 <= image.width <= 600 and 150 <= image.height <= 600
+    colours = set(image.getdata())
+    assert (40, 90, 200) in colours and (170, 190, 230) in colours  # significant, and not
+    assert (225, 225, 225) in colours  # the random-vs-random band

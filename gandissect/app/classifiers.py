@@ -15,7 +15,7 @@ import gradio as gr
 import numpy as np
 import pandas as pd
 
-from gandissect.app.explain import MAX_SCENE, METHOD_NAMES, PROBE_SEED
+from gandissect.app.explain import MAX_SCENE, METHOD_NAMES, PROBE_SEED, dissection_key
 from gandissect.app.messages import PROGRESS, user_errors, whole_number
 from gandissect.app.pictures import enlarge, load_upload, pixels
 from gandissect.app.session import Session
@@ -37,10 +37,12 @@ from gandissect.spatial import default_map_layer
 from gandissect.units_relevance import unit_labels
 from gandissect.visualize import overlay
 
-__all__ = ["build", "default_layer", "explain", "explain_units", "feature_visualization",
+__all__ = ["build", "concept_vectors", "default_layer", "explain", "explain_units",
+           "feature_visualization", "world_factors",
            "run_netdissect", "select_unit", "table", "preview_upload", "SOURCES"]
 
 SOURCES = ("SceneWorld scene", "Upload")
+FORMULA_LENGTH = 3  # the checkbox's compositional explanations: up to three concepts
 PREDICTED = -1  # the target "the predicted class"
 
 
@@ -71,11 +73,13 @@ def _check_count(n: Any) -> int:
 
 @user_errors
 def run_netdissect(ws: Workspace, session: Session, spec: str, layer: str, n: Any,
-                   progress: bool = True) -> tuple:
-    """Network Dissection of ``layer`` on ``n`` probe images; the session browses it."""
+                   progress: bool = True, formulas: bool = False) -> tuple:
+    """Network Dissection of ``layer`` on ``n`` probe images; the session browses it. With
+    ``formulas``, units are also labelled by formulas of ``FORMULA_LENGTH`` concepts."""
     n = _check_count(n)
-    result = ws.classifiers.dissect(spec, layer, n, progress)
-    session.netdissect, session.classifier_unit = (spec, layer, n), None
+    length = FORMULA_LENGTH if formulas else 0
+    result = ws.classifiers.dissect(spec, layer, n, progress, length)
+    session.netdissect, session.classifier_unit = dissection_key(spec, layer, n, length), None
     entry = result.layers[0]
     summary = layer_summary(entry)
     dataset = ws.classifiers.dataset
@@ -85,6 +89,9 @@ def run_netdissect(ws: Workspace, session: Session, spec: str, layer: str, n: An
             f"{summary['detectors']} of "
             f"{summary['units']} units are detectors (IoU > {result.settings['min_iou']}), "
             f"{summary['unique_detectors']} distinct concepts. Click a row to see the unit.")
+    if length:
+        text += (f" Each unit also has the formula of up to {length} concepts (AND, OR, AND NOT) "
+                 "whose mask best matches its own, and that formula's IoU.")
     concepts = gr.update(choices=[("all concepts", ALL), *concept_choices(result, entry)],
                          value=ALL)
     categories = gr.update(choices=[("all categories", ALL), *category_choices(result)],
@@ -109,7 +116,7 @@ def select_unit(ws: Workspace, session: Session, unit: Any) -> tuple:
         raise UserError("choose one unit")
     session.classifier_unit = ids[0]
     score = entry.units[ids[0]]
-    spec, _, n = session.netdissect
+    spec, _, n = session.netdissect[:3]
     text = (f"**Unit {score.unit}** of `{entry.layer}`: {score.label} ({score.category}), "
             f"IoU {score.iou:.3f}{' (detector)' if score.interpretable else ''}.")
     strip = ws.classifiers.top_images(spec, entry, n, ids[0])
@@ -213,6 +220,98 @@ def feature_visualization(ws: Workspace, spec: str, layer: str, kind: str, unit:
     return enlarge(pixels(image), scale), enlarge(strip, scale)
 
 
+TCAV_HEADERS = ["concept", "TCAV", "std", "p", "significant"]
+FACTOR_HEADERS = ["factor", "prediction changes", "shift of p(class)", "class MI (bits)"]
+
+
+@user_errors
+def concept_vectors(ws: Workspace, spec: str, layer: str, class_name: Any, concepts: Any,
+                    runs: Any, n: Any = 50, progress=None) -> tuple:
+    """The panel "Concept vectors (TCAV)": each SceneWorld concept's TCAV score for the class
+    at ``layer`` (``gandissect.tcav``, as ``gandissect tcav`` draws its examples), its spread
+    over the runs and its p-value against random directions, and the correction line."""
+    from gandissect.tcav import MIN_EXAMPLES
+
+    runs = whole_number(runs, "the number of runs", 2, 200)
+    n = whole_number(n, "the number of examples", MIN_EXAMPLES, 500)
+    names = list(dict.fromkeys(c.strip() for c in str(concepts or "").split(",") if c.strip()))
+    if not names:
+        raise UserError("give at least one concept, e.g. dome, water")
+    if not class_name:
+        raise UserError("choose a class")
+    result = ws.classifiers.tcav(spec, layer, str(class_name), names, runs, n, progress)
+    rows = [[name, round(s.tcav, 3), round(s.std, 3), float(f"{s.p:.2g}"),
+             "yes" if s.significant else "no"] for name, s in result.scores.items()]
+    null = np.asarray(result.random_runs)
+    text = (f"TCAV of **{class_name}** at `{layer}`: {runs} runs of {n} examples per set; "
+            f"Welch's two-sided t-test against {len(null)} random-vs-random CAVs (TCAV "
+            f"{null.mean():.3f} +- {null.std(ddof=1):.3f}); significant: p < "
+            f"{result.alpha} / {len(names)} ({result.correction}).")
+    return pd.DataFrame(rows, columns=TCAV_HEADERS), text
+
+
+@user_errors
+def world_factors(ws: Workspace, spec: str, layer: str, n: Any) -> tuple:
+    """The panel "Factors of the world": the units x factors mutual information figure with the
+    sensitivity bars (``gandissect.factors``), and per factor how often the prediction changes
+    when only it changes, the mean shift of the predicted class's probability and the
+    prediction's MI with it."""
+    from gandissect.factors import factor_figure
+
+    n = whole_number(n, "the number of scenes", 2, 2000)
+    study = ws.classifiers.factors(spec, layer, n)
+    rows = [[f, round(study.sensitivity[f], 3), round(study.probability_shift[f], 3),
+             round(study.class_mi[f], 3)] for f in study.factors]
+    return np.asarray(factor_figure(study)), pd.DataFrame(rows, columns=FACTOR_HEADERS)
+
+
+def _concepts_and_factors(ws: Workspace, c: dict[str, Any], names: list[str]) -> None:
+    """The panels "Concept vectors (TCAV)" and "Factors of the world", wired to the tab's
+    classifier and layer (inside the open tab)."""
+    with gr.Accordion("Concept vectors (TCAV) and factors of the world", open=False):
+        gr.Markdown("### Concept vectors (TCAV)")
+        with gr.Row():
+            c["tcav_class"] = gr.Dropdown(names, value=names[0] if names else None,
+                                          label="Class", scale=2)
+            c["tcav_concepts"] = gr.Textbox("dome, water", label="SceneWorld concepts "
+                                            "(comma-separated)", scale=3)
+            c["tcav_runs"] = gr.Slider(2, 50, value=10, step=1, label="Runs", scale=2)
+            c["tcav_run"] = gr.Button("Run TCAV", variant="primary", scale=1,
+                                      elem_id="run-tcav")
+        c["tcav_table"] = gr.Dataframe(pd.DataFrame([], columns=TCAV_HEADERS),
+                                       interactive=False, label="TCAV", elem_id="tcav-table")
+        c["tcav_text"] = gr.Markdown()
+        gr.Markdown("### Factors of the world")
+        with gr.Row():
+            c["factors_n"] = gr.Slider(10, 1000, value=100, step=10, label="Held-out scenes",
+                                       scale=3)
+            c["factors_run"] = gr.Button("Measure factors", variant="primary", scale=1,
+                                         elem_id="run-factors")
+        with gr.Row(equal_height=False):
+            c["factors_figure"] = gr.Image(label="Mutual information and sensitivity",
+                                           format="png", interactive=False, scale=1)
+            c["factors_table"] = gr.Dataframe(pd.DataFrame([], columns=FACTOR_HEADERS),
+                                              interactive=False, label="Sensitivity", scale=1)
+
+    def on_classifier(spec):
+        names = ws.classifiers.get(spec).class_names
+        return gr.update(choices=names, value=names[0] if names else None)
+
+    def on_tcav(spec, layer, class_name, concepts, runs, progress=PROGRESS):
+        return concept_vectors(ws, spec, layer, class_name, concepts, runs, progress=progress)
+
+    def on_factors(spec, layer, n, progress=PROGRESS):
+        return world_factors(ws, spec, layer, n)
+
+    model = {"concurrency_id": "model", "api_visibility": "private"}
+    c["classifier"].change(on_classifier, [c["classifier"]], [c["tcav_class"]], **model)
+    c["tcav_run"].click(on_tcav, [c["classifier"], c["layer"], c["tcav_class"],
+                                  c["tcav_concepts"], c["tcav_runs"]],
+                        [c["tcav_table"], c["tcav_text"]], **model)
+    c["factors_run"].click(on_factors, [c["classifier"], c["layer"], c["factors_n"]],
+                           [c["factors_figure"], c["factors_table"]], **model)
+
+
 def build(ws: Workspace, state: gr.State) -> dict[str, Any]:
     """The tab's components (inside an open ``gr.Tab``); returns them by name."""
     specs = ws.classifiers.specs
@@ -231,6 +330,8 @@ def build(ws: Workspace, state: gr.State) -> dict[str, Any]:
                                  elem_id="classifier-layer")
         c["n"] = gr.Slider(50, 2000, value=300, step=50, label="Held-out scenes", scale=3,
                            elem_id="netdissect-n")
+        c["formulas"] = gr.Checkbox(False, label=f"formulas (length {FORMULA_LENGTH})",
+                                    scale=1, elem_id="netdissect-formulas")
         c["run"] = gr.Button("Run Network Dissection", variant="primary", scale=2,
                              elem_id="run-netdissect")
     c["summary"] = gr.Markdown("Choose a layer and run Network Dissection.",
@@ -320,8 +421,8 @@ def build(ws: Workspace, state: gr.State) -> dict[str, Any]:
                 gr.update(choices=choices, value=PREDICTED),
                 gr.update(choices=choices[1:], value=0))
 
-    def on_run(session, spec, layer, n, progress=PROGRESS):
-        return run_netdissect(ws, session, spec, layer, n)
+    def on_run(session, spec, layer, n, formulas, progress=PROGRESS):
+        return run_netdissect(ws, session, spec, layer, n, formulas=formulas)
 
     def on_filter(session, *values):
         return table(ws, session, query(*values))
@@ -352,7 +453,7 @@ def build(ws: Workspace, state: gr.State) -> dict[str, Any]:
     c["classifier"].change(on_classifier, [c["classifier"]],
                            [c["layer"], c["target"], c["vis_class"]], api_visibility="private",
                            **model)
-    c["run"].click(on_run, [state, c["classifier"], c["layer"], c["n"]],
+    c["run"].click(on_run, [state, c["classifier"], c["layer"], c["n"], c["formulas"]],
                    [state, c["summary"], c["table"], c["bars"], c["concept"], c["category"]],
                    api_name="netdissect", **model)
     for control in controls:
@@ -373,4 +474,5 @@ def build(ws: Workspace, state: gr.State) -> dict[str, Any]:
     c["visualize"].click(on_visualize, [c["classifier"], c["layer"], c["kind"], c["vis_unit"],
                                         c["vis_class"], c["steps"], c["n"]],
                          [c["vis"], c["vis_top"]], api_name="visualize", **model)
+    _concepts_and_factors(ws, c, names)
     return c

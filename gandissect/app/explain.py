@@ -11,6 +11,7 @@ probe's range, and attributions stay with respect to those images.
 
 from __future__ import annotations
 
+import copy
 import threading
 from collections import OrderedDict
 from collections.abc import Sequence
@@ -28,6 +29,7 @@ from gandissect.hooks import layer_shapes
 from gandissect.models.inputs import preprocess_inside
 from gandissect.models.specs import resolve_classifier_and_preprocess
 from gandissect.netdissect import ProbeSet, SceneWorldProbe, netdissect, probe_samples
+from gandissect.netdissect.formulas import label_formulas
 from gandissect.report.images import top_image_strips
 from gandissect.spatial import map_layers
 from gandissect.torchutil import model_device
@@ -35,7 +37,7 @@ from gandissect.units_relevance import UnitContributions, unit_contributions
 from gandissect.visualize import channel, class_logit, sceneworld_top_images, visualize
 
 __all__ = ["Classifier", "ClassifierModels", "METHOD_NAMES", "MAX_SCENE", "PROBE_SEED",
-           "SLOW_METHODS", "Explanation"]
+           "SLOW_METHODS", "Explanation", "dissection_key"]
 
 PROBE_SEED = 1001  # SceneWorld's held-out evaluation world (never a training seed)
 METHOD_NAMES = {"gradcam": "Grad-CAM", "gradcam_plus_plus": "Grad-CAM++", "cam": "CAM",
@@ -93,6 +95,12 @@ def _describe(spec: str, model: nn.Module) -> Classifier:
     return Classifier(spec, model, size, list(names), layers, logits[-1] if logits else None)
 
 
+def dissection_key(spec: str, layer: str, n: int, formulas: int = 0) -> tuple:
+    """The key of a kept Network Dissection: ``(spec, layer, n)``, and the formula length
+    after them when units are labelled by formulas."""
+    return (spec, layer, n, formulas) if formulas else (spec, layer, n)
+
+
 class ClassifierModels:
     """The classifiers the app was started with, loaded on first use, and the Network
     Dissection results computed so far (the last few, shared by all sessions)."""
@@ -143,14 +151,22 @@ class ClassifierModels:
                                               input_size=classifier.input_size)
         return self._probes[key]
 
-    def dissect(self, spec: str, layer: str, n: int, progress: bool = True) -> Dissection:
+    def dissect(self, spec: str, layer: str, n: int, progress: bool = True,
+                formulas: int = 0) -> Dissection:
         """Network Dissection of ``layer`` on the first ``n`` probe images (kept, so a second
-        request is immediate)."""
+        request is immediate); with ``formulas``, every unit also labelled by a formula of up
+        to that many concepts (``gandissect.netdissect.formulas``), kept under its own key
+        (``dissection_key``)."""
         classifier = self.get(spec)
         self.check_layer(classifier, layer)
-        key = (spec, layer, n)
+        key = dissection_key(spec, layer, n, formulas)
         with self.lock:
-            if key not in self._results:
+            if key not in self._results and formulas:
+                plain = copy.deepcopy(self.dissect(spec, layer, n, progress))
+                self._results[key] = label_formulas(plain, classifier.model,
+                                                    self.probe(classifier, n), formulas,
+                                                    progress=progress)
+            elif key not in self._results:
                 self._results[key] = netdissect(classifier.model, [layer],
                                                 self.probe(classifier, n), progress=progress)
                 while len(self._results) > _KEPT_RESULTS:
@@ -159,7 +175,7 @@ class ClassifierModels:
             return self._results[key]
 
     def result(self, key: tuple) -> Dissection | None:
-        """A Network Dissection computed before (``(spec, layer, n)``), if still kept."""
+        """A Network Dissection computed before (``dissection_key``), if still kept."""
         return self._results.get(key)
 
     def top_images(self, spec: str, layer: LayerDissection, n: int, unit: int,
@@ -252,3 +268,53 @@ class ClassifierModels:
             found = sceneworld_top_images(classifier.model, layer, n=n, seed=PROBE_SEED, k=k,
                                           units=[unit], size=classifier.input_size)
         return found.images[0]
+
+    # ------------------------------------------------------------------ concepts and factors
+
+    def tcav(self, spec: str, layer: str, class_name: str, concepts: Sequence[str], runs: int,
+             n: int, progress=None):
+        """TCAV of SceneWorld ``concepts`` for class ``class_name`` at ``layer``
+        (``gandissect.tcav``, with the examples ``gandissect tcav`` draws: the class's held-out
+        scenes, concept scenes and counterexamples from its concept world); ``progress``, if
+        given, is called as ``progress(fraction, desc=...)`` between the steps."""
+        from gandissect.tcav import (
+            CLASS_SEED,
+            CONCEPT_SEED,
+            sceneworld_class_images,
+            sceneworld_concept,
+            sceneworld_examples,
+            tcav,
+        )
+        from gandissect.world import concepts as world_concepts
+
+        classifier = self.get(spec)
+        self.check_layer(classifier, layer)
+        if class_name not in classifier.class_names:
+            raise UserError(f"unknown class {class_name!r}; choose one of "
+                            f"{', '.join(classifier.class_names)}")
+        if class_name not in [c.name for c in world_concepts("scene")]:
+            raise UserError(f"class {class_name!r} is no SceneWorld scene; run `gandissect "
+                            "tcav --class-dir DIR` for it")
+        for name in concepts:
+            sceneworld_concept(name)  # one line naming the valid concepts, before the work
+        step = progress or (lambda *_, **__: None)
+        size = classifier.input_size
+        step(0.0, desc="rendering the class's scenes")
+        class_images = sceneworld_class_images(class_name, n, size, CLASS_SEED)
+        step(0.2, desc="rendering concept examples and counterexamples")
+        drawn = sceneworld_examples(concepts, n, 4 * n, size, CONCEPT_SEED)
+        step(0.5, desc="training concept vectors")
+        with self.lock:
+            return tcav(classifier.model, layer, classifier.class_names.index(class_name),
+                        class_images, drawn.concepts, drawn.randoms, runs=runs, n=n,
+                        null_images=drawn.scenes)
+
+    def factors(self, spec: str, layer: str, n: int):
+        """The factor study of ``layer`` on held-out scenes ``0 .. n - 1``
+        (``gandissect.factors.factor_study``, as ``gandissect factors`` runs it)."""
+        from gandissect.factors import factor_study
+
+        classifier = self.get(spec)
+        self.check_layer(classifier, layer)
+        with self.lock:
+            return factor_study(classifier.model, layer, PROBE_SEED, n, classifier.input_size)

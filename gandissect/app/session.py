@@ -52,5 +52,5 @@ class Session:
     canvas_version: int = 0
     unit: int | None = None
     ablated: list[int] = field(default_factory=list)
-    netdissect: tuple | None = None  # (classifier, layer, n) of the result being browsed
+    netdissect: tuple | None = None  # dissection_key of the result being browsed
     classifier_unit: int | None = None

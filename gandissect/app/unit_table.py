@@ -1,7 +1,8 @@
 """The unit table and the bar chart both dissection tabs show (a generator's units and a
 classifier's), read from a ``Dissection``: filtering, sorting, listing units by concept.
 
-Rows come from the dissection's ``UnitScore``s; the IoU of every unit with a chosen concept
+Rows come from the dissection's ``UnitScore``s (with each unit's formula and its IoU where
+formulas were labelled); the IoU of every unit with a chosen concept
 from ``gandissect.ace.iou_scores``; the bar chart is the HTML report's own
 (``gandissect.report.svg.concept_bars``).
 """
@@ -22,11 +23,12 @@ from gandissect.dissect.counts import best_in_category, count_title, labelled
 from gandissect.errors import UserError
 from gandissect.report.html import concept_charts
 
-__all__ = ["ALL", "HEADERS", "SORTS", "TableQuery", "bars_html", "category_choices",
-           "concept_choices", "concept_of", "unit_table"]
+__all__ = ["ALL", "FORMULA_HEADERS", "HEADERS", "SORTS", "TableQuery", "bars_html",
+           "category_choices", "concept_choices", "concept_of", "unit_table"]
 
 ALL = "all"
 HEADERS = ["unit", "label", "category", "IoU", "causal effect", "interpretable"]
+FORMULA_HEADERS = ["formula", "formula IoU"]  # after "IoU", where formulas were labelled
 SORTS = ["unit", "label", "category", "IoU", "causal effect"]
 
 
@@ -116,6 +118,20 @@ def unit_table(dissection: Dissection, layer: LayerDissection, query: TableQuery
     table = pd.DataFrame(rows, columns=HEADERS)
     table["causal effect"] = table["causal effect"].map(lambda v: "" if v is None else v)
     table["interpretable"] = table["interpretable"].map(lambda v: "yes" if v else "")
+    return _with_formulas(table, layer)
+
+
+def _with_formulas(table: pd.DataFrame, layer: LayerDissection) -> pd.DataFrame:
+    """``table`` with each unit's "formula" and "formula IoU" (``FORMULA_HEADERS``) after its
+    IoU, where the dissection labelled formulas (``gandissect.netdissect.formulas``)."""
+    if all(unit.formula is None for unit in layer.units):
+        return table
+    by_unit = {unit.unit: unit for unit in layer.units}
+    at = table.columns.get_loc("IoU") + 1
+    table.insert(at, FORMULA_HEADERS[0], [by_unit[u].formula or "" for u in table["unit"]])
+    table.insert(at + 1, FORMULA_HEADERS[1],
+                 [round(by_unit[u].formula_iou, 4) if by_unit[u].formula_iou is not None else ""
+                  for u in table["unit"]])
     return table
 
 

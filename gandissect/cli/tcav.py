@@ -3,7 +3,7 @@
 
     gandissect tcav --classifier sceneworld --layer layer4 --class church --concepts dome,tree
         [--concept-dir NAME=DIR ...] [--random-dir DIR] [--class-dir DIR]
-        [--runs 20] [--n 50] [--min-share 0.01] [--alpha 0.05] [--json]
+        [--runs 20] [--n 50] [--min-share 0.01] [--alpha 0.05] [--json] [--figure PNG]
 
 A concept is a SceneWorld concept with pixel masks (``dome``, ``window``, ``material:water``):
 its examples are SceneWorld scenes (world 1002) where it covers at least ``--min-share`` of
@@ -26,8 +26,6 @@ from gandissect.errors import UserError
 
 __all__ = ["register"]
 
-CLASS_SEED = 1001  # SceneWorld's held-out evaluation world: the class's images
-CONCEPT_SEED = 1002  # concept examples and random counterexamples
 
 
 def _concept_dirs(pairs: list[str]) -> dict[str, str]:
@@ -107,6 +105,8 @@ def _run(args: argparse.Namespace) -> int:
     from gandissect.models.inputs import preprocess_inside
     from gandissect.models.specs import resolve_classifier_and_preprocess
     from gandissect.tcav import (
+        CLASS_SEED,
+        CONCEPT_SEED,
         sceneworld_class_images,
         sceneworld_concept,
         sceneworld_examples,
@@ -151,6 +151,11 @@ def _run(args: argparse.Namespace) -> int:
               "random_source": ("folder " + args.random_dir if args.random_dir else
                                 f"SceneWorld world {CONCEPT_SEED} scenes without the concept"),
               **result.to_json()}
+    if args.figure:
+        from gandissect.tcav import tcav_figure
+
+        tcav_figure(result, args.figure, f"TCAV of {class_name} at {args.layer} "
+                                         f"({args.runs} runs; * significant)")
     if args.json:
         import json
 
@@ -199,5 +204,7 @@ def register(commands) -> None:
     parser.add_argument("--seed", type=int, default=0, help="seeds the random draws")
     parser.add_argument("--batch", type=int, default=64, help="images per forward pass")
     parser.add_argument("--json", action="store_true", help="print the result as JSON")
+    parser.add_argument("--figure", default=None, metavar="PNG",
+                        help="also write a bar chart of the scores to this PNG")
     add_device_argument(parser)
     parser.set_defaults(run=_run)

@@ -50,8 +50,8 @@ from gandissect.netdissect.probe import ProbeSet
 from gandissect.torchutil import eval_mode
 
 __all__ = ["AND", "AND_NOT", "MAX_LENGTH", "OPERATORS", "OR", "Formula", "FormulaSearch",
-           "ProbeMasks", "check_formula_settings", "label_formulas", "unit_masks",
-           "written_names"]
+           "ProbeMasks", "check_formula_settings", "formula_figure", "label_formulas",
+           "unit_masks", "written_names"]
 
 AND, OR, AND_NOT = "AND", "OR", "AND NOT"
 OPERATORS = (AND, OR, AND_NOT)
@@ -376,3 +376,37 @@ def written_names(table: ConceptTable) -> list[str]:
     names = list(table.names)
     repeated = {n for n in names if names.count(n) > 1}
     return [f"{table.category_of(c)}:{n}" if n in repeated else n for c, n in enumerate(names)]
+
+
+def formula_figure(dissection: Dissection, layer: str, samples: Callable, units: Sequence[int],
+                   path: str, count: int = 4, scale: int = 2) -> None:
+    """Write a PNG to ``path``: one row per unit of ``units`` (of ``dissection``'s ``layer``,
+    labelled by ``label_formulas``), its ``count`` top images with the unit's mask outlined
+    (``gandissect.report.images.top_image_strips`` on ``samples``, a sample source such as
+    ``probe_samples``), captioned with its single label and IoU and its formula and IoU."""
+    from PIL import Image, ImageDraw
+
+    from gandissect.report.images import top_image_strips
+
+    entry = dissection.layer(layer)
+    chosen = [entry.units[u] for u in units]
+    if any(score.formula is None for score in chosen):
+        raise UserError("label the units with label_formulas before drawing their formulas")
+    only = type(entry)(entry.layer, entry.shape, chosen)
+    strips = top_image_strips(samples, only, count)
+    pictures = [Image.fromarray(strips[score.unit]) for score in chosen]
+    pictures = [p.resize((p.width * scale, p.height * scale), Image.NEAREST) for p in pictures]
+    caption = 34
+    width = max(p.width for p in pictures) + 16
+    image = Image.new("RGB", (width, sum(p.height + caption + 10 for p in pictures) + 6),
+                      "white")
+    draw = ImageDraw.Draw(image)
+    top = 6
+    for score, picture in zip(chosen, pictures):
+        draw.text((8, top), f"{layer} unit {score.unit}   label: {score.label} "
+                            f"(IoU {score.iou:.3f})", fill="black")
+        draw.text((8, top + 14), f"formula: {score.formula} (IoU {score.formula_iou:.3f})",
+                  fill=(20, 70, 180))
+        image.paste(picture, (8, top + caption))
+        top += picture.height + caption + 10
+    image.save(path)
