@@ -28,6 +28,7 @@ __all__ = [
     "Attribution",
     "Target",
     "attribution_mode",
+    "baseline_for",
     "class_indices",
     "either",
     "input_gradient",
@@ -175,6 +176,21 @@ def either(ours: object, captums: object, names: str) -> object:
     if ours is not None and captums is not None:
         raise UserError(f"pass one of {names}, not both (they mean the same)")
     return captums if ours is None else ours
+
+
+def baseline_for(value: float | torch.Tensor | None, x: torch.Tensor) -> torch.Tensor:
+    """The baseline (Captum's ``baselines``) for inputs ``x``: a 0-d tensor for a number (None
+    is 0), else the tensor broadcast to ``x``'s shape; ``UserError`` when it does not
+    broadcast."""
+    fill = torch.as_tensor(0.0 if value is None else value, dtype=x.dtype, device=x.device)
+    if fill.dim() == 0:
+        return fill
+    try:
+        return torch.broadcast_to(fill, x.shape)
+    except RuntimeError:
+        raise UserError(f"a baseline tensor must broadcast to the input {tuple(x.shape)}, got "
+                        f"{tuple(fill.shape)}; pass baselines as a number or such a tensor"
+                        ) from None
 
 
 def row_chunks(total: int, size: int | None) -> Iterator[torch.Tensor]:

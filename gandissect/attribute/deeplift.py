@@ -52,6 +52,7 @@ from .base import (
     Target,
     _check_input,
     attribution_mode,
+    baseline_for,
     either,
     prepare_target,
     resolve_target,
@@ -188,12 +189,7 @@ class DeepLift(Attribution):
         x = _check_input(x)
         n = x.shape[0]
         target = prepare_target(target, n, x.device)
-        try:
-            reference = torch.as_tensor(0.0 if baseline is None else baseline, dtype=x.dtype,
-                                        device=x.device).expand_as(x)
-        except RuntimeError:
-            raise UserError(f"baselines must be a number or a tensor that broadcasts to the "
-                            f"input {tuple(x.shape)}") from None
+        reference = baseline_for(baseline, x).expand_as(x)
         multipliers = torch.empty_like(x)
         gaps = torch.empty(n, dtype=x.dtype, device=x.device)
         with attribution_mode(self.model):

@@ -20,6 +20,8 @@ from .base import (
     Target,
     _check_input,
     attribution_mode,
+    baseline_for,
+    either,
     prepare_target,
     resolve_target,
     row_chunks,
@@ -67,12 +69,6 @@ def _spatial(value: Window, channels: int, name: str, window: bool) -> tuple[int
                         f"channels; occlusion hides all channels at once: pass "
                         f"({channels}, {dims[1]}, {dims[2]}) or ({dims[1]}, {dims[2]})")
     return int(dims[-2]), int(dims[-1])
-
-
-def _either(ours: object, captums: object, names: str) -> object:
-    if ours is not None and captums is not None:
-        raise UserError(f"pass one of {names}, not both (they mean the same)")
-    return captums if ours is None else ours
 
 
 class Occlusion(Attribution):
@@ -124,8 +120,8 @@ class Occlusion(Attribution):
         x = _check_input(x, images=True)
         n, channels, height, width = x.shape
         target = prepare_target(target, n, x.device)
-        window = _either(patch, sliding_window_shapes, "patch and sliding_window_shapes")
-        step = _either(stride, strides, "stride and strides")
+        window = either(patch, sliding_window_shapes, "patch and sliding_window_shapes")
+        step = either(stride, strides, "stride and strides")
         if window is None:
             (ph, pw), default_step = default_window(height, width)
         else:
@@ -133,7 +129,7 @@ class Occlusion(Attribution):
             ph, pw = _spatial(window, channels, name, window=True)
             default_step = (1, 1) if patch is None else (max(1, ph // 2), max(1, pw // 2))
         sh, sw = default_step if step is None else _spatial(step, channels, "stride", False)
-        fill = self._baseline(_either(baseline, baselines, "baseline and baselines"), x)
+        fill = baseline_for(either(baseline, baselines, "baseline and baselines"), x)
         masks = torch.stack([self._mask(height, width, top, left, ph, pw, x.device)
                              for top in window_starts(height, ph, sh)
                              for left in window_starts(width, pw, sw)])  # (windows, H, W)
@@ -164,20 +160,6 @@ class Occlusion(Attribution):
         mask = torch.zeros(height, width, dtype=torch.bool, device=device)
         mask[top:top + ph, left:left + pw] = True
         return mask
-
-    @staticmethod
-    def _baseline(value: float | torch.Tensor | None, x: torch.Tensor) -> torch.Tensor:
-        """A 0-d tensor, or the baseline broadcast to ``x``'s shape."""
-        if value is None:
-            value = 0.0
-        fill = torch.as_tensor(value, dtype=x.dtype, device=x.device)
-        if fill.dim() == 0:
-            return fill
-        try:
-            return torch.broadcast_to(fill, x.shape)
-        except RuntimeError:
-            raise UserError(f"a baseline tensor must broadcast to the input {tuple(x.shape)}, "
-                            f"got {tuple(fill.shape)}") from None
 
     @staticmethod
     def _rows(x: torch.Tensor, internal_batch_size: int | None,

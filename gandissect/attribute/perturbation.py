@@ -52,6 +52,7 @@ from .base import (
     Target,
     _check_input,
     attribution_mode,
+    baseline_for,
     prepare_target,
     resolve_target,
     row_chunks,
@@ -126,18 +127,6 @@ def _feature_masks(feature_mask: torch.Tensor | None, x: torch.Tensor
     return result
 
 
-def _fill(value: float | torch.Tensor | None, x: torch.Tensor) -> torch.Tensor:
-    """The baseline: a 0-d tensor, or a tensor broadcast to ``x``'s shape."""
-    fill = torch.as_tensor(0.0 if value is None else value, dtype=x.dtype, device=x.device)
-    if fill.dim() == 0:
-        return fill
-    try:
-        return torch.broadcast_to(fill, x.shape)
-    except RuntimeError:
-        raise UserError(f"baselines must be a number or a tensor that broadcasts to the input "
-                        f"{tuple(x.shape)}, got {tuple(fill.shape)}") from None
-
-
 def _positive(value: object, name: str, least: int = 1) -> int:
     if isinstance(value, bool) or not isinstance(value, Integral) or value < least:
         raise UserError(f"{name} must be an int >= {least}, got {value!r}")
@@ -209,7 +198,7 @@ class _FeaturePerturbation(Attribution):
                  baselines: float | torch.Tensor | None):
         x = _check_input(x, images=True)
         target = prepare_target(target, x.shape[0], x.device)
-        return x, target, _feature_masks(feature_mask, x), _fill(baselines, x)
+        return x, target, _feature_masks(feature_mask, x), baseline_for(baselines, x)
 
 
 class FeatureAblation(_FeaturePerturbation):
