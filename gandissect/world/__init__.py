@@ -11,7 +11,7 @@ __all__ = [
     "CATEGORIES", "CONCEPTS", "Concept", "concept", "concepts",
     "WorldSample", "render", "render_batch", "render_many",
     "SceneWorld", "SceneWorldStream", "export_broden", "BrodenDataset", "sample_grid",
-    "FACTORS", "scene_factors", "render_variant",
+    "FACTORS", "scene_factors", "render_variant", "can_add",
 ]
 
 _LAZY = {
@@ -23,6 +23,7 @@ _LAZY = {
     "FACTORS": "gandissect.world.factors",
     "scene_factors": "gandissect.world.factors",
     "render_variant": "gandissect.world.factors",
+    "can_add": "gandissect.world.counterfactual",
 }
 
 

@@ -67,7 +67,8 @@ def _window_fill(dice: Dice, lit: bool) -> object:
 
 
 def windows(dice: Dice, f: Facade, floors: int, lit: bool, skip_centre: bool) -> list[Layer]:
-    """Grids of windows: ``floors`` rows, centre bottom cell left free for the door."""
+    """Grids of windows on a building: ``floors`` rows, centre bottom cell left free for the
+    door."""
     cols = max(1, int(f.w / dice.u(0.06, 0.09)))
     if skip_centre and cols % 2 == 0:
         cols += 1
@@ -85,11 +86,11 @@ def windows(dice: Dice, f: Facade, floors: int, lit: bool, skip_centre: bool) ->
     right = cols - mid - 1
     if skip_centre and right > 0:
         grids.append(shapes.Grid(f.x0 + (mid + 1) * px, ground, px, py, right, 1, hw, hh))
-    return [Layer(g, fill, label) for g in grids]
+    return [Layer(g, fill, label, owner=OBJ["building"]) for g in grids]
 
 
 def door(dice: Dice, f: Facade, floor_h: float, arched: bool) -> Layer:
-    """A door centred on the facade's ground line."""
+    """A building's door centred on the facade's ground line."""
     dw = min(max(f.w * 0.16, 0.035), 0.075)
     dh = min(floor_h * 0.85, dw * 2.1)
     rect = shapes.Rect(f.cx - dw / 2, f.base - dh, f.cx + dw / 2, f.base)
@@ -100,7 +101,7 @@ def door(dice: Dice, f: Facade, floor_h: float, arched: bool) -> Layer:
     rgb = dice.tone(dice.pick(DOORS), 0.03)
     fill = fills.Mottled(scale(rgb, 1.15), scale(rgb, 0.8), f.base - dh - dw / 2, f.base, 0.1,
                          80.0, dice.seed())
-    return Layer(shape, fill, (None, PART["door"], 0))
+    return Layer(shape, fill, (None, PART["door"], 0), owner=OBJ["building"])
 
 
 def roof(dice: Dice, f: Facade, gable: bool, obj: str = "building") -> Layer:
@@ -161,7 +162,8 @@ def tower(dice: Dice, f: Facade, pixel: float, left: bool) -> list[Layer]:
     t = Facade(tx, f.base, tw, th, f.material)
     layers = [_wall(dice, t, "tower", pixel)]
     slits = shapes.Grid(tx, t.top + th * 0.06, tw, th * 0.16, 1, 3, tw * 0.16, th * 0.05)
-    layers.append(Layer(slits, _window_fill(dice, False), (None, PART["window"], MAT["glass"])))
+    layers.append(Layer(slits, _window_fill(dice, False), (None, PART["window"], MAT["glass"]),
+                        owner=OBJ["tower"]))
     spire_h = tw * dice.u(1.5, 3.0)
     spire = shapes.Polygon(((tx - tw * 0.08, t.top), (tx + tw * 1.08, t.top),
                             (t.cx, t.top - spire_h)))
@@ -181,7 +183,8 @@ def church(dice: Dice, f: Facade, pixel: float, lit: bool, with_dome: bool,
     layers.append(door(dice, f, f.h * 0.6, arched=True))
     rr = min(f.w * 0.08, f.h * 0.12)
     rose = shapes.Ellipse(f.cx, f.top + f.h * 0.28, rr, rr)
-    layers.append(Layer(rose, _window_fill(dice, lit), (None, PART["window"], MAT["glass"])))
+    layers.append(Layer(rose, _window_fill(dice, lit), (None, PART["window"], MAT["glass"]),
+                        owner=OBJ["building"]))
     if with_tower:
         layers += tower(dice, f, pixel, left=dice.p(0.5))
     if with_dome:

@@ -9,7 +9,7 @@ Each layer only touches its bounding-box slice of the canvas.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -24,6 +24,9 @@ class Layer:
     ``labels`` gives (object, part, material) codes; ``None`` keeps what lies below (shading,
     glows), 0 erases (an occluder without a part or material). ``soft`` widens the
     anti-aliasing ramp to that many scene units (glows); ``opacity`` scales coverage.
+    ``owner``: the object code of the prop a layer with a KEEP object label belongs to (a sun's
+    glow, a building's windows and door), so that a counterfactual scene can leave it out with
+    its prop; painting ignores it, and so do equality and hashing.
     """
 
     shape: object
@@ -31,6 +34,7 @@ class Layer:
     labels: tuple[int | None, int | None, int | None] = (None, None, None)
     soft: float = 0.0
     opacity: float = 1.0
+    owner: int | None = field(default=None, compare=False)
 
 
 class Canvas:

@@ -58,7 +58,11 @@ class Layout:
 
 @dataclass
 class Plan:
-    """A scene under construction: backdrop layers, standing props sorted by ground line."""
+    """A scene under construction: backdrop layers, standing props sorted by ground line.
+
+    ``standing`` holds (ground line, order of placement, layers); ``facades`` holds
+    (position in ``standing``, facade, whether it carries a dome) for each building.
+    """
 
     dice: Dice
     mood: Mood
@@ -67,6 +71,7 @@ class Plan:
     ground: list = field(default_factory=list)
     standing: list = field(default_factory=list)
     census: Census = field(default_factory=Census)
+    facades: list = field(default_factory=list)
 
     def backdrop(self, horizon: float, ranges: tuple = ()) -> None:
         """Sky, sun, clouds, mountain ranges (top, haze, snow) and grass."""
@@ -83,6 +88,15 @@ class Plan:
     def stand(self, base: float, layers: list[Layer]) -> None:
         """Add a prop whose ground line is ``base`` (nearer props are painted later)."""
         self.standing.append((base, len(self.standing), layers))
+
+    def building(self, f: buildings.Facade, layers: list[Layer], dome: bool = False,
+                 tower: bool = False) -> None:
+        """Add a building standing on its facade's ground line."""
+        self.facades.append((len(self.standing), f, dome))
+        self.stand(f.base, layers)
+        self.census.buildings += 1
+        self.census.domes += dome
+        self.census.towers += tower
 
     def tree(self, x: float, base: float, h: float, kind: str | None = None) -> None:
         """Add one tree."""
@@ -142,10 +156,7 @@ def _church(plan: Plan) -> None:
     style = d.pick(("dome", "tower", "both", "dome", "tower"))
     dome, tower = style in ("dome", "both"), style in ("tower", "both")
     lit = plan.mood.sky == "dusk" and d.p(0.5, "lighting")
-    plan.stand(base, buildings.church(d, f, plan.pixel, lit, dome, tower))
-    plan.census.buildings += 1
-    plan.census.domes += dome
-    plan.census.towers += tower
+    plan.building(f, buildings.church(d, f, plan.pixel, lit, dome, tower), dome, tower)
     plan.trees(d.i(0, 4, "layout"), plan.horizon + 0.01, base - 0.02, (0.08, 0.3))
     plan.trees(d.i(0, 3, "layout"), base + 0.03, 1.05, (0.08, 0.35))
 
@@ -165,8 +176,8 @@ def _house(plan: Plan) -> None:
         w = d.u(0.18, 0.3, "scale") if tall else d.u(0.25, 0.45, "scale")
         h = d.u(0.3, 0.45, "scale") if tall else d.u(0.15, 0.28, "scale")
         base = plan.horizon + d.u(0.1, 0.28, "position")
-        plan.stand(base, buildings.house(d, _facade(d, base, w, h, material), plan.pixel, lit))
-        plan.census.buildings += 1
+        f = _facade(d, base, w, h, material)
+        plan.building(f, buildings.house(d, f, plan.pixel, lit))
     plan.trees(d.i(1, 5, "layout"), plan.horizon + 0.01, 1.05, (0.08, 0.32))
     if d.p(0.45, "layout"):
         plan.stand(0.97, props.fence(d, d.u(0.86, 0.97, "position")))
@@ -186,8 +197,7 @@ def _street(plan: Plan) -> None:
         w = d.u(0.18, 0.3, "scale")
         material = d.pick(("brick", "plaster", "plaster", "stone", "glass"), "material")
         f = buildings.Facade(x, base, w, d.u(0.2, 0.45, "scale"), material)
-        plan.stand(base, buildings.house(d, f, plan.pixel, lit))
-        plan.census.buildings += 1
+        plan.building(f, buildings.house(d, f, plan.pixel, lit))
         x += w + d.u(0.0, 0.03, "position")
     plan.trees(d.i(0, 3, "layout"), base + 0.005, y0, (0.1, 0.2), kind="round")
 
@@ -237,13 +247,18 @@ RECIPES = {
 }
 
 
+def plan_scene(rng: np.random.Generator, pixel: float, dice: Dice | None = None) -> Plan:
+    """Draw one random scene's plan (every draw of the scene; ``compose`` lays it out)."""
+    dice = dice or Dice(rng)
+    kind = dice.weighted(KINDS, KIND_WEIGHTS, "scene")
+    plan = Plan(dice, props.mood(dice), pixel)
+    RECIPES[kind](plan)
+    return plan
+
+
 def compose(rng: np.random.Generator, pixel: float, dice: Dice | None = None) -> Layout:
     """Compose one random scene; ``pixel`` (1 / size) only tunes texture anti-aliasing.
 
     ``dice`` (drawing from ``rng``) may be given to record or steer the scene's factors.
     """
-    dice = dice or Dice(rng)
-    kind = dice.weighted(KINDS, KIND_WEIGHTS, "scene")
-    plan = Plan(dice, props.mood(dice), pixel)
-    RECIPES[kind](plan)
-    return plan.layout()
+    return plan_scene(rng, pixel, dice).layout()

@@ -161,7 +161,7 @@ def sun(dice: Dice, m: Mood, horizon: float) -> list[Layer]:
         r *= 1.3
     cx = dice.u(0.08, 0.92)
     glow = Layer(shapes.Ellipse(cx, cy, r * 3.5, r * 3.5), fills.Flat(rgb), soft=r * 5.0,
-                 opacity=0.35)
+                 opacity=0.35, owner=OBJ["sun"])
     disc = Layer(shapes.Ellipse(cx, cy, r, r), fills.Flat(rgb), (OBJ["sun"], 0, 0))
     return [glow, disc]
 

@@ -8,6 +8,7 @@ gives the same bits on every machine. The layout does not depend on ``size``.
 from __future__ import annotations
 
 import multiprocessing
+from collections.abc import Iterable
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 
@@ -61,8 +62,18 @@ def _present(labels: dict[str, np.ndarray], scene: str) -> tuple[tuple[str, str]
     return tuple(found) + (("scene", scene),)
 
 
-def render(seed: int, index: int, size: int = 64) -> WorldSample:
-    """Render scene ``index`` of world ``seed`` as a ``size`` x ``size`` image with labels."""
+def render(seed: int, index: int, size: int = 64, without: Iterable[str] = (),
+           add: Iterable[str] = ()) -> WorldSample:
+    """Render scene ``index`` of world ``seed`` as a ``size`` x ``size`` image with labels.
+
+    ``without`` (object or part names) and ``add`` (``"tree"``, ``"dome"``) render the scene's
+    counterfactual: the same scene with those props left out (what was behind is drawn) or
+    added, its name recomputed from what remains (see ``gandissect.world.counterfactual``).
+    """
+    if without or add:
+        from gandissect.world.counterfactual import render_counterfactual
+
+        return render_counterfactual(seed, index, size, without, add)
     check_size(size)
     return paint(compose(scene_rng(seed, index), 1.0 / size), size)
 
