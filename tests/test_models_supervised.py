@@ -235,11 +235,12 @@ def test_train_help_states_each_config_default_kimg():
     """``gandissect train MODEL --help`` names the default that the model's config applies."""
     from gandissect.cli.train import TRAINERS
     from gandissect.train.classifier import ClassifierConfig
+    from gandissect.train.encoder import EncoderConfig
     from gandissect.train.gan import GANConfig
     from gandissect.train.segmenter import SegmenterConfig
 
     configs = {"generator": GANConfig, "segmenter": SegmenterConfig,
-               "classifier": ClassifierConfig}
+               "classifier": ClassifierConfig, "encoder": EncoderConfig}
     assert set(configs) == set(TRAINERS)
     for name, config in configs.items():
         assert TRAINERS[name][3] == config().kimg, name

@@ -1,4 +1,4 @@
-"""``gandissect train generator|segmenter|classifier``: start or continue a training run
+"""``gandissect train generator|segmenter|classifier|encoder``: start or continue a training run
 (``gandissect.train``)."""
 
 from __future__ import annotations
@@ -17,6 +17,8 @@ TRAINERS = {
                   "the SceneWorld segmenter (object, part, material)", 80, 0),
     "classifier": ("gandissect.train.classifier", "train_classifier",
                    "the SceneWorld scene classifier (small ResNet)", 160, 0),
+    "encoder": ("gandissect.train.encoder", "train_encoder",
+                "the image -> latent encoder of the SceneWorld generator", 42, 0),
 }
 
 

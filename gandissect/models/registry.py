@@ -30,6 +30,7 @@ __all__ = [
     "SHIPPED",
     "build",
     "load_classifier",
+    "load_encoder",
     "load_generator",
     "load_segmenter",
     "models_dir",
@@ -39,16 +40,18 @@ __all__ = [
 ]
 
 # World seeds used for training; evaluation must use others (the eval commands refuse these).
-SEEDS = {"generator": 101, "segmenter": 102, "classifier": 103}
+SEEDS = {"generator": 101, "segmenter": 102, "classifier": 103, "encoder": 104}
 
 # architecture name in a file's config -> "module:class" that rebuilds it from that config
 _ARCHITECTURES = {
     "proggan": "gandissect.models.proggan:ProGANGenerator",
     "segmenter": "gandissect.models.segmenter:Segmenter",
     "scene_classifier": "gandissect.models.classifier:SceneClassifier",
+    "encoder": "gandissect.models.encoder:LatentEncoder",
 }
 _KINDS = {"generator": ("proggan",), "segmenter": ("segmenter",),
-          "classifier": ("scene_classifier",)}  # what each kind of model may be built as
+          "classifier": ("scene_classifier",),
+          "encoder": ("encoder",)}  # what each kind of model may be built as
 
 
 def models_dir() -> Path:
@@ -171,3 +174,12 @@ def load_segmenter(name: str = "sceneworld", device: str | torch.device = "cpu")
 def load_classifier(name: str = "sceneworld", device: str | torch.device = "cpu") -> nn.Module:
     """The scene classifier called ``name``: images in [-1, 1] -> scene logits."""
     return _load("classifier", name, device)
+
+
+def load_encoder(name: str = "sceneworld", device: str | torch.device = "cpu") -> nn.Module:
+    """The encoder of generator ``name``: images in [-1, 1] -> that generator's latents."""
+    if name in SHIPPED and not shipped_path("encoder", name).is_file():
+        raise UserError(f"no encoder at {shipped_path('encoder', name)}: train one with "
+                        f"`gandissect train encoder --run DIR` and copy "
+                        f"DIR/{name}_encoder.safetensors there")
+    return _load("encoder", name, device)
