@@ -32,6 +32,7 @@ from gandissect.cli import (
     evaluate,
     explain_units,
     factors,
+    invert,
     layers,
     netdissect,
     netdissect_experiment,
@@ -47,7 +48,7 @@ __all__ = ["build_parser", "main"]
 
 COMMANDS = (world, layers, unit_stats, train, evaluate, dissect, netdissect, netdissect_experiment,
             attribution, attribute, explain_units, unit_relevance, tcav, factors, ace, edit,
-            app)
+            invert, app)
 DEBUG_VARIABLE = "GANDISSECT_DEBUG"
 
 

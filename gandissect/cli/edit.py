@@ -20,24 +20,9 @@ READABLE = 256  # pixels a side each picture of edit.png has at least, unless --
 
 def _read_mask(path: str, size: int) -> torch.Tensor:
     """The ``(size, size)`` mask in [0, 1] of a grayscale image: white edits, black keeps."""
-    import numpy as np
-    import torch
-    from PIL import Image
+    from gandissect.imagefiles import read_mask
 
-    if not Path(path).is_file():
-        raise UserError(f"the mask {path} does not exist")
-    try:
-        with Image.open(path) as image:
-            gray = np.asarray(image.convert("L"))
-    except OSError as error:  # not an image, or a damaged one
-        raise UserError(f"cannot read the mask {path} ({error}); give a grayscale PNG") from None
-    if gray.shape != (size, size):
-        raise UserError(f"the mask {path} is {gray.shape[1]}x{gray.shape[0]}; paint it at the "
-                        f"generator's {size}x{size}")
-    if not gray.any():
-        raise UserError(f"the mask {path} is all black, so it edits nothing; paint the region "
-                        "to edit in white")
-    return torch.from_numpy(gray.astype(np.float32) / 255)
+    return read_mask(path, size)
 
 
 def _box_mask(box: str, size: int) -> torch.Tensor:
