@@ -7,6 +7,10 @@ scene is rendered again with all strokes in order (``gandissect.intervene.render
 comes back on the canvas itself, with Before (the original, the cells each stroke edited
 tinted: red removed, green drawn) one click away. The canvas, the brush and the buttons fit one
 screen (1366x900); the scenes to pick from and the units a stroke used are below.
+
+A real image (an upload, or a rendered SceneWorld scene) is inverted into the generator first
+(``gandissect.app.real``, with a progress bar) and then painted the same way; its strokes
+change only the pixels of the cells they painted.
 """
 
 from __future__ import annotations
@@ -20,15 +24,23 @@ import numpy as np
 import pandas as pd
 
 from gandissect.app.canvas import COLLECT, SCRIPT, canvas_html, read_paint
-from gandissect.app.messages import nothing_to_do, user_errors, whole_number
+from gandissect.app.messages import PROGRESS, nothing_to_do, user_errors, whole_number
 from gandissect.app.pictures import enlarge, pixels, save_png, tint_cells
+from gandissect.app.real import (
+    edited_picture,
+    inversion_lines,
+    invert_picture,
+    upload_picture,
+    world_picture,
+)
 from gandissect.app.scenes import MAX_SEED
 from gandissect.app.session import PaintStroke, Session
 from gandissect.app.workspace import Workspace
 from gandissect.errors import UserError
 
 __all__ = ["MODES", "OUTPUTS", "PaintView", "build", "choose_scene", "random_scene",
-           "apply_brush", "undo", "reset", "gallery_seeds", "scene_pictures", "USED_HEADERS"]
+           "apply_brush", "undo", "reset", "gallery_seeds", "scene_pictures", "USED_HEADERS",
+           "invert_upload", "invert_world_scene"]
 
 MODES = ("remove", "draw")
 # The units a brush removes by default: on the shipped generator, painting over a whole tree,
@@ -83,7 +95,10 @@ def _used_units(ws: Workspace, session: Session) -> pd.DataFrame:
 def _status(ws: Workspace, session: Session) -> str:
     scenes = ws.scenes
     n = len(session.strokes)
-    lines = [f"**Scene {session.seed}** · {n} stroke{'s' if n != 1 else ''}"]
+    name = session.image_name if session.inversion is not None else f"Scene {session.seed}"
+    lines = [f"**{name}** · {n} stroke{'s' if n != 1 else ''}"]
+    if session.inversion is not None:
+        lines += inversion_lines(session.inversion)
     if session.strokes:
         last = session.strokes[-1]
         concept = last.concept.partition("/")[2]
@@ -98,10 +113,12 @@ def _status(ws: Workspace, session: Session) -> str:
 
 
 def scene_pictures(ws: Workspace, session: Session) -> tuple[np.ndarray, np.ndarray]:
-    """The session's scene at the generator's resolution, ``(H, W, 3)`` uint8: as generated,
-    and with every stroke applied."""
+    """The session's scene at the generator's resolution, ``(H, W, 3)`` uint8: as generated
+    (or the real image), and with every stroke applied."""
     if not session.strokes:
         return session.original, session.original
+    if session.inversion is not None:
+        return session.original, edited_picture(ws, session.inversion, session.strokes)
     edited = pixels(ws.scenes.render(session.z, [s.stroke() for s in session.strokes]))
     return session.original, edited
 
@@ -110,7 +127,8 @@ def _save(ws: Workspace, session: Session, picture: np.ndarray, what: str) -> st
     """``picture`` as a PNG offered for download, named by its content (a repeated view reuses
     its file, so disk grows only with distinct pictures)."""
     digest = hashlib.sha256(picture.tobytes() + str(picture.shape).encode()).hexdigest()[:20]
-    path = ws.downloads / digest / f"scene{session.seed}_edited_{what}.png"
+    name = "image" if session.inversion is not None else f"scene{session.seed}"
+    path = ws.downloads / digest / f"{name}_edited_{what}.png"
     if not path.is_file():
         save_png(picture, path)
     return str(path)
@@ -138,8 +156,36 @@ def choose_scene(ws: Workspace, session: Session, seed: Any) -> PaintView:
     scenes = _scenes(ws)
     seed = whole_number(seed, "the scene number", 0, MAX_SEED)
     session.seed, session.z, session.strokes = seed, scenes.latent(seed), []
+    session.inversion, session.image_name = None, ""
     session.original = pixels(scenes.render(session.z))
     return _view(ws, session, clear=True)
+
+
+def _start_inverted(ws: Workspace, session: Session, picture: np.ndarray, name: str,
+                    progress) -> PaintView:
+    inversion = invert_picture(ws, picture, progress)
+    session.seed, session.z, session.strokes = None, inversion.z, []
+    session.inversion, session.image_name, session.original = inversion, name, picture
+    return _view(ws, session, clear=True)
+
+
+@user_errors
+def invert_upload(ws: Workspace, session: Session, upload: Any, progress=None) -> PaintView:
+    """Invert an uploaded image file (resized to the generator's resolution) and start
+    painting it (strokes cleared); ``progress(done, total, stage)`` follows the inversion."""
+    _scenes(ws)
+    picture, name = upload_picture(upload, ws.scenes.resolution)
+    return _start_inverted(ws, session, picture, name, progress)
+
+
+@user_errors
+def invert_world_scene(ws: Workspace, session: Session, index: Any,
+                       progress=None) -> PaintView:
+    """Invert SceneWorld scene ``index`` of the held-out world (``real.WORLD_SEED``) and
+    start painting it, as ``invert_upload`` does."""
+    _scenes(ws)
+    picture, name = world_picture(index, ws.scenes.resolution)
+    return _start_inverted(ws, session, picture, name, progress)
 
 
 @user_errors
@@ -223,6 +269,18 @@ def build(ws: Workspace, state: gr.State) -> dict[str, Any]:
                                       min_width=110)
                 c["show"] = gr.Button("Show scene", elem_id="show-scene", min_width=90)
                 c["random"] = gr.Button("Random", elem_id="random-scene", min_width=80)
+            # a real image: a SceneWorld scene of the held-out world, or an upload
+            with gr.Row(equal_height=True):
+                c["world"] = gr.Number(value=0, precision=0, minimum=0, maximum=MAX_SEED,
+                                       label="Rendered SceneWorld scene", scale=2,
+                                       elem_id="world-scene", min_width=110)
+                c["invert_world"] = gr.Button("Invert scene", elem_id="invert-world",
+                                              scale=1, min_width=80)
+                c["upload"] = gr.File(label="Or an image (PNG, JPEG)", type="filepath",
+                                      file_count="single", file_types=["image"], height=90,
+                                      scale=3, elem_id="paint-upload", min_width=150)
+                c["invert_upload"] = gr.Button("Invert image", elem_id="invert-upload",
+                                               scale=1, min_width=80)
             brushes = [(b.title, b.key) for b in scenes.brushes]
             c["concept"] = gr.Dropdown(brushes, value=brushes[0][1] if brushes else None,
                                        label="Brush (concept)", elem_id="brush-concept",
@@ -278,6 +336,15 @@ def build(ws: Workspace, state: gr.State) -> dict[str, Any]:
             return apply_brush(ws, session, paint, concept, mode, strength, units)
         return on_brush
 
+    def bar(progress: gr.Progress):
+        return lambda done, total, stage: progress((done, total), desc=f"Inverting: {stage}")
+
+    def on_invert_upload(session, upload, progress=PROGRESS):
+        return invert_upload(ws, session, upload, bar(progress))
+
+    def on_invert_world(session, index, progress=PROGRESS):
+        return invert_world_scene(ws, session, index, bar(progress))
+
     def on_undo(session):
         return undo(ws, session)
 
@@ -290,6 +357,15 @@ def build(ws: Workspace, state: gr.State) -> dict[str, Any]:
                       **model)
     c["gallery"].select(on_gallery, [state], [*outputs, c["seed"]], api_visibility="private",
                         **model)
+    # inverting takes seconds: its progress bar shows on the status
+    inverting = {"concurrency_id": "model", "show_progress": "full",
+                 "show_progress_on": [c["status"]]}
+    c["invert_upload"].click(on_invert_upload, [state, c["upload"]], outputs,
+                             api_name="invert_image", api_visibility="private", **inverting)
+    c["invert_world"].click(on_invert_world, [state, c["world"]], outputs,
+                            api_name="invert_scene", api_visibility="private", **inverting)
+    c["world"].submit(on_invert_world, [state, c["world"]], outputs, api_visibility="private",
+                      **inverting)
     inputs = [state, c["paint"], c["concept"], c["strength"], c["units"]]
     c["remove"].click(brush("remove"), inputs, outputs, api_name="remove", js=COLLECT, **model)
     c["draw"].click(brush("draw"), inputs, outputs, api_name="draw", js=COLLECT, **model)

@@ -7,6 +7,7 @@ the session always knows what it is editing.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import torch
@@ -43,9 +44,14 @@ class Session:
     """A session's scene (``seed``, latent ``z`` and ``original``, the picture as generated:
     ``(H, W, 3)`` uint8, rendered once per scene), its strokes in order, the version of the
     canvas last sent (each reply is a new one), the unit selected in the Units tab and the
-    units it ablates, and the Network Dissection it is browsing."""
+    units it ablates, and the Network Dissection it is browsing.
+
+    A real image being painted has its ``inversion`` (``gandissect.invert.Inversion``; ``z``
+    is its latent, ``original`` the image itself, ``seed`` None) and its ``image_name``."""
 
     seed: int | None = None
+    inversion: Any = None  # gandissect.invert.Inversion while a real image is painted
+    image_name: str = ""
     z: torch.Tensor | None = None
     original: np.ndarray | None = None
     strokes: list[PaintStroke] = field(default_factory=list)

@@ -48,6 +48,7 @@ class AppConfig:
     canvas: int = 512  # about the painting canvas's side in pixels (a whole multiple of the image)
     gallery: int = 8  # scenes shown in the gallery
     progress: bool = True  # tqdm bars while computing at start-up
+    invert_steps: dict[str, int] | None = None  # steps per inversion stage; None: the library's
 
 
 def _missing_shipped_generator(spec: str) -> bool:
