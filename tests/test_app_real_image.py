@@ -160,3 +160,35 @@ def test_bad_uploads_are_one_line(ws, tmp_path, upload, message):
 def test_bad_world_scene_numbers_are_one_line(ws, index):
     with pytest.raises(gr.Error, match="the SceneWorld scene number must be a whole number"):
         paint.invert_world_scene(ws, Session(), index)
+
+
+def test_the_units_tab_shows_the_inverted_image_and_its_features(ws, scene):
+    from gandissect.app import units
+    from gandissect.app.pictures import enlarge
+
+    path, image, trees = scene
+    session = Session()
+    paint.invert_upload(ws, session, str(path))
+    inversion, scale = session.inversion, units.SHOWN_SCALE
+    # the scene to click on is the image itself, then the image as painted
+    assert np.array_equal(units.scene_picture(ws, session), enlarge(image, scale))
+    cells = ws.scenes.layer_cells(trees)
+    out = paint.apply_brush(ws, session, paint_value(cell_pixels(ws, cells), ws.scale),
+                            "object/tree", "remove", 1.0, paint.BRUSH_UNITS)
+    assert np.array_equal(units.scene_picture(ws, session),
+                          enlarge(canvas_pictures(out.canvas)["after"], scale))
+    # the units listed at a spot are those of the inverted features there, strokes applied
+    session.strokes = []
+    side = ws.scenes.resolution * scale
+    _, _, rows, _ = units.units_here(ws, session, side // 2, side // 2)
+    h, w = ws.scenes.cells
+    features = inversion.features[0, :, h // 2, w // 2]
+    thresholds = [u.threshold for u in ws.scenes.units_dissection.units]
+    top = int(rows["unit"].iloc[0])
+    assert top == max(range(len(thresholds)),
+                      key=lambda u: (float(features[u]) / thresholds[u], -u))
+    # ablation everywhere edits the inverted features; switched off, the image comes back
+    _, ablated = units.ablate(ws, session, str(top), True)
+    assert not np.array_equal(ablated, enlarge(image, scale))
+    _, plain = units.ablate(ws, session, str(top), False)
+    assert np.array_equal(plain, enlarge(image, scale))

@@ -200,13 +200,16 @@ class SceneModels:
         the layer's ``(h, w)`` cells (GANPaint's rule, ``gandissect.intervene.pool_mask``)."""
         return pool_mask(torch.from_numpy(np.asarray(mask, dtype=np.float32)), self.cells)
 
-    def render(self, z: torch.Tensor, strokes: Sequence[Stroke] = ()) -> torch.Tensor:
-        """The ``(1, 3, H, W)`` image of ``z`` with ``strokes`` applied at the layer."""
+    def render(self, z: torch.Tensor, strokes: Sequence[Stroke] = (),
+               generator: nn.Module | None = None) -> torch.Tensor:
+        """The ``(1, 3, H, W)`` image of ``z`` with ``strokes`` applied at the layer (by
+        ``generator``: an inverted image's, else the shared one)."""
+        generator = self.generator if generator is None else generator
         with self.lock:
             if not strokes:
                 with torch.no_grad():
-                    return self.generator(z.to(self._device)).cpu()
-            return render_edited(self.generator, z, self.layer, list(strokes),
+                    return generator(z.to(self._device)).cpu()
+            return render_edited(generator, z, self.layer, list(strokes),
                                  self.insert_values).cpu()
 
     def segment(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -218,12 +221,15 @@ class SceneModels:
         """Unit ``unit``'s ``(h, w)`` activation map on ``z``'s scene."""
         return self.activations(z)[unit]
 
-    def activations(self, z: torch.Tensor, strokes: Sequence[Stroke] = ()) -> torch.Tensor:
-        """Every unit's ``(U, h, w)`` activation map on ``z``'s scene, ``strokes`` applied."""
+    def activations(self, z: torch.Tensor, strokes: Sequence[Stroke] = (),
+                    generator: nn.Module | None = None) -> torch.Tensor:
+        """Every unit's ``(U, h, w)`` activation map on ``z``'s scene, ``strokes`` applied (by
+        ``generator``: an inverted image's, else the shared one)."""
+        generator = self.generator if generator is None else generator
         edit = stroke_edit(list(strokes), self.insert_values) if strokes else None
-        with self.lock, torch.no_grad(), Trace(self.generator, self.layer, stop=True,
+        with self.lock, torch.no_grad(), Trace(generator, self.layer, stop=True,
                                                edit=edit) as trace:
-            self.generator(z.to(self._device))
+            generator(z.to(self._device))
         return trace.output[0].cpu()
 
     def top_images(self, unit: int, count: int = 6) -> np.ndarray:

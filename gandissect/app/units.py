@@ -17,7 +17,8 @@ import pandas as pd
 
 from gandissect.app.messages import PROGRESS, user_errors
 from gandissect.app.pictures import enlarge, pixels
-from gandissect.app.session import Session
+from gandissect.app.real import edited_picture
+from gandissect.app.session import PaintStroke, Session
 from gandissect.app.unit_table import (
     ALL,
     HEADERS,
@@ -90,9 +91,9 @@ def select_unit(ws: Workspace, session: Session, unit: Any) -> tuple:
     strip = scenes.top_images(session.unit)
     heat = None
     if session.z is not None:
-        image = pixels(scenes.render(session.z))
-        heat = enlarge(overlay(image, scenes.activation(session.z, session.unit),
-                               mode="absolute", alpha=0.6), SHOWN_SCALE)
+        image = _shown(ws, session, [])
+        activation = scenes.activations(session.z, generator=_generator(session))[session.unit]
+        heat = enlarge(overlay(image, activation, mode="absolute", alpha=0.6), SHOWN_SCALE)
     return session, text, enlarge(strip, 2), heat, str(session.unit)
 
 
@@ -100,13 +101,26 @@ HERE_HEADERS = ["unit", "label", "category", "activation / threshold", "IoU"]
 HERE_ROWS = 12  # units listed for a clicked spot
 
 
+def _generator(session: Session):
+    """The generator of the session's scene: an inverted image's own, else None (the shared
+    one)."""
+    return None if session.inversion is None else session.inversion.generator
+
+
+def _shown(ws: Workspace, session: Session, strokes: list[PaintStroke]) -> np.ndarray:
+    """The session's scene with ``strokes`` applied, ``(H, W, 3)`` uint8: as generated, or a
+    real image painted as the Paint tab paints it (blended outside the painted cells)."""
+    if session.inversion is None:
+        return pixels(ws.scenes.render(session.z, [s.stroke() for s in strokes]))
+    return edited_picture(ws, session.inversion, strokes) if strokes else session.original
+
+
 def scene_picture(ws: Workspace, session: Session) -> np.ndarray | None:
     """The current scene (the Paint tab's, its strokes applied), enlarged, to click on."""
-    scenes = _scenes(ws)
+    _scenes(ws)
     if session.z is None:
         return None
-    strokes = [s.stroke() for s in session.strokes]
-    return enlarge(pixels(scenes.render(session.z, strokes)), SHOWN_SCALE)
+    return enlarge(_shown(ws, session, session.strokes), SHOWN_SCALE)
 
 
 @user_errors
@@ -126,7 +140,7 @@ def units_here(ws: Workspace, session: Session, x: Any, y: Any) -> tuple:
         raise UserError(f"the spot ({column}, {row}) lies outside the {side}x{side} scene")
     (h, w), strokes = scenes.cells, [s.stroke() for s in session.strokes]
     cell = (row * h // side, column * w // side)
-    maps = scenes.activations(session.z, strokes)[:, cell[0], cell[1]]
+    maps = scenes.activations(session.z, strokes, _generator(session))[:, cell[0], cell[1]]
     units = scenes.units_dissection.units
     ratio = [float(maps[u.unit]) / u.threshold if u.threshold > 0 else float("inf")
              for u in units]
@@ -154,7 +168,10 @@ def ablate(ws: Workspace, session: Session, units: str, active: bool) -> tuple:
         raise UserError("pick a scene in the Paint tab first")
     session.ablated = chosen
     strokes = [Stroke(session.ablated, "ablate")] if active and session.ablated else []
-    return session, enlarge(pixels(scenes.render(session.z, strokes)), SHOWN_SCALE)
+    if session.inversion is not None and not strokes:
+        return session, enlarge(session.original, SHOWN_SCALE)  # the image itself
+    return session, enlarge(pixels(scenes.render(session.z, strokes, _generator(session))),
+                            SHOWN_SCALE)
 
 
 @user_errors
