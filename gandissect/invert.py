@@ -6,7 +6,9 @@ SIGGRAPH 2019; "Seeing what a GAN cannot generate", ICCV 2019), in four stages:
 1. ``start``: the latent an encoder gives, or the best of several latents drawn from the
    generator's own law (each briefly optimised);
 2. ``latent``: the latent optimised for pixel error;
-3. ``features``: the output of ``layer`` optimised directly, the layers after it fixed;
+3. ``features``: the output of ``layer`` optimised directly, the layers after it fixed, by
+   gradient descent at one pace for all units (so that the units the generator draws an
+   object with are those that draw it in the image, and the dissected units can edit it);
 4. ``adapt``: the parameters of the layers after ``layer`` nudged towards the image, with an
    L2 penalty that keeps them near the generator's own, so that the units still mean what they
    meant (edits behave).
@@ -37,17 +39,19 @@ from gandissect.errors import UserError
 from gandissect.hooks import forward_from, get_layer, partial_forward
 from gandissect.torchutil import model_device
 
-__all__ = ["DEFAULT_STEPS", "Inversion", "blend", "invert", "label_agreement", "psnr",
+__all__ = ["DEFAULT_STEPS", "Inversion", "blend", "edit", "invert", "label_agreement", "psnr",
            "adapted_modules"]
 
 # Step counts per stage (``starts``: random latents drawn when there is no encoder; ``search``:
 # steps on the best few of them), and the learning rates, as chosen on 64 px SceneWorld scenes
-# of world seed 1000 (benchmarks/bench_invert.py). Tests pass fewer steps.
-DEFAULT_STEPS = {"starts": 16, "search": 10, "latent": 30, "features": 60, "adapt": 100}
+# of world seed 1000 (benchmarks/bench_invert.py for the reconstruction,
+# benchmarks/bench_invert_edit.py for the edits). Tests pass fewer steps.
+DEFAULT_STEPS = {"starts": 16, "search": 10, "latent": 30, "features": 100, "adapt": 100}
 KEEP_STARTS = 4            # random starts kept for the search stage
 LATENT_LR = 0.05
-FEATURE_LR = 0.05
-ADAPT_LR = 0.005
+FEATURE_LR = 0.0125        # a step of the features' normalised gradient descent
+FEATURE_MOMENTUM = 0.9
+ADAPT_LR = 0.001
 ADAPT_PENALTY = 1.0        # weight of the mean squared parameter change
 LATENT_PRIOR = 1e-3        # keeps an optimised normal latent's norm near its law's
 FEATURE_PENALTY = 1e-2     # keeps the optimised features near those the latent gives
@@ -73,6 +77,8 @@ class Inversion:
             ``adapt``).
         seconds: wall time of the inversion.
         adapted: names of the parameters that adaptation changed (empty without it).
+        own: ``(1, C, h, w)`` the generator's own output of ``layer`` for ``z``, before the
+            features were optimised (what ``edit`` takes back where it removes).
     """
 
     generator: nn.Module
@@ -85,6 +91,7 @@ class Inversion:
     stages: dict[str, float]
     seconds: float
     adapted: list[str] = field(default_factory=list)
+    own: torch.Tensor | None = None
 
 
 def psnr(a: torch.Tensor, b: torch.Tensor) -> float:
@@ -394,12 +401,19 @@ def invert(generator: nn.Module, image, layer: str = "layer4", encoder: nn.Modul
     return Inversion(generator=work, z=z, layer=layer, features=features.detach().clone(),
                      reconstruction=reconstruction, target=target,
                      psnr=psnr(reconstruction, target), stages=stages,
-                     seconds=time.perf_counter() - began, adapted=adapted)
+                     seconds=time.perf_counter() - began, adapted=adapted, own=initial)
 
 
 def _optimise_features(generator, layer, z, initial, target, n_steps, counter) -> torch.Tensor:
+    """Gradient descent with momentum on ``layer``'s output, each step the gradient divided by
+    its root mean square.
+
+    One step size for the whole gradient, not one per unit as Adam takes: the features move
+    most in the units that change the missing pixels most, rather than every unit at the same
+    pace; on SceneWorld this reconstructs better before adaptation and leaves more of an
+    object to the units the brushes edit."""
     features = initial.clone().requires_grad_(True)
-    optimiser = torch.optim.Adam([features], lr=FEATURE_LR)
+    optimiser = torch.optim.SGD([features], lr=FEATURE_LR, momentum=FEATURE_MOMENTUM)
     scale = initial.pow(2).mean().clamp_min(1e-8)
     for _ in range(n_steps):
         optimiser.zero_grad(set_to_none=True)
@@ -407,6 +421,7 @@ def _optimise_features(generator, layer, z, initial, target, n_steps, counter) -
         loss = _mse(forward_from(generator, layer, features, z), target).sum() \
             + FEATURE_PENALTY * drift
         loss.backward()
+        features.grad /= features.grad.pow(2).mean().sqrt().clamp_min(1e-12)
         optimiser.step()
         counter.step("features")
     return features.detach()
@@ -437,3 +452,56 @@ def _adapt(generator, layer, z, features, modules: Sequence[str], target, n_step
         optimiser.step()
         counter.step("adapt")
     return [name for name, _ in named]
+
+
+def _cells(stroke, size: tuple[int, int], device) -> torch.Tensor:
+    """A stroke's ``(h, w)`` weight at the layer's cells: its pooled mask times its strength
+    (everywhere without a mask)."""
+    from gandissect.intervene import pool_mask
+
+    if stroke.mask is None:
+        return torch.full(size, float(stroke.strength), device=device)
+    mask = torch.as_tensor(stroke.mask, dtype=torch.float32)
+    if mask.dim() != 2:
+        raise UserError(f"a stroke on an inverted image needs an (H, W) mask, got shape "
+                        f"{tuple(mask.shape)}")
+    return pool_mask(mask, size).to(device) * float(stroke.strength)
+
+
+def edit(inversion: Inversion, strokes: Sequence, insert_values: torch.Tensor | None = None,
+         ) -> torch.Tensor:
+    """The inverted image with ``strokes`` (``gandissect.intervene.Stroke``) applied in order
+    at its layer, blended into the image: ``(1, 3, H, W)``, exactly the image outside the
+    union of the strokes' cells.
+
+    A Remove (``ablate``) stroke first takes back, in its cells, what inversion added beyond
+    the generator's own features for the latent (``inversion.own``), then ablates its units:
+    the optimised features draw what the latent could not with any units, the dissected ones
+    included, so ablating them alone leaves much of an object that the generator itself would
+    lose (on SceneWorld scenes of world 1000, trees, clouds and doors match the true
+    counterfactual far more often this way; ``benchmarks/bench_invert_edit.py``). A Draw
+    (``insert``) stroke writes its units on the inverted features, as on a generated scene.
+    """
+    from gandissect.hooks import Trace
+    from gandissect.intervene import stroke_edit
+
+    strokes = list(strokes)
+    if not strokes:
+        return inversion.target.clone()
+    own = inversion.own if inversion.own is not None else inversion.features
+    size = tuple(inversion.features.shape[2:])
+    device = inversion.features.device
+    weights = [_cells(stroke, size, device) for stroke in strokes]
+
+    def apply(output: torch.Tensor) -> torch.Tensor:
+        for stroke, weight in zip(strokes, weights):
+            if stroke.mode == "ablate":
+                output = output * (1 - weight) + own.to(output.dtype) * weight
+            output = stroke_edit([stroke], insert_values)(output)
+        return output
+
+    with torch.no_grad(), Trace(inversion.generator, inversion.layer, retain_output=False,
+                                edit=apply):
+        edited = inversion.generator(inversion.z)
+    painted = torch.stack(weights).amax(0)
+    return blend(inversion.target, edited.to(inversion.target.device), painted)

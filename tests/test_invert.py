@@ -12,9 +12,9 @@ import torch
 from torch import nn
 
 from gandissect.errors import UserError
-from gandissect.hooks import Trace
+from gandissect.hooks import Trace, forward_from, partial_forward
 from gandissect.intervene import Stroke, render_edited
-from gandissect.invert import adapted_modules, blend, invert, label_agreement, psnr
+from gandissect.invert import FEATURE_LR, adapted_modules, blend, invert, label_agreement, psnr
 from gandissect.models.proggan import ProGANGenerator
 
 FEW = {"starts": 4, "search": 3, "latent": 5, "features": 10, "adapt": 10}
@@ -113,6 +113,20 @@ def test_adaptation_raises_psnr(generator, target, inversion):
     assert inversion.psnr > plain.psnr + 0.1
     with torch.no_grad():
         assert torch.equal(plain.generator(plain.z), plain.reconstruction)
+
+
+def test_features_step_along_the_whole_gradient(generator, target):
+    """One features step, restated: the pixel loss's gradient at the latent's features divided
+    by its root mean square (one pace for every unit, not Adam's per-unit pace), times
+    FEATURE_LR."""
+    inv = invert(generator, target, LAYER, adapt=False, progress=quiet,
+                 steps={**FEW, "features": 1})
+    start = partial_forward(generator, LAYER, inv.z).detach().requires_grad_(True)
+    (forward_from(generator, LAYER, start, inv.z) - inv.target).pow(2).mean().backward()
+    gradient = start.grad
+    expected = start.detach() - FEATURE_LR * gradient / gradient.pow(2).mean().sqrt()
+    assert torch.allclose(inv.features, expected, atol=1e-5)
+    assert not torch.allclose(inv.features, start.detach(), atol=1e-3)
 
 
 def test_encoder_gives_the_start(generator, target):
@@ -220,3 +234,41 @@ def test_blend_keeps_unpainted_pixels():
                     assert torch.allclose(pixel, mixed)
     with pytest.raises(UserError):
         blend(image, edited, torch.zeros(5, 5))
+
+
+def test_edit_takes_back_the_inversion_where_it_removes(generator, inversion):
+    from gandissect.invert import edit
+
+    # the generator's own features for the latent: what inversion started from
+    with torch.no_grad():
+        own = partial_forward(generator, LAYER, inversion.z)
+    assert torch.allclose(inversion.own, own, atol=1e-6)
+    removed, drawn = torch.zeros(8, 8), torch.zeros(8, 8)
+    removed[1:3, 2:5] = 1
+    drawn[5:7, 0:2] = 1
+    values = torch.linspace(0.5, 2.0, 8)
+    strokes = [Stroke([0, 2], "ablate", removed, strength=0.5),
+               Stroke([4, 5], "insert", drawn, strength=1.0)]
+    out = edit(inversion, strokes, values)
+    # the slow way, cell by cell: a remove stroke first moves the features towards the
+    # generator's own by its weight, then ablates its units; a draw stroke writes its values
+    features = inversion.features.clone()
+    for y in range(8):
+        for x in range(8):
+            if removed[y, x]:
+                features[0, :, y, x] = features[0, :, y, x] * 0.5 + own[0, :, y, x] * 0.5
+                for unit in (0, 2):
+                    features[0, unit, y, x] *= 0.5
+            if drawn[y, x]:
+                for unit in (4, 5):
+                    features[0, unit, y, x] = values[unit]
+    with torch.no_grad():
+        edited = tail(inversion.generator, features)
+    weight = torch.zeros(32, 32)
+    for y in range(32):
+        for x in range(32):
+            weight[y, x] = 0.5 if removed[y // 4, x // 4] else 1.0 if drawn[y // 4, x // 4] else 0
+    expected = inversion.target * (1 - weight) + edited * weight
+    assert torch.allclose(out, expected, atol=1e-5)
+    assert torch.equal(out[..., weight == 0], inversion.target[..., weight == 0])
+    assert torch.equal(edit(inversion, []), inversion.target)

@@ -2,9 +2,10 @@
 generator (``gandissect.invert``) and then painted with the same brushes.
 
 A stroke on an inverted image edits the inverted features at the painting layer
-(``gandissect.intervene.render_edited`` on the inversion's generator and latent); the result
-is blended into the image over the union of the painted cells (``gandissect.invert.blend``),
-so every pixel outside them stays exactly the image's.
+(``gandissect.invert.edit``: Remove takes back in its cells what inversion added beyond the
+generator's own features, then ablates its units; Draw writes its units); the result is blended
+into the image over the union of the painted cells, so every pixel outside them stays exactly
+the image's.
 """
 
 from __future__ import annotations
@@ -22,8 +23,7 @@ from gandissect.app.scenes import MAX_SEED
 from gandissect.app.session import PaintStroke
 from gandissect.app.workspace import Workspace
 from gandissect.errors import UserError
-from gandissect.intervene import render_edited
-from gandissect.invert import Inversion, blend, invert
+from gandissect.invert import Inversion, edit, invert
 
 __all__ = ["WORLD_SEED", "edited_picture", "invert_picture", "upload_picture",
            "world_picture", "inversion_lines"]
@@ -87,13 +87,13 @@ def invert_picture(ws: Workspace, picture: np.ndarray,
 def edited_picture(ws: Workspace, inversion: Inversion,
                    strokes: Sequence[PaintStroke]) -> np.ndarray:
     """The inverted image with ``strokes`` applied, ``(H, W, 3)`` uint8: the edited
-    reconstruction inside the union of the painted cells, the image's own pixels elsewhere."""
+    reconstruction inside the union of the painted cells, the image's own pixels elsewhere
+    (``gandissect.invert.edit``: a Remove stroke also takes back there what inversion added
+    beyond the generator's own features)."""
     scenes = ws.scenes
     with scenes.lock:
-        edited = render_edited(inversion.generator, inversion.z, scenes.layer,
-                               [s.stroke() for s in strokes], scenes.insert_values).cpu()
-    cells = torch.stack([s.cells.float().cpu() for s in strokes]).amax(0)
-    return pixels(blend(inversion.target.cpu(), edited, cells))
+        edited = edit(inversion, [s.stroke() for s in strokes], scenes.insert_values)
+    return pixels(edited.cpu())
 
 
 def inversion_lines(inversion: Inversion) -> list[str]:

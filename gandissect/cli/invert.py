@@ -193,8 +193,8 @@ def _stroke(args: argparse.Namespace, generator, segmenter, dissection, folder, 
 def _run_edit_image(args: argparse.Namespace) -> int:
     from gandissect.fileio import save_image, write_json
     from gandissect.imagefiles import read_mask
-    from gandissect.intervene import pool_mask, render_edited
-    from gandissect.invert import blend
+    from gandissect.intervene import pool_mask
+    from gandissect.invert import edit
 
     if args.units < 1 or not 0 <= args.strength <= 1:
         raise UserError("--units must be positive and --strength lie in [0, 1]")
@@ -206,8 +206,7 @@ def _run_edit_image(args: argparse.Namespace) -> int:
     stroke, method = _stroke(args, generator, segmenter, dissection, folder, concept, cells)
     inv = _invert(args, generator, pixels, encoder)
     insert_values = dissection.layer(args.layer).stats["insertion"]
-    edited = render_edited(inv.generator, inv.z, args.layer, [stroke], insert_values)
-    result_image = blend(inv.target, edited, cells)
+    result_image = edit(inv, [stroke], insert_values)
     changed = int((result_image != inv.target).any(1).sum())
     result = {"image": str(args.image), "concept": f"{concept.category}/{concept.name}",
               "mode": args.mode, "units": list(stroke.units), "ranking": method,
