@@ -18,7 +18,7 @@ TRAINERS = {
     "classifier": ("gandissect.train.classifier", "train_classifier",
                    "the SceneWorld scene classifier (small ResNet)", 160, 0),
     "encoder": ("gandissect.train.encoder", "train_encoder",
-                "the image -> latent encoder of the SceneWorld generator", 42, 0),
+                "the image -> latent encoder of the SceneWorld generator", 36, 0),
 }
 
 

@@ -40,7 +40,7 @@ class EncoderConfig:
     lr: float = 0.001
     weight_decay: float = 0.0
     warmup_kimg: float = 0.5
-    kimg: float = 42
+    kimg: float = 36
     pixel_weight: float = 2.0
     world_seed: int = SEEDS["encoder"]
     seed: int = 0
