@@ -29,17 +29,23 @@ def _open(path: str | Path, what: str, mode: str, hint: str) -> np.ndarray:
 
 
 def read_image(path: str | Path, size: int) -> tuple[np.ndarray, str | None]:
-    """The RGB picture in ``path`` as ``(size, size, 3)`` uint8 and a note saying how it was
-    resized (bicubic, to a square) when its size differs, else None."""
+    """The picture in ``path`` as ``(size, size, 3)`` uint8, read as every command reads images
+    (``netdissect.folder.load_image``: the shorter side resized, the centre cropped; a picture
+    of that size keeps its pixels), and a note saying so when its size differs, else None."""
     from PIL import Image
 
-    pixels = _open(path, "image", "RGB", "an RGB PNG or JPEG")
-    height, width = pixels.shape[:2]
-    if (height, width) == (size, size):
+    from gandissect.netdissect.folder import load_image
+
+    if not Path(path).is_file():
+        raise UserError(f"the image {path} does not exist")
+    image = load_image(path, size)  # one clear line for what cannot be read
+    with Image.open(path) as opened:
+        width, height = opened.size
+    pixels = ((image + 1) * 127.5).round().clamp(0, 255).byte().permute(1, 2, 0).numpy()
+    if (width, height) == (size, size):
         return pixels, None
-    resized = Image.fromarray(pixels).resize((size, size), Image.Resampling.BICUBIC)
-    note = f"resized {path} from {width}x{height} to the generator's {size}x{size}"
-    return np.asarray(resized), note
+    return pixels, (f"resized {path} from {width}x{height} to the generator's {size}x{size}: "
+                    "shorter side scaled, centre cropped")
 
 
 def read_mask(path: str | Path, size: int, resize: bool = False) -> torch.Tensor:

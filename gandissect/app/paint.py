@@ -36,6 +36,7 @@ from gandissect.app.real import (
 from gandissect.app.scenes import MAX_SEED
 from gandissect.app.session import PaintStroke, Session
 from gandissect.app.workspace import Workspace
+from gandissect.brushes import BRUSH_UNITS
 from gandissect.errors import UserError
 
 __all__ = ["MODES", "OUTPUTS", "PaintView", "build", "choose_scene", "random_scene",
@@ -43,11 +44,6 @@ __all__ = ["MODES", "OUTPUTS", "PaintView", "build", "choose_scene", "random_sce
            "invert_upload", "invert_world_scene"]
 
 MODES = ("remove", "draw")
-# The units a brush removes by default: on the shipped generator, painting over a whole tree,
-# door or dome, 30 of the ranking remove 0.86 / 0.65 / 1.0 of it against 0.60 / 0.45 / 0.69 for
-# GANPaint's 15, while the labels around the paint change no more (dome: 9.8% of the pixels
-# within a cell, against 8.8%; farther away under 1%). benchmarks/bench_paint_effect.py.
-BRUSH_UNITS = 30
 USED_HEADERS = ["unit", "label", "category", "IoU (its label)", "weight"]
 RANKINGS = {"iou": "IoU", "ace": "causal effect (ACE)",
             "ace+swaps": "causal effect (ACE, its top 20 improved by swaps)",

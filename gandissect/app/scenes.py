@@ -27,6 +27,7 @@ from gandissect.ace import (
     units_by_ace,
     units_for_drawing,
 )
+from gandissect.brushes import BRUSH_EXCLUDED
 from gandissect.causal import ConceptRef
 from gandissect.dissect import Dissection, LayerDissection
 from gandissect.dissect.counts import best_in_category, count_title, labelled
@@ -39,7 +40,6 @@ from gandissect.torchutil import model_device
 __all__ = ["Brush", "SceneModels", "MAX_SEED", "BRUSH_EXCLUDED"]
 
 MAX_SEED = 2**31 - 1  # scene numbers: 0 .. MAX_SEED
-BRUSH_EXCLUDED = ("color", "scene")  # categories that are not things one paints
 GANPAINT_BRUSHES = ("tree", "grass", "door", "sky", "cloud", "brick", "dome")
 
 

@@ -8,6 +8,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from gandissect.brushes import BRUSH_EXCLUDED, BRUSH_UNITS
 from gandissect.cli.common import (
     add_device_argument,
     add_generator_arguments,
@@ -16,9 +17,6 @@ from gandissect.cli.common import (
 )
 from gandissect.errors import UserError
 from gandissect.models.spellings import SHIPPED
-
-BRUSH_UNITS = 30  # units a removal brush edits, as in the app
-BRUSH_EXCLUDED = ("color", "scene")  # categories that are not things one paints
 
 
 def _encoder(args: argparse.Namespace, device):
